@@ -1,0 +1,37 @@
+r"""Generic single-stage runner.
+
+  python -m experiments.train --config=configs/default.py:toy --workdir=/tmp/run \
+      --config.train.steps=100 --config.optim.learning_rate=1e-2
+
+Runs `config.stage`, resuming from the latest checkpoint in --workdir, and
+writes the stage's summary to <workdir>/summary.json.
+"""
+import json
+import os
+import sys
+
+from absl import flags
+
+from hybrid_rl import cli
+from hybrid_rl.train import stages
+
+_CONFIG = cli.define_config("configs/default.py:toy")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+
+
+def main(argv):
+  del argv
+  config = cli.resolved_config(_CONFIG)
+  try:
+    stage = stages.get(config.stage)
+  except ValueError as e:
+    sys.exit(f"FATAL invalid config: {e}")
+  cli.prepare_workdir(config, _WORKDIR.value)
+  summary = stage(config, _WORKDIR.value)
+  with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  print(f"summary: {json.dumps(summary)}", flush=True)
+
+
+if __name__ == "__main__":
+  cli.run(main)

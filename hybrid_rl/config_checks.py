@@ -1,0 +1,104 @@
+"""Value checks on a resolved ConfigDict, run before any model is built.
+
+ml_collections already rejects unknown fields and wrong types on override;
+this module rejects values that have the right type but no meaning (a negative
+batch size, alpha outside (0, 1], an unknown schedule name). Every failure is
+one line that names the field.
+
+Rules are keyed by a field's leaf name (applied wherever that name occurs, so
+config blocks added later are covered) or by its full dotted path.
+"""
+from typing import Any, Callable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config field holds an invalid value."""
+
+
+def _positive(v):
+  return v > 0
+
+
+def _non_negative(v):
+  return v >= 0
+
+
+def _unit_open_closed(v):  # (0, 1]
+  return 0 < v <= 1
+
+
+def _unit_closed(v):  # [0, 1]
+  return 0 <= v <= 1
+
+
+def _one_of(*choices):
+  check = lambda v: v in choices
+  return check, f"must be one of {', '.join(map(repr, choices))}"
+
+
+# leaf name -> (check, requirement)
+_LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_size": (_positive, "must be > 0"),
+    "prompt_batch_size": (_positive, "must be > 0"),
+    "micro_batch_size": (_positive, "must be > 0"),
+    "eval_batch_size": (_positive, "must be > 0"),
+    "steps": (_non_negative, "must be >= 0"),
+    "num_samples": (_positive, "must be > 0"),
+    "group_size": (_positive, "must be > 0"),
+    "max_new_tokens": (_positive, "must be > 0"),
+    "max_prompt_len": (_positive, "must be > 0"),
+    "checkpoint_every": (_positive, "must be > 0"),
+    "keep_checkpoints": (_positive, "must be > 0"),
+    "log_every": (_positive, "must be > 0"),
+    "learning_rate": (_non_negative, "must be >= 0"),
+    "warmup_steps": (_non_negative, "must be >= 0"),
+    "weight_decay": (_non_negative, "must be >= 0"),
+    "grad_clip_norm": (_non_negative, "must be >= 0 (0 disables clipping)"),
+    "b1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "b2": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "temperature": (_non_negative, "must be >= 0 (0 is greedy)"),
+    "top_p": (_unit_open_closed, "must be in (0, 1]"),
+    "top_k": (_non_negative, "must be >= 0 (0 disables top-k)"),
+    "alpha": (_unit_open_closed, "must be in (0, 1]"),
+    "beta": (_unit_open_closed, "must be in (0, 1]"),
+    "epsilon_low": (_non_negative, "must be >= 0"),
+    "epsilon_high": (_non_negative, "must be >= 0"),
+    "kl_coef": (_non_negative, "must be >= 0"),
+    "timeout_s": (_positive, "must be > 0"),
+    "num_workers": (_positive, "must be > 0"),
+    "dim": (_positive, "must be > 0"),
+    "noise": (_non_negative, "must be >= 0"),
+    "step_sleep_s": (_non_negative, "must be >= 0"),
+    "num_seeds": (_positive, "must be > 0"),
+}
+
+# full dotted path -> (check, requirement)
+_PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "optim.schedule": _one_of("constant", "cosine"),
+}
+
+
+def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):
+  for key, value in config.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, path + ".")
+    else:
+      yield path, key, value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first field whose value is invalid."""
+  for path, leaf, value in _leaves(config):
+    rule = _PATH_RULES.get(path) or _LEAF_RULES.get(leaf)
+    if rule is None or value is None:
+      continue
+    check, requirement = rule
+    try:
+      ok = check(value)
+    except TypeError:
+      ok = False
+    if not ok:
+      raise ConfigError(f"config.{path}={value!r}: {requirement}")

@@ -1,0 +1,44 @@
+"""Learning curves from metrics.jsonl files to PNG."""
+import os
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from hybrid_rl.train import metrics as metrics_lib
+
+
+def plot_learning_curves(runs: Mapping[str, str], keys: Sequence[str],
+                         out_png: str, *, x_key: str = "step",
+                         title: str = "") -> str:
+  """Draws one panel per metric key, one line per run.
+
+  Args:
+    runs: run label -> path of its metrics.jsonl.
+    keys: metric names to plot (rows without a key are skipped for it).
+    out_png: output path; parent directories are created.
+    x_key: the x axis, "step" or any cumulative metric (e.g. samples seen).
+  Returns:
+    out_png.
+  """
+  fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4),
+                           squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    for label, path in runs.items():
+      rows = [r for r in metrics_lib.read_metrics(path)
+              if key in r and x_key in r]
+      if rows:
+        ax.plot([r[x_key] for r in rows], [r[key] for r in rows], label=label)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+  return out_png

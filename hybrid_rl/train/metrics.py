@@ -1,0 +1,92 @@
+"""Per-step scalars to `<workdir>/metrics.jsonl` and TensorBoard, plus progress bars.
+
+metrics.jsonl holds one JSON object per logged step: {"step": int, name: float}.
+On resume, rows past the restored step (written after the last checkpoint of
+a killed run) are dropped so the file reads as one uninterrupted run.
+"""
+import json
+import math
+import os
+import sys
+from typing import Iterable, Mapping
+
+import numpy as np
+import tqdm
+
+
+def _to_float(value) -> float:
+  value = float(np.asarray(value))
+  return value if math.isfinite(value) else float("nan")
+
+
+def read_metrics(path: str) -> list[dict]:
+  """Rows of a metrics.jsonl file; a torn last line (killed writer) is skipped."""
+  rows = []
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return rows
+
+
+class MetricsWriter:
+  """Appends scalars to metrics.jsonl and (optionally) TensorBoard event files."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True,
+               resume_step: int | None = None, filename: str = "metrics.jsonl"):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, filename)
+    if resume_step is not None or os.path.exists(self.path):
+      self._truncate_after(-1 if resume_step is None else resume_step)
+    self._file = open(self.path, "a")
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _truncate_after(self, step: int) -> None:
+    rows = [r for r in read_metrics(self.path) if r.get("step", -1) <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, scalars: Mapping[str, object]) -> dict:
+    row = {"step": int(step)}
+    row.update({k: _to_float(v) for k, v in scalars.items()})
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step":
+          self._tb.add_scalar(k, v, global_step=step)
+    return row
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None,
+             initial: int = 0, desc: str = "", enabled: bool = True) -> tqdm.tqdm:
+  """tqdm bar with ETA; silent when disabled or when stderr is not a TTY."""
+  return tqdm.tqdm(iterable, total=total, initial=initial, desc=desc,
+                   disable=not (enabled and sys.stderr.isatty()),
+                   dynamic_ncols=True, leave=False)
+
+
+def short_summary(row: Mapping[str, float], keys: Iterable[str]) -> dict:
+  """A few metrics formatted for a progress-bar postfix."""
+  return {k: f"{row[k]:.4g}" for k in keys if k in row}

@@ -1,0 +1,25 @@
+"""Shared test helpers: run an experiment module in a subprocess."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra) -> dict:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def run_module(module: str, *args: str, check: bool = True, timeout: float = 600,
+               **env) -> subprocess.CompletedProcess:
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                        env=subprocess_env(**env), capture_output=True,
+                        text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{module} {' '.join(args)} failed "
+                         f"({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+  return proc

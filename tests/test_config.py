@@ -1,0 +1,56 @@
+"""Command-line configs: overrides apply; bad overrides fail with one line naming the field."""
+import json
+import os
+
+import pytest
+
+from configs import default
+from hybrid_rl import config_checks
+from tests.helpers import run_module
+
+
+def test_override_applied_and_config_written(tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = run_module("experiments.train", f"--workdir={workdir}",
+                    "--config=configs/default.py:toy", "--config.train.steps=3",
+                    "--config.optim.learning_rate=3e-6", "--config.log.progress=False")
+  written = json.load(open(os.path.join(workdir, "config.json")))
+  assert written["optim"]["learning_rate"] == 3e-6
+  assert written["train"]["steps"] == 3
+  assert '"learning_rate": 3e-06' in proc.stdout  # printed at start
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["steps"] == 3
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--config.optim.lr=1", "unknown config field config.optim.lr"),
+    ("--config.nosuchblock.x=1", "unknown config field config.nosuchblock.x"),
+    ("--config.train.batch_size=abc", "--config.train.batch_size=abc"),
+    ("--config.train.batch_size=-4", "config.train.batch_size=-4: must be > 0"),
+    ("--config.optim.schedule=linear", "config.optim.schedule='linear': must be one of"),
+    ("--config.stage=nonsense", "config.stage='nonsense': unknown stage"),
+])
+def test_bad_override_fails_with_one_line(tmp_path, override, expected):
+  workdir = tmp_path / "run"
+  proc = run_module("experiments.train", f"--workdir={workdir}", override, check=False)
+  assert proc.returncode != 0
+  fatal = [l for l in proc.stderr.splitlines() if l.startswith("FATAL")]
+  assert len(fatal) == 1 and expected in fatal[0], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not (workdir / "checkpoints").exists()  # failed before anything was built
+
+
+def test_validate_rules_by_leaf_and_path():
+  config = default.get_config("toy")
+  config_checks.validate(config)  # the preset itself is valid
+  with config.unlocked():
+    config.hero = {"alpha": 1.5}
+  with pytest.raises(config_checks.ConfigError, match=r"config\.hero\.alpha=1\.5: must be in \(0, 1\]"):
+    config_checks.validate(config)
+  config.hero.alpha = 0.1
+  config_checks.validate(config)
+
+
+def test_unknown_preset_is_named():
+  with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    default.get_config("huge")
