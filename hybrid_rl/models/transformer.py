@@ -1,0 +1,318 @@
+"""Decoder-only transformer (Llama 3 / SmolLM2, Qwen2 / Qwen2.5, Qwen3) in Flax NNX.
+
+One file, top to bottom: config, parameters, RMSNorm, RoPE, attention with
+grouped KV heads and an optional KV cache, SwiGLU MLP, and the heads (LM
+logits in float32, optional scalar head for reward models).
+
+Layer parameters are stacked along a leading [num_layers] axis and the layers
+run under `jax.lax.scan`: compile time does not grow with depth, and the KV
+cache is one [layers, batch, slots, kv_heads, head_dim] array per k and v,
+updated in place by the decode loop.
+
+Shapes: B batch, T tokens in this call, S cache slots (keys), H hidden,
+N query heads, K kv heads, D head dim, F MLP width, V vocab, L layers.
+"""
+import dataclasses
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from hybrid_rl.parallel import sharding
+
+Array = jax.Array
+KVCache = dict[str, Array]  # {"k": [L, B, S, K, D], "v": [L, B, S, K, D]}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture hyperparameters (names follow Hugging Face configs)."""
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  rope_theta: float = 10000.0
+  # Llama-3 style frequency scaling: {"factor", "low_freq_factor",
+  # "high_freq_factor", "original_max_position_embeddings"} or None.
+  rope_scaling: tuple[tuple[str, float], ...] | None = None
+  rms_norm_eps: float = 1e-6
+  tie_embeddings: bool = False
+  qkv_bias: bool = False  # Qwen2 / Qwen2.5
+  qk_norm: bool = False  # Qwen3
+  max_position_embeddings: int = 4096
+  num_labels: int = 0  # > 0 adds a scalar head [H, num_labels] (reward models)
+  dtype: str = "float32"  # activations
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
+                       f"num_kv_heads={self.num_kv_heads}")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16"):
+        raise ValueError(f"{name}={getattr(self, name)!r}: must be float32 or bfloat16")
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  def num_params(self, include_embeddings: bool = True) -> int:
+    h, f, d = self.hidden_size, self.intermediate_size, self.head_dim
+    attn = h * d * (2 * self.num_heads + 2 * self.num_kv_heads)
+    per_layer = attn + 3 * h * f + 2 * h
+    if self.qkv_bias:
+      per_layer += d * (self.num_heads + 2 * self.num_kv_heads)
+    if self.qk_norm:
+      per_layer += 2 * d
+    total = self.num_layers * per_layer + h
+    if include_embeddings:
+      total += self.vocab_size * h * (1 if self.tie_embeddings else 2)
+    return total
+
+
+def _init(rngs: nnx.Rngs, shape, fan_in: int, dtype) -> nnx.Param:
+  std = 1.0 / math.sqrt(fan_in)
+  return nnx.Param(jax.random.truncated_normal(rngs.params(), -2, 2, shape, jnp.float32)
+                   .astype(dtype) * std)
+
+
+class Layers(nnx.Module):
+  """All decoder layers' parameters, stacked along a leading [L] axis."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    l, h, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+    n, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    dt = jnp.dtype(cfg.param_dtype)
+    self.attn_norm = nnx.Param(jnp.ones((l, h), dt))
+    self.q = _init(rngs, (l, h, n * d), h, dt)
+    self.k = _init(rngs, (l, h, k * d), h, dt)
+    self.v = _init(rngs, (l, h, k * d), h, dt)
+    self.o = _init(rngs, (l, n * d, h), n * d, dt)
+    if cfg.qkv_bias:
+      self.q_bias = nnx.Param(jnp.zeros((l, n * d), dt))
+      self.k_bias = nnx.Param(jnp.zeros((l, k * d), dt))
+      self.v_bias = nnx.Param(jnp.zeros((l, k * d), dt))
+    if cfg.qk_norm:
+      self.q_norm = nnx.Param(jnp.ones((l, d), dt))
+      self.k_norm = nnx.Param(jnp.ones((l, d), dt))
+    self.mlp_norm = nnx.Param(jnp.ones((l, h), dt))
+    self.gate = _init(rngs, (l, h, f), h, dt)
+    self.up = _init(rngs, (l, h, f), h, dt)
+    self.down = _init(rngs, (l, f, h), f, dt)
+
+  def arrays(self) -> dict[str, Array]:
+    return {name: value[...] for name, value in vars(self).items()
+            if isinstance(value, nnx.Param)}
+
+
+def rms_norm(x: Array, weight: Array, eps: float) -> Array:
+  """RMSNorm computed in float32, returned in x's dtype (as Hugging Face does)."""
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return weight.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def rope_inverse_frequencies(cfg: ModelConfig) -> Array:
+  """[D/2] float32 inverse frequencies, with Llama-3 scaling when configured."""
+  d = cfg.head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  if not cfg.rope_scaling:
+    return inv_freq
+  s = dict(cfg.rope_scaling)
+  factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+  old_len = s["original_max_position_embeddings"]
+  wavelen = 2 * math.pi / inv_freq
+  low_wavelen, high_wavelen = old_len / low, old_len / high
+  smooth = (old_len / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+  scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+  """Rotary embedding, rotate-half convention. x: [B, T, heads, D]; positions: [B, T]."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+  """Grouped-query attention with float32 softmax.
+
+  Args:
+    q: [B, T, N, D]; k, v: [B, S, K, D] with N a multiple of K.
+    mask: [B, T, S] bool, True where query t may attend to key slot s.
+  Returns:
+    [B, T, N, D] in q's dtype.
+  """
+  b, t, n, d = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, d)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k,
+                      preferred_element_type=jnp.float32) / math.sqrt(d)
+  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  return out.reshape(b, t, n, d)
+
+
+def _layer(cfg: ModelConfig, p: dict[str, Array], x: Array, positions: Array,
+           mask: Array, inv_freq: Array, kv_for_attention):
+  """One pre-norm decoder layer. x: [B, T, H] -> ([B, T, H], (k_new, v_new))."""
+  b, t, _ = x.shape
+  dt = x.dtype
+  h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+  q = jnp.einsum("bth,hx->btx", h, p["q"].astype(dt))
+  k = jnp.einsum("bth,hx->btx", h, p["k"].astype(dt))
+  v = jnp.einsum("bth,hx->btx", h, p["v"].astype(dt))
+  if cfg.qkv_bias:
+    q, k, v = q + p["q_bias"].astype(dt), k + p["k_bias"].astype(dt), v + p["v_bias"].astype(dt)
+  q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
+  k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+  v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+  if cfg.qk_norm:
+    q = rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
+    k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
+  q = apply_rope(q, positions, inv_freq)
+  k = apply_rope(k, positions, inv_freq)
+  keys, values = kv_for_attention(k, v)
+  attn = attention(q, keys, values, mask).reshape(b, t, cfg.num_heads * cfg.head_dim)
+  x = x + jnp.einsum("btx,xh->bth", attn, p["o"].astype(dt))
+  h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
+  gate = jnp.einsum("bth,hf->btf", h, p["gate"].astype(dt))
+  up = jnp.einsum("bth,hf->btf", h, p["up"].astype(dt))
+  x = x + jnp.einsum("btf,fh->bth", jax.nn.silu(gate) * up, p["down"].astype(dt))
+  return sharding.constrain(x, sharding.ACTIVATION_SPEC), (k, v)
+
+
+class Transformer(nnx.Module):
+  """Decoder-only LM. Call it for hidden states, then `logits` or `scores`."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dt = jnp.dtype(cfg.param_dtype)
+    self.embed = nnx.Param(
+        (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.hidden_size)) * 0.02).astype(dt))
+    self.layers = Layers(cfg, rngs)
+    self.final_norm = nnx.Param(jnp.ones((cfg.hidden_size,), dt))
+    if not cfg.tie_embeddings:
+      self.lm_head = _init(rngs, (cfg.hidden_size, cfg.vocab_size), cfg.hidden_size, dt)
+    if cfg.num_labels:
+      self.score = _init(rngs, (cfg.hidden_size, cfg.num_labels), cfg.hidden_size, dt)
+
+  def __call__(self, tokens: Array, positions: Array, kv_valid: Array,
+               cache: KVCache | None = None, cache_index: Array | int = 0
+               ) -> tuple[Array, KVCache | None]:
+    """Final-norm hidden states.
+
+    Args:
+      tokens: [B, T] int32.
+      positions: [B, T] int32 RoPE positions (left padding: cumsum(valid) - 1).
+      kv_valid: [B, S] bool, the key slots that hold real tokens. Without a
+        cache S == T; with one S is the cache length and must already mark
+        the slots this call writes.
+      cache: None (attend within `tokens`) or a KV cache to write this call's
+        keys/values into at slots [cache_index, cache_index + T).
+      cache_index: int32 scalar, the cache slot of tokens[:, 0].
+    Returns:
+      (hidden [B, T, H] in the compute dtype, updated cache or None).
+    """
+    cfg = self.cfg
+    b, t = tokens.shape
+    x = self.embed[...].astype(cfg.compute_dtype)[tokens]
+    x = sharding.constrain(x, sharding.ACTIVATION_SPEC)
+    inv_freq = rope_inverse_frequencies(cfg)
+    query_slots = cache_index + jnp.arange(t)
+    key_slots = jnp.arange(kv_valid.shape[1])
+    mask = (key_slots[None, :] <= query_slots[:, None])[None] & kv_valid[:, None, :]
+    params = self.layers.arrays()
+
+    if cache is None:
+      def body(x, p):
+        x, _ = _layer(cfg, p, x, positions, mask, inv_freq, lambda k, v: (k, v))
+        return x, None
+      x, _ = jax.lax.scan(body, x, params)
+    else:
+      def body(carry, layer_inputs):
+        x, cache_k, cache_v = carry
+        index, p = layer_inputs
+
+        def write_then_read(k, v):
+          nonlocal cache_k, cache_v
+          start = (index, 0, cache_index, 0, 0)
+          cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
+          cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
+          return cache_k[index], cache_v[index]
+
+        x, _ = _layer(cfg, p, x, positions, mask, inv_freq, write_then_read)
+        return (x, cache_k, cache_v), None
+
+      (x, cache_k, cache_v), _ = jax.lax.scan(
+          body, (x, cache["k"], cache["v"]), (jnp.arange(cfg.num_layers), params))
+      cache = {"k": cache_k, "v": cache_v}
+    return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
+
+  def logits(self, hidden: Array) -> Array:
+    """[..., H] -> [..., V] float32 logits."""
+    if self.cfg.tie_embeddings:
+      w = self.embed[...].astype(hidden.dtype).T
+    else:
+      w = self.lm_head[...].astype(hidden.dtype)
+    return jnp.einsum("...h,hv->...v", hidden, w, preferred_element_type=jnp.float32)
+
+  def scores(self, hidden: Array, valid: Array) -> Array:
+    """Scalar head on each sequence's last valid token: [B, T, H] -> [B, labels] float32."""
+    last = jnp.max(jnp.where(valid, jnp.arange(valid.shape[1]), 0), axis=1)
+    h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+    return jnp.einsum("bh,hl->bl", h, self.score[...].astype(h.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def init_cache(self, batch: int, slots: int) -> KVCache:
+    cfg = self.cfg
+    shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+    zeros = jnp.zeros(shape, cfg.compute_dtype)
+    return {"k": zeros, "v": zeros}
+
+
+def positions_from_valid(valid: Array) -> Array:
+  """RoPE positions for left- or right-padded rows: [B, T] bool -> [B, T] int32."""
+  return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def forward_logits(model: Transformer, tokens: Array, valid: Array) -> Array:
+  """Teacher-forced logits. tokens, valid: [B, T] -> [B, T, V] float32."""
+  hidden, _ = model(tokens, positions_from_valid(valid), valid)
+  return model.logits(hidden)
+
+
+def token_logprobs(model: Transformer, tokens: Array, valid: Array,
+                   temperature: float = 1.0) -> Array:
+  """log pi(tokens[:, t+1] | tokens[:, :t+1]) for every t: [B, T] -> [B, T-1] float32.
+
+  Logprobs are of softmax(logits / temperature), the distribution the sampler
+  draws from before top-k / top-p truncation (temperature 0 counts as 1).
+  """
+  logits = forward_logits(model, tokens[:, :-1], valid[:, :-1])
+  return gather_logprobs(logits, tokens[:, 1:], temperature)
+
+
+def gather_logprobs(logits: Array, targets: Array, temperature: float = 1.0) -> Array:
+  """log_softmax(logits / T)[targets]: [..., V], [...] -> [...] float32."""
+  if temperature and temperature != 1.0:
+    logits = logits / temperature
+  logz = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return picked - logz
+
+
+def count_params(model: nnx.Module) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+

@@ -1,0 +1,108 @@
+"""Device mesh and partition rules: params, KV cache, activations, batches.
+
+Mesh axes: `data` (pure data parallel), `fsdp` (data parallel with parameters
+and optimizer state sharded over it) and `tensor` (Megatron-style: attention
+heads and MLP width split). Batches split over (data, fsdp).
+
+Rules map a parameter's path to a PartitionSpec. A dimension whose size does
+not divide by its mesh axes is left replicated on that axis instead of
+failing, so the same rules serve a 1M-parameter test model and an 8B model.
+"""
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp", "tensor")
+BATCH = ("data", "fsdp")
+
+ACTIVATION_SPEC = P(BATCH, None, None)  # residual stream [B, T, H]
+CACHE_SPEC = P(None, BATCH, None, "tensor", None)  # [L, B, S, K, D]
+
+# (regex on the "/"-joined parameter path, spec). First match wins.
+PARAM_RULES: tuple[tuple[str, P], ...] = (
+    (r"^embed$", P("tensor", "fsdp")),  # [V, H]
+    (r"^lm_head$", P("fsdp", "tensor")),  # [H, V]
+    (r"^score$", P("fsdp", None)),  # [H, labels]
+    (r"layers/(q|k|v|gate|up)$", P(None, "fsdp", "tensor")),  # [L, H, out]
+    (r"layers/(o|down)$", P(None, "tensor", "fsdp")),  # [L, in, H]
+    (r"layers/(q|k|v)_bias$", P(None, "tensor")),  # [L, out]
+    (r".*", P()),  # norms and anything else: replicated
+)
+
+
+def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
+  """Mesh of shape (data, fsdp, tensor); a -1 entry takes the remaining devices."""
+  devices = jax.devices() if devices is None else devices
+  shape = list(shape)
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh shape {shape}: at most one -1")
+  if -1 in shape:
+    rest = int(np.prod([s for s in shape if s != -1]))
+    shape[shape.index(-1)] = len(devices) // rest
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
+                     f"found {len(devices)}")
+  return jax.make_mesh(tuple(shape), AXES, devices=devices)
+
+
+def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """Drops mesh axes from dimensions they do not divide evenly."""
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    if axes is None:
+      fitted.append(None)
+      continue
+    names = axes if isinstance(axes, tuple) else (axes,)
+    kept = tuple(a for a in names if a in mesh.shape)
+    while kept and dim % int(np.prod([mesh.shape[a] for a in kept])):
+      kept = kept[:-1]
+    fitted.append(kept if len(kept) > 1 else (kept[0] if kept else None))
+  return P(*fitted)
+
+
+def _path_string(path) -> str:
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return "/".join(p for p in parts if p not in ("value", "raw_value"))
+
+
+def param_spec(path: str) -> P:
+  for pattern, spec in PARAM_RULES:
+    if re.search(pattern, path):
+      return spec
+  return P()
+
+
+def param_shardings(params: Any, mesh: Mesh) -> Any:
+  """NamedSharding for every leaf of a parameter pytree (an nnx.State works)."""
+  def one(path, leaf):
+    spec = param_spec(_path_string(path))
+    return NamedSharding(mesh, fit_spec(spec, np.shape(leaf), mesh))
+  return jax.tree_util.tree_map_with_path(one, params)
+
+
+def batch_sharding(mesh: Mesh, ndim: int, batch_size: int | None = None) -> NamedSharding:
+  """Leading (batch) dimension split over (data, fsdp); the rest replicated."""
+  spec = P(BATCH, *([None] * (ndim - 1)))
+  if batch_size is not None:
+    spec = fit_spec(spec, (batch_size,) + (1,) * (ndim - 1), mesh)
+  return NamedSharding(mesh, spec)
+
+
+def cache_sharding(mesh: Mesh, cache_shape: Sequence[int]) -> NamedSharding:
+  return NamedSharding(mesh, fit_spec(CACHE_SPEC, cache_shape, mesh))
+
+
+def constrain(x: jax.Array, spec: P) -> jax.Array:
+  """with_sharding_constraint under an active mesh (jax.set_mesh); no-op otherwise."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not all(a in mesh.shape for a in AXES):
+    return x
+  return jax.lax.with_sharding_constraint(x, fit_spec(spec, x.shape, mesh))
