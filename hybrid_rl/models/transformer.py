@@ -44,7 +44,7 @@ class ModelConfig:
   qkv_bias: bool = False  # Qwen2 / Qwen2.5
   qk_norm: bool = False  # Qwen3
   max_position_embeddings: int = 4096
-  num_labels: int = 0  # > 0 adds a scalar head [H, num_labels] (reward models)
+  num_labels: int = 0  # > 0: scalar head [H, num_labels] instead of an LM head
   dtype: str = "float32"  # activations
   param_dtype: str = "float32"
 
@@ -70,7 +70,9 @@ class ModelConfig:
       per_layer += 2 * d
     total = self.num_layers * per_layer + h
     if include_embeddings:
-      total += self.vocab_size * h * (1 if self.tie_embeddings else 2)
+      untied_head = not self.tie_embeddings and not self.num_labels
+      total += self.vocab_size * h * (2 if untied_head else 1)
+    total += h * self.num_labels
     return total
 
 
@@ -203,7 +205,7 @@ class Transformer(nnx.Module):
         (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.hidden_size)) * 0.02).astype(dt))
     self.layers = Layers(cfg, rngs)
     self.final_norm = nnx.Param(jnp.ones((cfg.hidden_size,), dt))
-    if not cfg.tie_embeddings:
+    if not cfg.tie_embeddings and not cfg.num_labels:  # reward models have no LM head
       self.lm_head = _init(rngs, (cfg.hidden_size, cfg.vocab_size), cfg.hidden_size, dt)
     if cfg.num_labels:
       self.score = _init(rngs, (cfg.hidden_size, cfg.num_labels), cfg.hidden_size, dt)

@@ -45,7 +45,10 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
   if int(np.prod(shape)) != len(devices):
     raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
                      f"found {len(devices)}")
-  return jax.make_mesh(tuple(shape), AXES, devices=devices)
+  # Auto axes: XLA's sharding propagation places intermediates; explicit
+  # constraints sit only at the residual stream and the KV cache.
+  return jax.make_mesh(tuple(shape), AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
 
 
 def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:

@@ -1,0 +1,72 @@
+"""Forward and sampler on 8 forced CPU devices equal the single-device results."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, subprocess_env
+
+SCRIPT = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+from hybrid_rl.models import transformer
+from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import sampler
+jax.config.update("jax_default_matmul_precision", "highest")
+assert len(jax.devices()) == 8, jax.devices()
+cfg = transformer.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2,
+                              num_heads=4, num_kv_heads=2, head_dim=8, qkv_bias=True)
+model = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+prompts, valid = sampler.left_pad([[5, 6, 7], [8, 9], [10, 11, 12, 13], [14],
+                                   [15, 16], [17], [18, 19, 20], [21, 22]], pad_id=0)
+sp = sampler.SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.95, num_samples=2)
+key = jax.random.PRNGKey(0)
+
+def run(m):
+  logits = transformer.forward_logits(m, prompts, valid)
+  out = sampler.generate(m, prompts, valid, key, sp)
+  return np.asarray(logits), np.asarray(out.tokens), np.asarray(out.logprobs)
+
+ref = run(model)
+results = {}
+for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+  mesh = sharding.make_mesh(shape)
+  graphdef, state = nnx.split(model)
+  state = jax.device_put(state, sharding.param_shardings(state, mesh))
+  sharded = nnx.merge(graphdef, state)
+  with jax.set_mesh(mesh):
+    p = jax.device_put(prompts, sharding.batch_sharding(mesh, 2))
+    v = jax.device_put(valid, sharding.batch_sharding(mesh, 2))
+    logits = transformer.forward_logits(sharded, p, v)
+    out = sampler.generate(sharded, p, v, key, sp)
+  n_shards = len({d for d in state["layers"]["q"].sharding.device_set})
+  results[str(shape)] = dict(
+      logits=float(np.abs(np.asarray(logits) - ref[0]).max()),
+      tokens_equal=bool((np.asarray(out.tokens) == ref[1]).all()),
+      logprobs=float(np.abs(np.asarray(out.logprobs) - ref[2]).max()),
+      param_devices=n_shards,
+      batch_sharded=not out.tokens.sharding.is_fully_replicated)
+print("RESULT" + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def results():
+  proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True,
+                        env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+                        timeout=600)
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+  assert line, proc.stderr[-4000:]
+  return json.loads(line[0][len("RESULT"):])
+
+
+@pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(2, 2, 2)"])
+def test_sharded_forward_and_sampler_equal_single_device(results, shape):
+  r = results[shape]
+  assert r["logits"] < 1e-5
+  assert r["tokens_equal"]
+  assert r["logprobs"] < 1e-5
+  assert r["param_devices"] == 8  # parameters really placed over the whole mesh
+  assert r["batch_sharded"]
