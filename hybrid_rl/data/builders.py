@@ -1,0 +1,138 @@
+"""TFDS builders: synthetic_math (generated), gsm8k and math (local JSONL via manual_dir).
+
+They write ArrayRecord files and need no TensorFlow. All share one schema:
+id, question, solution (worked, ending in \\boxed{}), answer (gold), family,
+kind, level.
+
+  builder = make_builder("synthetic_math", data_dir, seed=0)
+  builder.download_and_prepare()
+  source = builder.as_data_source()["train"]  # random access, len()
+
+GSM8K / MATH read `manual_dir` (files named as in ../shared/data):
+  builder = make_builder("gsm8k", data_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=DIR))
+Malformed rows are skipped, logged with their line numbers, and recorded in
+`builder.info.metadata["skipped_rows"]`.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hybrid_rl.data import jsonl_sources
+from hybrid_rl.data import synthetic_math
+
+_FEATURES = dict(id=tfds.features.Text(), question=tfds.features.Text(),
+                 solution=tfds.features.Text(), answer=tfds.features.Text(),
+                 family=tfds.features.Text(), kind=tfds.features.Text(), level=np.int32)
+
+
+def _info(builder, description: str) -> tfds.core.DatasetInfo:
+  return tfds.core.DatasetInfo(builder=builder, description=description,
+                               features=tfds.features.FeaturesDict(dict(_FEATURES)),
+                               metadata=tfds.core.MetadataDict())
+
+
+@dataclasses.dataclass
+class SyntheticMathConfig(tfds.core.BuilderConfig):
+  """Generation knobs; the config name encodes them so each setting caches apart."""
+  name: str = ""
+  seed: int = 0
+  num_train: int = 4000
+  num_validation: int = 400
+  num_test: int = 400
+  max_level: int = 3
+  operand_scale: int = 9
+  families: tuple[str, ...] = ("easy", "hard")
+
+  def __post_init__(self):
+    if not self.name:
+      object.__setattr__(self, "name", f"s{self.seed}_n{self.num_train}-{self.num_validation}-{self.num_test}"
+                   f"_l{self.max_level}_o{self.operand_scale}_{'-'.join(self.families)}")
+    super().__post_init__() if hasattr(super(), "__post_init__") else None
+
+
+class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Procedurally generated easy- and hard-to-verify math problems."""
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [SyntheticMathConfig(name="default")]
+
+  def _info(self):
+    return _info(self, __doc__)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    c = self.builder_config
+    sizes = {"train": c.num_train, "validation": c.num_validation, "test": c.num_test}
+    total = sum(sizes.values())
+    fractions = {k: v / total for k, v in sizes.items()}
+    return {split: self._generate_examples(split, n, fractions) for split, n in sizes.items()}
+
+  def _generate_examples(self, split, num, fractions):
+    c = self.builder_config
+    for key, p in synthetic_math.generate(split, num, seed=c.seed, fractions_by_split=fractions,
+                                          families=tuple(c.families), max_level=c.max_level,
+                                          operand_scale=c.operand_scale):
+      yield key, {"id": key, "question": p.question, "solution": p.solution,
+                  "answer": p.answer, "family": p.family, "kind": p.kind, "level": p.level}
+
+
+class _JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Reads <manual_dir>/<file> per split."""
+  VERSION = tfds.core.Version("1.0.0")
+  SPLIT_FILES: dict[str, str] = {}
+  PARSE_ROW = None
+
+  def _split_generators(self, dl_manager):
+    manual_dir = str(dl_manager.manual_dir)
+    found = {split: os.path.join(manual_dir, f) for split, f in self.SPLIT_FILES.items()
+             if os.path.exists(os.path.join(manual_dir, f))}
+    if not found:
+      raise FileNotFoundError(f"{self.name}: none of {sorted(self.SPLIT_FILES.values())} "
+                              f"in manual_dir {manual_dir}")
+    parsed = {split: jsonl_sources.read_jsonl(path, type(self).PARSE_ROW)
+              for split, path in found.items()}
+    self.info.metadata["skipped_rows"] = {
+        split: [[line, reason] for line, reason in skipped]
+        for split, (_, skipped) in parsed.items()}
+    return {split: self._generate_examples(examples) for split, (examples, _) in parsed.items()}
+
+  def _generate_examples(self, examples):
+    for i, example in enumerate(examples):
+      yield f"{i:06d}", example
+
+
+class Gsm8k(_JsonlBuilder):
+  """GSM8K grade-school word problems (gold: the '#### n' answer)."""
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Place gsm8k_train.jsonl and gsm8k_test.jsonl in manual_dir."
+  SPLIT_FILES = {"train": "gsm8k_train.jsonl", "test": "gsm8k_test.jsonl"}
+  PARSE_ROW = staticmethod(jsonl_sources.parse_gsm8k_row)
+
+  def _info(self):
+    return _info(self, __doc__)
+
+
+class Math(_JsonlBuilder):
+  """MATH / MATH500 competition problems (gold: 'answer' or the last \\boxed{})."""
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Place math500_test.jsonl (and optionally math_train.jsonl) in manual_dir."
+  SPLIT_FILES = {"train": "math_train.jsonl", "test": "math500_test.jsonl"}
+  PARSE_ROW = staticmethod(jsonl_sources.parse_math_row)
+
+  def _info(self):
+    return _info(self, __doc__)
+
+
+BUILDERS = {"synthetic_math": SyntheticMath, "gsm8k": Gsm8k, "math": Math}
+
+
+def make_builder(name: str, data_dir: str, **config) -> tfds.core.GeneratorBasedBuilder:
+  """A builder writing ArrayRecord (TensorFlow-free). `config`: SyntheticMathConfig fields."""
+  if name not in BUILDERS:
+    raise ValueError(f"unknown dataset {name!r} (choose {', '.join(BUILDERS)})")
+  kwargs = dict(data_dir=data_dir, file_format="array_record")
+  if name == "synthetic_math":
+    kwargs["config"] = SyntheticMathConfig(**config)
+  elif config:
+    raise ValueError(f"dataset {name!r} takes no config fields, got {sorted(config)}")
+  return BUILDERS[name](**kwargs)

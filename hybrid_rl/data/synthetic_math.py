@@ -1,0 +1,343 @@
+"""Procedurally generated math problems with worked solutions (no download).
+
+Two families:
+  easy: multi-step integer arithmetic and word problems; the answer is an
+    integer with one written form, so a strict string checker is reliable.
+  hard: fractions, mixed numbers, radicals, inequalities (intervals), roots
+    (sets of values) and polynomial expansions, whose correct answers have
+    many equivalent surface forms. The gold answer is canonical; each
+    reference solution ends in a randomly chosen equivalent form, so a policy
+    cold-started on them writes correct answers that a strict checker
+    rejects and an equivalence checker accepts (HERO's hard-to-verify regime).
+
+Difficulty `level` in 1..3 scales operand size and the number of steps; the
+config's `max_level` and `operand_scale` tune how hard the task is.
+
+Every generator is a pure function of a `random.Random`; splits are assigned
+by a hash of the question text, so no problem appears in two splits.
+"""
+import dataclasses
+import fractions
+import hashlib
+import math
+import random
+from typing import Callable, Iterator
+
+Fraction = fractions.Fraction
+
+EASY_KINDS = ("arith_chain", "word_shop", "word_groups")
+HARD_KINDS = ("fraction_sum", "mixed_number", "radical", "inequality", "quadratic_roots",
+              "expand")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  question: str
+  solution: str  # worked steps ending in "The answer is \boxed{...}."
+  answer: str  # canonical gold answer (LaTeX)
+  family: str  # "easy" | "hard"
+  kind: str
+  level: int
+  forms: tuple[str, ...] = ()  # equivalent written forms of the answer, canonical first
+
+
+# ---------------------------------------------------------------- answer forms
+
+def _frac_latex(q: Fraction) -> str:
+  if q.denominator == 1:
+    return str(q.numerator)
+  sign = "-" if q < 0 else ""
+  return f"{sign}\\frac{{{abs(q.numerator)}}}{{{q.denominator}}}"
+
+
+def fraction_forms(q: Fraction) -> list[str]:
+  """Equivalent written forms of a rational; the first is canonical."""
+  if q.denominator == 1:
+    return [str(q.numerator)]
+  sign = "-" if q < 0 else ""
+  n, d = abs(q.numerator), q.denominator
+  forms = [_frac_latex(q), f"{sign}{n}/{d}", f"{sign}\\dfrac{{{n}}}{{{d}}}",
+           f"{sign}\\frac{{{2 * n}}}{{{2 * d}}}"]
+  if _terminates(d):
+    forms.append(_decimal(q))
+  if n > d:
+    whole, rest = divmod(n, d)
+    forms.append(f"{sign}{whole}\\frac{{{rest}}}{{{d}}}")
+  return forms
+
+
+def _terminates(d: int) -> bool:
+  while d % 2 == 0:
+    d //= 2
+  while d % 5 == 0:
+    d //= 5
+  return d == 1
+
+
+def _decimal(q: Fraction) -> str:
+  text = f"{float(q):.6f}".rstrip("0").rstrip(".")
+  return text
+
+
+def _sqrt_parts(n: int) -> tuple[int, int]:
+  """n -> (a, b) with sqrt(n) = a * sqrt(b), b square-free."""
+  a, b = 1, n
+  for f in range(int(math.isqrt(n)), 1, -1):
+    if n % (f * f) == 0:
+      return f, n // (f * f)
+  return a, b
+
+
+def radical_forms(a: int, b: int) -> list[str]:
+  """Forms of a*sqrt(b) (b square-free > 1); the first is canonical."""
+  if a == 1:
+    return [f"\\sqrt{{{b}}}", f"\\sqrt{b}", f"1\\sqrt{{{b}}}"]
+  return [f"{a}\\sqrt{{{b}}}", f"{a}\\sqrt{b}", f"{a}*\\sqrt{{{b}}}",
+          f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{{{b}}}"]
+
+
+def interval_forms(bound: Fraction, greater: bool, inclusive: bool) -> list[str]:
+  b = _frac_latex(bound)
+  alt = fraction_forms(bound)[1] if bound.denominator != 1 else f"{bound.numerator}.0"
+  if greater:
+    left = "[" if inclusive else "("
+    return [f"{left}{b}, \\infty)", f"{left}{b},\\infty)", f"{left}{b}, +\\infty)",
+            f"x \\in {left}{b}, \\infty)", f"{left}{alt}, \\infty)"]
+  right = "]" if inclusive else ")"
+  return [f"(-\\infty, {b}{right}", f"(-\\infty,{b}{right}", f"x \\in (-\\infty, {b}{right}",
+          f"(-\\infty, {alt}{right}"]
+
+
+def set_forms(values: list[int]) -> list[str]:
+  lo, hi = sorted(values)
+  return [f"\\{{{lo}, {hi}\\}}", f"{lo}, {hi}", f"{hi}, {lo}", f"\\{{{hi},{lo}\\}}",
+          f"x={lo}, x={hi}"]
+
+
+def _poly_latex(coeffs: list[int], descending: bool = True, spaced: bool = True) -> str:
+  """coeffs[i] multiplies x^i."""
+  terms = []
+  order = range(len(coeffs) - 1, -1, -1) if descending else range(len(coeffs))
+  for power in order:
+    c = coeffs[power]
+    if c == 0:
+      continue
+    mag = abs(c)
+    body = {0: f"{mag}", 1: "x" if mag == 1 else f"{mag}x"}.get(
+        power, f"x^{power}" if mag == 1 else f"{mag}x^{power}")
+    terms.append(("-" if c < 0 else "+", body))
+  sep = " " if spaced else ""
+  text = ""
+  for i, (sign, body) in enumerate(terms):
+    if i == 0:
+      text = ("-" if sign == "-" else "") + body
+    else:
+      text += f"{sep}{sign}{sep}{body}"
+  return text or "0"
+
+
+def poly_forms(coeffs: list[int]) -> list[str]:
+  return [_poly_latex(coeffs), _poly_latex(coeffs, spaced=False),
+          _poly_latex(coeffs, descending=False)]
+
+
+# ------------------------------------------------------------------ generators
+
+def _boxed_end(form: str) -> str:
+  return f"The answer is \\boxed{{{form}}}."
+
+
+def _operand(rng: random.Random, level: int, scale: int) -> int:
+  return rng.randint(1, scale * (4 ** (level - 1)) + 1)
+
+
+def gen_arith_chain(rng: random.Random, level: int, scale: int) -> Problem:
+  """a op b op c ... evaluated left to right with explicit intermediate steps."""
+  n_ops = level + 1
+  value = _operand(rng, level, scale)
+  expr, steps = str(value), []
+  for _ in range(n_ops):
+    op = rng.choice("+-*" if level > 1 else "+-")
+    b = rng.randint(2, 9) if op == "*" else _operand(rng, level, scale)
+    new = {"+": value + b, "-": value - b, "*": value * b}[op]
+    steps.append(f"{value} {op} {b} = {new}.")
+    expr = f"({expr}) {op} {b}" if op == "*" and len(steps) > 1 else f"{expr} {op} {b}"
+    value = new
+  question = f"Compute {expr}."
+  return Problem(question, " ".join(steps) + " " + _boxed_end(str(value)), str(value),
+                 "easy", "arith_chain", level)
+
+
+_NAMES = ("Ann", "Ben", "Cal", "Dee", "Eva", "Finn", "Gus", "Hana")
+_ITEMS = ("apples", "pens", "cards", "books", "shells", "coins")
+
+
+def gen_word_shop(rng: random.Random, level: int, scale: int) -> Problem:
+  name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+  a, b = _operand(rng, level, scale), _operand(rng, level, scale)
+  c = rng.randint(1, a + b)
+  question = (f"{name} has {a} {item}. {name} buys {b} more and then gives away {c}. "
+              f"How many {item} does {name} have now?")
+  steps = [f"{a} + {b} = {a + b}.", f"{a + b} - {c} = {a + b - c}."]
+  answer = a + b - c
+  if level >= 3:
+    k = rng.randint(2, 4)
+    question = question[:-len("have now?")] + f"have now if the total is then multiplied by {k}?"
+    steps.append(f"{answer} * {k} = {answer * k}.")
+    answer *= k
+  return Problem(question, " ".join(steps) + " " + _boxed_end(str(answer)), str(answer),
+                 "easy", "word_shop", level)
+
+
+def gen_word_groups(rng: random.Random, level: int, scale: int) -> Problem:
+  name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+  groups, per = rng.randint(2, 2 + 3 * level), rng.randint(2, 2 + scale * level)
+  extra = _operand(rng, level, scale)
+  question = (f"{name} packs {groups} boxes with {per} {item} each and has {extra} {item} "
+              f"left over. How many {item} are there in total?")
+  steps = [f"{groups} * {per} = {groups * per}.", f"{groups * per} + {extra} = {groups * per + extra}."]
+  answer = groups * per + extra
+  return Problem(question, " ".join(steps) + " " + _boxed_end(str(answer)), str(answer),
+                 "easy", "word_groups", level)
+
+
+def _small_fraction(rng: random.Random, level: int) -> Fraction:
+  d = rng.choice((2, 3, 4, 5, 6, 8, 10)[: 3 + 2 * level])
+  return Fraction(rng.randint(1, d * level), d)
+
+
+def gen_fraction_sum(rng: random.Random, level: int, scale: int) -> Problem:
+  del scale
+  a, b = _small_fraction(rng, level), _small_fraction(rng, level)
+  op = rng.choice("+-")
+  result = a + b if op == "+" else a - b
+  common = a.denominator * b.denominator // math.gcd(a.denominator, b.denominator)
+  an, bn = a.numerator * common // a.denominator, b.numerator * common // b.denominator
+  rn = an + bn if op == "+" else an - bn
+  question = f"Compute {a} {op} {b}."
+  steps = [f"{a} {op} {b} = {an}/{common} {op} {bn}/{common} = {rn}/{common}."]
+  if result.denominator != common:
+    steps.append(f"{rn}/{common} = {result}.")
+  return _hard(rng, question, steps, fraction_forms(result), "fraction_sum", level)
+
+
+def gen_mixed_number(rng: random.Random, level: int, scale: int) -> Problem:
+  del scale
+  d = rng.choice((2, 4, 5, 8)[: 2 + level])
+  whole, rest = rng.randint(1, 3 * level), rng.randint(1, d - 1)
+  k = rng.randint(2, 3)
+  value = (whole + Fraction(rest, d)) * k
+  question = f"Compute {k} times {whole} and {rest}/{d}."
+  steps = [f"{whole} and {rest}/{d} = {whole * d + rest}/{d}.",
+           f"{k} * {whole * d + rest}/{d} = {k * (whole * d + rest)}/{d}."]
+  return _hard(rng, question, steps, fraction_forms(value), "mixed_number", level)
+
+
+def gen_radical(rng: random.Random, level: int, scale: int) -> Problem:
+  del scale
+  b = rng.choice((2, 3, 5, 6, 7))
+  a = rng.randint(2, 2 + 2 * level)
+  n = a * a * b
+  question = f"Simplify \\sqrt{{{n}}}."
+  steps = [f"{n} = {a * a} * {b}.", f"\\sqrt{{{n}}} = \\sqrt{{{a * a}}} \\sqrt{{{b}}} = {a}\\sqrt{{{b}}}."]
+  return _hard(rng, question, steps, radical_forms(a, b), "radical", level)
+
+
+def gen_inequality(rng: random.Random, level: int, scale: int) -> Problem:
+  del scale
+  a = rng.randint(2, 3 + level)
+  x0 = Fraction(rng.randint(-5 * level, 5 * level), rng.choice((1, 1, 2)) if level > 1 else 1)
+  c = rng.randint(1, 9 * level)
+  rhs = a * x0 - c
+  greater, inclusive = rng.random() < 0.5, rng.random() < 0.5
+  sym = {(True, False): ">", (True, True): "\\ge", (False, False): "<", (False, True): "\\le"}[
+      (greater, inclusive)]
+  rhs_text = _frac_latex(rhs) if rhs.denominator != 1 else str(rhs.numerator)
+  question = f"Solve {a}x - {c} {sym} {rhs_text}. Give the answer as an interval."
+  steps = [f"{a}x {sym} {_frac_latex(rhs + c)}.", f"x {sym} {_frac_latex(x0)}."]
+  return _hard(rng, question, steps, interval_forms(x0, greater, inclusive), "inequality", level)
+
+
+def gen_quadratic_roots(rng: random.Random, level: int, scale: int) -> Problem:
+  del scale
+  r1, r2 = rng.sample(range(-3 * level - 1, 3 * level + 2), 2)
+  b, c = -(r1 + r2), r1 * r2
+  question = f"Find all x such that {_poly_latex([c, b, 1])} = 0."
+  steps = [f"{_poly_latex([c, b, 1])} = (x {'-' if r1 >= 0 else '+'} {abs(r1)})"
+           f"(x {'-' if r2 >= 0 else '+'} {abs(r2)}).", f"x = {r1} or x = {r2}."]
+  return _hard(rng, question, steps, set_forms([r1, r2]), "quadratic_roots", level)
+
+
+def gen_expand(rng: random.Random, level: int, scale: int) -> Problem:
+  del scale
+  p, q = rng.randint(-2 * level - 1, 2 * level + 1), rng.randint(1, 2 * level + 1)
+  a = rng.randint(1, level)
+  # (a x + p)(x + q) = a x^2 + (a q + p) x + p q
+  coeffs = [p * q, a * q + p, a]
+  lhs = f"({'' if a == 1 else a}x {'+' if p >= 0 else '-'} {abs(p)})(x + {q})"
+  question = f"Expand {lhs}."
+  steps = [f"{lhs} = {'' if a == 1 else a}x^2 + {a * q}x {'+' if p >= 0 else '-'} {abs(p)}x "
+           f"{'+' if p * q >= 0 else '-'} {abs(p * q)}."]
+  return _hard(rng, question, steps, poly_forms(coeffs), "expand", level)
+
+
+def _hard(rng: random.Random, question: str, steps: list[str], forms: list[str],
+          kind: str, level: int) -> Problem:
+  """Hard-family problem whose solution ends in a random equivalent form."""
+  written = rng.choice(forms)
+  return Problem(question, " ".join(steps) + " " + _boxed_end(written), forms[0], "hard",
+                 kind, level, tuple(forms))
+
+
+GENERATORS: dict[str, Callable[[random.Random, int, int], Problem]] = {
+    "arith_chain": gen_arith_chain,
+    "word_shop": gen_word_shop,
+    "word_groups": gen_word_groups,
+    "fraction_sum": gen_fraction_sum,
+    "mixed_number": gen_mixed_number,
+    "radical": gen_radical,
+    "inequality": gen_inequality,
+    "quadratic_roots": gen_quadratic_roots,
+    "expand": gen_expand,
+}
+
+
+# ---------------------------------------------------------------------- splits
+
+def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
+  """Deterministic split assignment from a hash of the question text."""
+  h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big") / 2**64
+  edge = 0.0
+  for name, frac in fractions_by_split.items():
+    edge += frac
+    if h < edge:
+      return name
+  return name
+
+
+def generate(split: str, num_examples: int, *, seed: int,
+             fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
+             max_level: int = 3, operand_scale: int = 9,
+             max_tries_factor: int = 200) -> Iterator[tuple[str, Problem]]:
+  """Yields (id, problem) for one split: unique questions hashed into `split`.
+
+  Families alternate, kinds and levels are drawn uniformly. Raises if the
+  problem space is too small to fill the split.
+  """
+  kinds = [k for f in families for k in (EASY_KINDS if f == "easy" else HARD_KINDS)]
+  rng = random.Random(f"{seed}:{split}")
+  seen, count, tries = set(), 0, 0
+  while count < num_examples:
+    tries += 1
+    if tries > max_tries_factor * max(num_examples, 10):
+      raise ValueError(f"synthetic_math: could only make {count} unique '{split}' problems "
+                       f"of {num_examples}; raise max_level or operand_scale")
+    family = families[count % len(families)]
+    kind = rng.choice([k for k in kinds if (k in EASY_KINDS) == (family == "easy")])
+    level = rng.randint(1, max_level)
+    problem = GENERATORS[kind](rng, level, operand_scale)
+    if problem.question in seen or split_of(problem.question, fractions_by_split) != split:
+      continue
+    seen.add(problem.question)
+    yield f"{split}-{count:06d}", problem
+    count += 1

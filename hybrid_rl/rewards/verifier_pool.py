@@ -1,0 +1,133 @@
+"""Time-bounded verification in a pool of worker processes.
+
+Each answer is checked in a worker process with a wall-clock bound. A worker
+that runs past the bound (sympy asked to expand 10^{10^{10^{10}}}) is killed
+and replaced, and that answer is reported as `timeout`; a worker that dies
+(crash, out of memory) is replaced and its answer reported as `error`. The
+caller is never blocked for more than the bound on any single answer beyond
+the time the queue needs.
+
+Workers are started by a forkserver that has already imported the verifiers,
+so replacing one costs milliseconds and never forks the JAX process itself.
+"""
+import collections
+import multiprocessing
+from multiprocessing import connection
+import time
+from typing import Sequence
+
+from hybrid_rl.rewards import verifiers
+
+_CONTEXT = None
+
+
+def _context():
+  global _CONTEXT
+  if _CONTEXT is None:
+    _CONTEXT = multiprocessing.get_context("forkserver")
+    _CONTEXT.set_forkserver_preload(["hybrid_rl.rewards.verifiers", "math_verify", "sympy"])
+  return _CONTEXT
+
+
+def _worker(conn) -> None:
+  while True:
+    try:
+      task = conn.recv()
+    except EOFError:
+      return
+    if task is None:
+      return
+    index, kind, response, gold = task
+    try:
+      verdict = verifiers.VERIFIERS[kind](response, gold)
+    except Exception:  # pylint: disable=broad-except
+      verdict = verifiers.Verdict(False, "error")
+    conn.send((index, verdict))
+
+
+class _Worker:
+
+  def __init__(self):
+    self.conn, child = _context().Pipe()
+    self.process = _context().Process(target=_worker, args=(child,), daemon=True)
+    self.process.start()
+    child.close()
+    self.task: int | None = None
+    self.started = 0.0
+
+  def kill(self) -> None:
+    self.process.kill()
+    self.process.join(timeout=5)
+    self.conn.close()
+
+
+class VerifierPool:
+  """Pool of verifier processes. Use as a context manager or call close()."""
+
+  def __init__(self, num_workers: int = 2, timeout_s: float = 2.0):
+    if num_workers < 1 or timeout_s <= 0:
+      raise ValueError("num_workers must be >= 1 and timeout_s > 0")
+    self.timeout_s = timeout_s
+    self._workers = [_Worker() for _ in range(num_workers)]
+    self.counts = collections.Counter()  # status -> number of verdicts so far
+
+  def verify(self, kind: str, responses: Sequence[str | bytes], golds: Sequence[str]
+             ) -> list[verifiers.Verdict]:
+    """Verdicts for responses[i] against golds[i] with verifier `kind`."""
+    if kind not in verifiers.VERIFIERS:
+      raise ValueError(f"unknown verifier {kind!r} (choose {', '.join(verifiers.VERIFIERS)})")
+    if len(responses) != len(golds):
+      raise ValueError(f"{len(responses)} responses but {len(golds)} gold answers")
+    pending = collections.deque(range(len(responses)))
+    results: list[verifiers.Verdict | None] = [None] * len(responses)
+    while pending or any(w.task is not None for w in self._workers):
+      for i, w in enumerate(self._workers):
+        if w.task is None and pending:
+          index = pending.popleft()
+          try:
+            w.conn.send((index, kind, responses[index], golds[index]))
+          except (BrokenPipeError, OSError):
+            self._replace(i, index, results, "error")
+            continue
+          w.task, w.started = index, time.monotonic()
+      busy = [w for w in self._workers if w.task is not None]
+      if not busy:
+        continue
+      deadline = min(w.started for w in busy) + self.timeout_s
+      ready = connection.wait([w.conn for w in busy], timeout=max(0.0, deadline - time.monotonic()))
+      for i, w in enumerate(self._workers):
+        if w.task is None:
+          continue
+        if w.conn in ready:
+          try:
+            index, verdict = w.conn.recv()
+            results[index], w.task = verdict, None
+          except (EOFError, OSError):
+            self._replace(i, w.task, results, "error")
+        elif time.monotonic() - w.started > self.timeout_s:
+          self._replace(i, w.task, results, "timeout")
+    self.counts.update(r.status for r in results)
+    return results
+
+  def _replace(self, i: int, index: int, results: list, status: str) -> None:
+    self._workers[i].kill()
+    self._workers[i] = _Worker()
+    results[index] = verifiers.Verdict(False, status)
+
+  def close(self) -> None:
+    for w in self._workers:
+      try:
+        w.conn.send(None)
+      except (BrokenPipeError, OSError):
+        pass
+      w.process.join(timeout=1)
+      if w.process.is_alive():
+        w.process.kill()
+      w.conn.close()
+    self._workers = []
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -1,0 +1,92 @@
+"""Answer checkers: an equivalence verifier (math-verify) and a strict rule verifier.
+
+Both return a `Verdict(correct, status, extracted)` with status one of
+  ok        the response had an answer and it was judged;
+  no_answer nothing to extract (no \\boxed{}, or an empty one);
+  timeout   the check ran past its time bound (counts as incorrect);
+  error     the checker raised or its worker crashed (counts as incorrect).
+
+`equivalence_verify` is the oracle: math-verify parses gold and response with
+sympy and decides mathematical equivalence (1/2 == 0.5 == \\dfrac12).
+`strict_verify` is the sparse, low-recall checker of HERO's hard-to-verify
+regime: the last \\boxed{} must equal the gold string after light
+normalization (spaces, \\left/\\right, \\dfrac, $, a trailing period).
+
+These functions do not bound their own time; `VerifierPool` does, by running
+them in worker processes that are replaced when they hang or crash.
+"""
+import dataclasses
+import logging
+import re
+
+# math-verify warns on every call that its own (signal-based) timeouts are off;
+# the pool bounds time instead.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+STATUSES = ("ok", "no_answer", "timeout", "error")
+MAX_RESPONSE_CHARS = 20_000  # longer responses are judged on their tail
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  correct: bool
+  status: str
+  extracted: str | None = None
+
+
+def as_text(response: str | bytes) -> str:
+  """Responses may arrive as bytes that are not valid UTF-8; decode leniently."""
+  if isinstance(response, bytes):
+    return response.decode("utf-8", errors="replace")
+  return response
+
+
+def last_boxed(text: str) -> str | None:
+  """Content of the last \\boxed{...} / \\fbox{...} with balanced braces, or None."""
+  for match in reversed(list(re.finditer(r"\\(?:boxed|fbox)\s*\{", text))):
+    depth, start = 1, match.end()
+    for i in range(start, len(text)):
+      if text[i] == "{":
+        depth += 1
+      elif text[i] == "}":
+        depth -= 1
+        if depth == 0:
+          return text[start:i]
+  return None
+
+
+_STRICT_DROP = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\ |\$|\s")
+
+
+def normalize_strict(answer: str) -> str:
+  text = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+  text = _STRICT_DROP.sub("", text)
+  return text.rstrip(".")
+
+
+def strict_verify(response: str | bytes, gold: str) -> Verdict:
+  answer = last_boxed(as_text(response)[-MAX_RESPONSE_CHARS:])
+  if answer is None or not answer.strip():
+    return Verdict(False, "no_answer", answer)
+  return Verdict(normalize_strict(answer) == normalize_strict(gold), "ok", answer)
+
+
+def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
+  """math-verify equivalence of the response's final answer and the gold answer."""
+  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
+  text = as_text(response)[-MAX_RESPONSE_CHARS:]
+  boxed = last_boxed(text)
+  if boxed is not None and not boxed.strip():
+    return Verdict(False, "no_answer", boxed)
+  # Timeouts are enforced by the pool (math-verify's own use signals, which
+  # only work in a main thread); 0/None disables them here.
+  gold_parsed = parse(f"$\\boxed{{{gold}}}$", parsing_timeout=None)
+  target = f"\\boxed{{{boxed}}}" if boxed is not None else text
+  answer = parse(target, parsing_timeout=None)
+  if not answer:
+    return Verdict(False, "no_answer", boxed)
+  correct = bool(verify(gold_parsed, answer, timeout_seconds=None))
+  return Verdict(correct, "ok", boxed if boxed is not None else str(answer[-1]))
+
+
+VERIFIERS = {"equivalence": equivalence_verify, "strict": strict_verify}

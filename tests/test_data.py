@@ -1,0 +1,151 @@
+"""TFDS builders (synthetic, GSM8K, MATH), malformed rows, batch iterator, prompts."""
+import json
+
+import numpy as np
+import pytest
+
+from hybrid_rl.data import builders
+from hybrid_rl.data import jsonl_sources
+from hybrid_rl.data import pipeline
+from hybrid_rl.data import prompts
+from hybrid_rl.data import synthetic_math
+from hybrid_rl.rewards import verifiers
+
+SMALL = dict(seed=3, num_train=120, num_validation=30, num_test=30)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  return {split: pipeline.load_examples("synthetic_math", split, data_dir, **SMALL)
+          for split in ("train", "validation", "test")}
+
+
+def test_synthetic_splits_are_deterministic_disjoint_and_complete(synthetic, tmp_path):
+  again = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **SMALL)
+  assert again == synthetic["train"]
+  sizes = {s: len(v) for s, v in synthetic.items()}
+  assert sizes == {"train": 120, "validation": 30, "test": 30}
+  questions = {s: {e["question"] for e in v} for s, v in synthetic.items()}
+  assert all(len(q) == sizes[s] for s, q in questions.items())  # unique within a split
+  assert not questions["train"] & questions["validation"]
+  assert not questions["train"] & questions["test"]
+  assert not questions["validation"] & questions["test"]
+  train = synthetic["train"]
+  assert {e["family"] for e in train} == {"easy", "hard"}
+  assert {e["level"] for e in train} == {1, 2, 3}
+  for e in train:
+    assert e["question"] and e["answer"] and e["solution"].endswith("}.")
+
+
+def test_other_seed_gives_other_problems(synthetic, tmp_path):
+  other = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **{**SMALL, "seed": 4})
+  assert {e["question"] for e in other} != {e["question"] for e in synthetic["train"]}
+
+
+def test_reference_solutions_are_correct_and_hard_family_defeats_strict_checker(synthetic):
+  strict_hits = {"easy": [], "hard": []}
+  for e in synthetic["train"]:
+    assert verifiers.equivalence_verify(e["solution"], e["answer"]).correct, e
+    strict_hits[e["family"]].append(verifiers.strict_verify(e["solution"], e["answer"]).correct)
+  assert all(strict_hits["easy"])  # integers: the strict checker is reliable
+  assert 0.05 < np.mean(strict_hits["hard"]) < 0.6  # many correct forms it rejects
+
+
+def test_split_assignment_is_a_function_of_the_question():
+  fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
+  seen = {}
+  for split in fractions:
+    for _, p in synthetic_math.generate(split, 40, seed=0, fractions_by_split=fractions):
+      assert synthetic_math.split_of(p.question, fractions) == split
+      assert seen.setdefault(p.question, split) == split
+
+
+def _write_lines(path, lines):
+  with open(path, "wb") as f:
+    for line in lines:
+      f.write(line if isinstance(line, bytes) else line.encode() + b"\n")
+
+
+def test_gsm8k_and_math_rows_parse_and_malformed_rows_are_skipped_with_line_numbers(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  good = {"question": "Tom has 3 apples and buys 1,200 more. How many?",
+          "answer": "He has 3 + 1200 = <<3+1200=1203>>1203 apples.\n#### 1,203"}
+  _write_lines(manual / "gsm8k_train.jsonl", [
+      json.dumps(good),
+      "{not json",  # line 2
+      json.dumps({"question": "No final line", "answer": "It is 4."}),  # line 3
+      b"\xff\xfe invalid utf-8\n",  # line 4
+      json.dumps({"answer": "#### 2"}),  # line 5: no question
+      json.dumps(good),
+  ])
+  _write_lines(manual / "gsm8k_test.jsonl", [json.dumps(good)])
+  _write_lines(manual / "math500_test.jsonl", [
+      json.dumps({"problem": "What is $1/2 + 1/4$?", "solution": "It is $\\boxed{\\frac34}$.",
+                  "answer": "\\frac{3}{4}", "subject": "Algebra", "level": 2,
+                  "unique_id": "test/algebra/1.json"}),
+      json.dumps({"problem": "Compute $2^3$.", "solution": "$2^3 = \\boxed{8}$.",
+                  "subject": "Prealgebra", "level": "Level 1"}),  # gold from \boxed
+      json.dumps({"problem": "No answer anywhere.", "solution": "Hmm.", "subject": "x"}),  # line 3
+      "[1, 2]",  # line 4: not an object
+  ])
+  data_dir = str(tmp_path / "tfds")
+  train = pipeline.load_examples("gsm8k", "train", data_dir, manual_dir=str(manual))
+  assert len(train) == 2
+  assert train[0]["answer"] == "1203" and "<<" not in train[0]["solution"]
+  assert train[0]["solution"].endswith("\\boxed{1203}.")
+  builder = builders.make_builder("gsm8k", data_dir)
+  skipped = builder.info.metadata["skipped_rows"]["train"]
+  assert [line for line, _ in skipped] == [2, 3, 4, 5]
+  assert "####" in skipped[1][1] and "question" in skipped[3][1]
+
+  math_test = pipeline.load_examples("math", "test", data_dir, manual_dir=str(manual))
+  by_question = {e["question"]: e for e in math_test}
+  assert by_question["What is $1/2 + 1/4$?"]["answer"] == "\\frac{3}{4}"
+  assert by_question["What is $1/2 + 1/4$?"]["level"] == 2
+  assert by_question["Compute $2^3$."]["answer"] == "8"
+  assert by_question["Compute $2^3$."]["level"] == 1
+  _, skipped = jsonl_sources.read_jsonl(str(manual / "math500_test.jsonl"),
+                                        jsonl_sources.parse_math_row)
+  assert [line for line, _ in skipped] == [3, 4]
+
+
+def test_missing_manual_files_are_named(tmp_path):
+  with pytest.raises(Exception, match="gsm8k_test.jsonl"):
+    pipeline.load_examples("gsm8k", "test", str(tmp_path / "d"), manual_dir=str(tmp_path))
+
+
+def test_batch_iterator_is_deterministic_resumable_and_shardable():
+  examples = [{"i": i} for i in range(10)]
+  it = pipeline.BatchIterator(examples, 4, seed=1)
+  batches = [[e["i"] for e in next(it)] for _ in range(6)]  # crosses epoch boundaries
+  assert it.position == 6
+  resumed = pipeline.BatchIterator(examples, 4, seed=1, position=3)
+  assert [[e["i"] for e in next(resumed)] for _ in range(3)] == batches[3:]
+  stream = sum(batches, [])
+  assert sorted(stream[:10]) == list(range(10))  # first epoch is a permutation
+  assert sorted(stream[10:20]) == list(range(10))
+  shards = [pipeline.BatchIterator(examples, 4, seed=1, shard_index=i, shard_count=2)
+            for i in range(2)]
+  for batch in batches[:3]:
+    assert sum(([e["i"] for e in next(s)] for s in shards), []) == batch
+  with pytest.raises(ValueError, match="does not split over 3 processes"):
+    pipeline.BatchIterator(examples, 4, seed=1, shard_count=3)
+
+
+def test_prompt_formats():
+  plain = prompts.format_prompt("What is 2+2?")
+  assert plain == "Put the final answer in \\boxed{}.\nQuestion: What is 2+2?\nAnswer:"
+  assert prompts.format_prompt("Q", instruction="") == "Question: Q\nAnswer:"
+
+  class FakeTokenizer:
+    chat_template = "x"
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+      assert not tokenize and add_generation_prompt
+      return "|".join(f"{m['role']}:{m['content']}" for m in messages)
+  chat = prompts.format_prompt("What?", style="chat", tokenizer=FakeTokenizer(), system="S")
+  assert chat == "system:S|user:What?\nPut the final answer in \\boxed{}."
+  with pytest.raises(ValueError, match="needs a tokenizer"):
+    prompts.format_prompt("Q", style="chat")

@@ -1,0 +1,99 @@
+"""Equivalence and strict verifiers; the time-bounded pool under adversarial answers."""
+import threading
+import time
+
+import pytest
+
+from hybrid_rl.rewards import verifiers
+from hybrid_rl.rewards.verifier_pool import VerifierPool
+
+
+@pytest.mark.parametrize("answer", ["\\frac{1}{2}", "0.5", "1/2", "\\dfrac12", "\\tfrac{1}{2}"])
+def test_equivalence_accepts_equivalent_forms(answer):
+  verdict = verifiers.equivalence_verify(f"So the answer is \\boxed{{{answer}}}.", "\\frac{1}{2}")
+  assert verdict.correct and verdict.status == "ok"
+
+
+@pytest.mark.parametrize("answer", ["0.6", "2", "\\frac{1}{3}", "-\\frac{1}{2}"])
+def test_equivalence_rejects_wrong_answers(answer):
+  verdict = verifiers.equivalence_verify(f"\\boxed{{{answer}}}", "\\frac{1}{2}")
+  assert not verdict.correct and verdict.status == "ok"
+
+
+@pytest.mark.parametrize("gold,answer", [
+    ("2\\sqrt{3}", "\\sqrt{12}"), ("(4, \\infty)", "x \\in (4, +\\infty)"), ("-\\frac{7}{2}", "-3.5"),
+    ("\\{-2, 3\\}", "3, -2"), ("x^2 + 3x + 2", "2 + 3x + x^2"), ("\\frac{7}{2}", "3\\frac{1}{2}")])
+def test_hard_forms_equivalent_but_strict_rejects_non_canonical(gold, answer):
+  response = f"\\boxed{{{answer}}}"
+  assert verifiers.equivalence_verify(response, gold).correct
+  assert not verifiers.strict_verify(response, gold).correct
+  assert verifiers.strict_verify(f"\\boxed{{{gold}}}", gold).correct
+
+
+def test_strict_normalization_is_light():
+  assert verifiers.strict_verify("\\boxed{ \\dfrac{1}{2} }.", "\\frac{1}{2}").correct
+  assert verifiers.strict_verify("$\\boxed{\\left(4, \\infty\\right)}$", "(4,\\infty)").correct
+  assert not verifiers.strict_verify("\\boxed{0.5}", "\\frac{1}{2}").correct
+
+
+def test_no_answer_status():
+  assert verifiers.strict_verify("I do not know", "3").status == "no_answer"
+  assert verifiers.equivalence_verify("\\boxed{}", "3").status == "no_answer"
+  assert verifiers.equivalence_verify("\\boxed{ }", "3").status == "no_answer"
+
+
+def test_last_boxed_handles_nesting_and_repeats():
+  assert verifiers.last_boxed("\\boxed{1} then \\boxed{\\frac{a}{b}}") == "\\frac{a}{b}"
+  assert verifiers.last_boxed("\\boxed{\\frac{1}{2") is None
+  assert verifiers.last_boxed("none") is None
+
+
+ADVERSARIAL = [
+    "\\boxed{10^{10^{10^{10}}}}",
+    "\\boxed{" + "\\frac{1}{" * 500 + "2" + "}" * 500 + "}",
+    "x" * 1_000_000 + "\\boxed{3}",
+    "\\boxed{\\frac{1}{2",
+    b"\\boxed{\xff\xfe\xfd}",
+    "\\boxed{}",
+    "\\boxed{3}\\boxed{3}\\boxed{}",
+]
+
+
+def test_adversarial_answers_return_within_the_bound():
+  bound = 1.0
+  with VerifierPool(num_workers=2, timeout_s=bound) as pool:
+    pool.verify("equivalence", ["\\boxed{1}"], ["1"])  # warm the workers
+    t0 = time.monotonic()
+    verdicts = pool.verify("equivalence", ADVERSARIAL, ["3"] * len(ADVERSARIAL))
+    elapsed = time.monotonic() - t0
+    # worst case: every answer times out, two at a time
+    assert elapsed < bound * (len(ADVERSARIAL) / 2 + 1) + 2
+    for answer, verdict in zip(ADVERSARIAL, verdicts):
+      assert verdict.status in verifiers.STATUSES
+      if verdict.status in ("timeout", "error"):
+        assert not verdict.correct
+    assert verdicts[0].status in ("timeout", "error")  # sympy cannot finish this
+    assert verdicts[5].status == "no_answer"
+    assert pool.counts["timeout"] >= 1
+    # the pool replaced its hung workers and still answers
+    assert [v.correct for v in pool.verify("equivalence", ["\\boxed{0.5}"] * 3,
+                                           ["\\frac{1}{2}"] * 3)] == [True] * 3
+
+
+def test_crashed_worker_is_replaced_and_reported_as_error():
+  with VerifierPool(num_workers=1, timeout_s=30.0) as pool:
+    pool.verify("strict", ["\\boxed{1}"], ["1"])
+    worker = pool._workers[0].process
+    threading.Timer(0.5, worker.kill).start()
+    t0 = time.monotonic()
+    verdict = pool.verify("equivalence", ["\\boxed{10^{10^{10^{10}}}}"], ["3"])[0]
+    assert verdict.status == "error" and time.monotonic() - t0 < 10
+    assert pool.verify("strict", ["\\boxed{2}"], ["2"])[0].correct
+
+
+def test_pool_rejects_unknown_verifier_and_length_mismatch():
+  with VerifierPool(num_workers=1) as pool:
+    with pytest.raises(ValueError, match="unknown verifier 'fuzzy'"):
+      pool.verify("fuzzy", ["a"], ["a"])
+    with pytest.raises(ValueError, match="2 responses but 1 gold"):
+      pool.verify("strict", ["a", "b"], ["a"])
