@@ -21,11 +21,12 @@ BATCH = ("data", "fsdp")
 ACTIVATION_SPEC = P(BATCH, None, None)  # residual stream [B, T, H]
 CACHE_SPEC = P(None, BATCH, None, "tensor", None)  # [L, B, S, K, D]
 
-# (regex on the "/"-joined parameter path, spec). First match wins.
+# (regex on the "/"-joined path, spec). First match wins. Paths end with the
+# parameter's name, also inside optimizer states ("opt_state/0/mu/layers/q").
 PARAM_RULES: tuple[tuple[str, P], ...] = (
-    (r"^embed$", P("tensor", "fsdp")),  # [V, H]
-    (r"^lm_head$", P("fsdp", "tensor")),  # [H, V]
-    (r"^score$", P("fsdp", None)),  # [H, labels]
+    (r"(^|/)embed$", P("tensor", "fsdp")),  # [V, H]
+    (r"(^|/)lm_head$", P("fsdp", "tensor")),  # [H, V]
+    (r"(^|/)score$", P("fsdp", None)),  # [H, labels]
     (r"layers/(q|k|v|gate|up)$", P(None, "fsdp", "tensor")),  # [L, H, out]
     (r"layers/(o|down)$", P(None, "tensor", "fsdp")),  # [L, in, H]
     (r"layers/(q|k|v)_bias$", P(None, "tensor")),  # [L, out]
@@ -84,7 +85,11 @@ def param_spec(path: str) -> P:
 
 
 def param_shardings(params: Any, mesh: Mesh) -> Any:
-  """NamedSharding for every leaf of a parameter pytree (an nnx.State works)."""
+  """NamedSharding for every leaf of a parameter pytree (an nnx.State works).
+
+  Also serves whole train states: optimizer moments follow their parameter,
+  scalars (step counts, RNG keys) are replicated.
+  """
   def one(path, leaf):
     spec = param_spec(_path_string(path))
     return NamedSharding(mesh, fit_spec(spec, np.shape(leaf), mesh))

@@ -48,7 +48,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "rng": rng,
         "data_position": state["data_position"] + 1,
     }
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   def step_fn(state, step):
     state, scalars = train_step(state)

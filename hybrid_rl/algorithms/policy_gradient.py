@@ -1,0 +1,174 @@
+"""GRPO-family policy-gradient loss and advantages, on per-token logprobs.
+
+Shapes: P prompts, G responses per prompt (groups may be padded: `group_valid`),
+N = number of response rows in a batch, R response tokens per row.
+
+Advantages (per response):
+  A_i = (r_i - b) / s
+  b = group mean over the valid responses of the prompt, or an externally
+      supplied per-prompt baseline (Reinforce-Ada's pool mean over all samples
+      drawn for the prompt, not only the kept ones);
+  s = group std ("group"), std over the whole batch ("batch"), or 1 ("none",
+      Dr.GRPO / Reinforce-Ada default), plus eps.
+
+Loss per token (verl / DAPO conventions):
+  rho = exp(logp - logp_old)
+  l_clip = max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high))
+  dual clip (A < 0): l = min(l_clip, -A c)
+  l *= min(exp(logp_old - logp_sampler), tis_cap)   # truncated IS, when given
+  l += kl_coef * KL_k(pi || pi_ref) - entropy_coef * H
+Aggregation over the response mask:
+  token_mean            sum(l) / sum(mask)                    (DAPO, Reinforce-Ada)
+  seq_mean_token_mean   mean_i [ sum_t l_it / len_i ]         (GRPO)
+  seq_mean_token_sum_norm  sum(l) / (N * R)                   (Dr.GRPO; R = max length)
+"""
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+STD_MODES = ("group", "batch", "none")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGConfig:
+  epsilon_low: float = 0.2
+  epsilon_high: float = 0.2  # 0.28 = clip-higher
+  dual_clip: float = 0.0  # c > 1 enables dual clip (Reinforce-Ada: 10); 0 disables
+  kl_coef: float = 0.0
+  kl_estimator: str = "k3"
+  entropy_coef: float = 0.0
+  aggregation: str = "token_mean"
+  tis_cap: float = 0.0  # > 0: truncated importance weight cap; 0 disables
+
+  def __post_init__(self):
+    if self.kl_estimator not in KL_ESTIMATORS:
+      raise ValueError(f"kl_estimator={self.kl_estimator!r}: choose {KL_ESTIMATORS}")
+    if self.aggregation not in AGGREGATIONS:
+      raise ValueError(f"aggregation={self.aggregation!r}: choose {AGGREGATIONS}")
+    if self.dual_clip and self.dual_clip <= 1:
+      raise ValueError(f"dual_clip={self.dual_clip}: must be > 1 (or 0 to disable)")
+
+
+def group_advantages(rewards: Array, group_valid: Array, *, std_mode: str = "group",
+                     baseline: Array | None = None, scale: Array | None = None,
+                     eps: float = 1e-6) -> Array:
+  """Per-response advantages for padded groups.
+
+  Args:
+    rewards: [P, G] float32.
+    group_valid: [P, G] bool, False on group padding.
+    std_mode: "group" | "batch" | "none".
+    baseline: optional [P] per-prompt baseline replacing the group mean.
+    scale: optional [P] per-prompt std replacing the group std (std_mode "group").
+  Returns:
+    [P, G] float32, 0 on padding.
+  """
+  if std_mode not in STD_MODES:
+    raise ValueError(f"std_mode={std_mode!r}: choose {STD_MODES}")
+  rewards = rewards.astype(jnp.float32)
+  w = group_valid.astype(jnp.float32)
+  count = jnp.maximum(w.sum(-1, keepdims=True), 1.0)
+  mean = (rewards * w).sum(-1, keepdims=True) / count
+  if baseline is not None:
+    mean = baseline.astype(jnp.float32)[:, None]
+  centered = rewards - mean
+  if std_mode == "group":
+    if scale is None:
+      group_mean = (rewards * w).sum(-1, keepdims=True) / count
+      var = (((rewards - group_mean) ** 2) * w).sum(-1, keepdims=True) / jnp.maximum(count - 1, 1)
+      scale = jnp.sqrt(var)
+    else:
+      scale = scale.astype(jnp.float32)[:, None]
+    centered = centered / (scale + eps)
+  elif std_mode == "batch":
+    total = jnp.maximum(w.sum(), 1.0)
+    batch_mean = (rewards * w).sum() / total
+    batch_std = jnp.sqrt((((rewards - batch_mean) ** 2) * w).sum() / jnp.maximum(total - 1, 1))
+    centered = centered / (batch_std + eps)
+  return centered * w
+
+
+def kl_penalty(logprobs: Array, ref_logprobs: Array, estimator: str) -> Array:
+  """Per-token estimate of KL(pi || pi_ref) from the sampled token (Schulman's k1/k2/k3)."""
+  log_ratio = ref_logprobs - logprobs  # log pi_ref / pi
+  if estimator == "k1":
+    return -log_ratio
+  if estimator == "k2":
+    return 0.5 * log_ratio**2
+  if estimator == "k3":
+    return jnp.exp(log_ratio) - log_ratio - 1.0
+  raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def aggregate(per_token: Array, mask: Array, aggregation: str) -> Array:
+  """Reduce [N, R] per-token losses to a scalar over `mask` [N, R]."""
+  mask = mask.astype(jnp.float32)
+  if aggregation == "token_mean":
+    return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+  if aggregation == "seq_mean_token_mean":
+    per_seq = (per_token * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
+    has_tokens = (mask.sum(-1) > 0).astype(jnp.float32)
+    return (per_seq * has_tokens).sum() / jnp.maximum(has_tokens.sum(), 1.0)
+  if aggregation == "seq_mean_token_sum_norm":
+    return (per_token * mask).sum() / (mask.shape[0] * mask.shape[1])
+  raise ValueError(f"unknown aggregation {aggregation!r}")
+
+
+def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
+            cfg: PGConfig, *, ref_logprobs: Array | None = None,
+            sampler_logprobs: Array | None = None, entropy: Array | None = None
+            ) -> tuple[Array, Mapping[str, Array]]:
+  """Clipped-surrogate policy-gradient loss.
+
+  Args:
+    logprobs: [N, R] float32 log pi(y_t | s_t) under the learner (differentiated).
+    old_logprobs: [N, R] log pi_old, the policy that produced the rollouts.
+    advantages: [N] per-sequence or [N, R] per-token advantages.
+    mask: [N, R] bool response tokens that count (truncated rows may be masked out).
+    cfg: loss options.
+    ref_logprobs: [N, R] frozen reference logprobs, for the KL term.
+    sampler_logprobs: [N, R] the sampler's logprobs, for truncated IS against
+      old_logprobs (when the sampler differs numerically from the learner).
+    entropy: [N, R] per-token policy entropy, for the bonus.
+  Returns:
+    (scalar loss, metrics).
+  """
+  adv = advantages if advantages.ndim == 2 else advantages[:, None]
+  adv = jax.lax.stop_gradient(adv.astype(jnp.float32))
+  old_logprobs = jax.lax.stop_gradient(old_logprobs)
+  log_ratio = logprobs - old_logprobs
+  ratio = jnp.exp(log_ratio)
+  clipped_ratio = jnp.clip(ratio, 1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high)
+  loss_unclipped = -adv * ratio
+  loss_clipped = -adv * clipped_ratio
+  per_token = jnp.maximum(loss_unclipped, loss_clipped)
+  if cfg.dual_clip:
+    per_token = jnp.where(adv < 0, jnp.minimum(per_token, -adv * cfg.dual_clip), per_token)
+  if sampler_logprobs is not None and cfg.tis_cap:
+    weight = jnp.minimum(jnp.exp(old_logprobs - jax.lax.stop_gradient(sampler_logprobs)),
+                         cfg.tis_cap)
+    per_token = per_token * weight
+  maskf = mask.astype(jnp.float32)
+  n_tokens = jnp.maximum(maskf.sum(), 1.0)
+  metrics = {
+      "pg_loss": aggregate(per_token, mask, cfg.aggregation),
+      "clip_fraction": ((loss_clipped > loss_unclipped) * maskf).sum() / n_tokens,
+      "ratio_mean": (ratio * maskf).sum() / n_tokens,
+      "approx_kl_old": (0.5 * log_ratio**2 * maskf).sum() / n_tokens,
+  }
+  if ref_logprobs is not None and cfg.kl_coef:
+    kl = kl_penalty(logprobs, jax.lax.stop_gradient(ref_logprobs), cfg.kl_estimator)
+    per_token = per_token + cfg.kl_coef * kl
+    metrics["kl_ref"] = (kl * maskf).sum() / n_tokens
+  if entropy is not None and cfg.entropy_coef:
+    per_token = per_token - cfg.entropy_coef * entropy
+    metrics["entropy"] = (entropy * maskf).sum() / n_tokens
+  loss = aggregate(per_token, mask, cfg.aggregation)
+  metrics["loss"] = loss
+  return loss, metrics

@@ -1,0 +1,161 @@
+"""Model-level objectives: `loss_fn(params, batch, rng) -> (loss, metrics)` for each stage.
+
+They connect the model to the pure losses in `hybrid_rl.algorithms`. Batches
+hold left-padded prompt + response rows:
+
+  tokens [N, L] int32, valid [N, L] bool      prompt (P, left-padded) then response (R)
+  mask   [N, R] bool                          response tokens that count
+
+Position t of the response is predicted by the hidden state at L - R - 1 + t,
+so only the last R hidden states go through the LM head.
+
+Frozen models (reference, teacher) are run by `frozen_outputs` beforehand;
+their outputs enter as batch fields.
+"""
+from typing import Mapping
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from hybrid_rl.algorithms import distillation
+from hybrid_rl.algorithms import policy_gradient
+from hybrid_rl.algorithms import reward_model
+from hybrid_rl.models import transformer
+from hybrid_rl.train import steps
+
+Array = jax.Array
+DISTILL_LOSSES = ("fkl_sampled", "fkl_full", "fkl_topk", "opd_pg", "rkl_full", "jsd")
+REWARD_LOSSES = ("bradley_terry", "pointwise")
+
+
+def _model(graphdef: nnx.GraphDef, params, compute_dtype: str) -> transformer.Transformer:
+  return nnx.merge(graphdef, steps.cast_params(params, compute_dtype))
+
+
+def _hidden(model, tokens: Array, valid: Array) -> Array:
+  hidden, _ = model(tokens, transformer.positions_from_valid(valid), valid)
+  return hidden
+
+
+def response_logits(model, tokens: Array, valid: Array, response_len: int,
+                    temperature: float = 1.0) -> Array:
+  """Logits predicting the last `response_len` tokens: [N, R, V] float32."""
+  hidden = _hidden(model, tokens[:, :-1], valid[:, :-1])[:, -response_len:]
+  logits = model.logits(hidden)
+  return logits / temperature if temperature not in (0.0, 1.0) else logits
+
+
+def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
+                   temperature: float = 1.0, compute_dtype: str = "float32"):
+  """Batch: tokens, valid, mask, old_logprobs [N, R], advantages [N] or [N, R];
+  optional ref_logprobs, sampler_logprobs [N, R]."""
+  def loss_fn(params, batch: Mapping[str, Array], rng):
+    del rng
+    r = batch["mask"].shape[1]
+    model = _model(graphdef, params, compute_dtype)
+    logits = response_logits(model, batch["tokens"], batch["valid"], r, temperature)
+    logprobs = transformer.gather_logprobs(logits, batch["tokens"][:, -r:])
+    ent = distillation.entropy(logits) if cfg.entropy_coef else None
+    return policy_gradient.pg_loss(
+        logprobs, batch["old_logprobs"], batch["advantages"], batch["mask"], cfg,
+        ref_logprobs=batch.get("ref_logprobs"), sampler_logprobs=batch.get("sampler_logprobs"),
+        entropy=ent)
+  return loss_fn
+
+
+def sft_objective(graphdef: nnx.GraphDef, *, compute_dtype: str = "float32"):
+  """Cross-entropy on response tokens. Batch: tokens, valid, mask [N, R]."""
+  def loss_fn(params, batch, rng):
+    del rng
+    r = batch["mask"].shape[1]
+    model = _model(graphdef, params, compute_dtype)
+    logits = response_logits(model, batch["tokens"], batch["valid"], r)
+    loss = distillation.cross_entropy(logits, batch["tokens"][:, -r:], batch["mask"])
+    return loss, {"loss": loss}
+  return loss_fn
+
+
+def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.5,
+                      opd_clip_epsilon: float = 0.0, compute_dtype: str = "float32"):
+  """Student-side distillation losses (see hybrid_rl.algorithms.distillation).
+
+  Batch fields by kind: fkl_sampled: (teacher rollouts) tokens, valid, mask;
+  fkl_full / rkl_full / jsd: + teacher_logits [N, R, V]; fkl_topk:
+  + teacher_top_logprobs, teacher_top_ids [N, R, k]; opd_pg (student
+  rollouts): + teacher_logprobs, sampler_logprobs [N, R].
+  """
+  if kind not in DISTILL_LOSSES:
+    raise ValueError(f"distillation loss {kind!r}: choose {DISTILL_LOSSES}")
+
+  def loss_fn(params, batch, rng):
+    del rng
+    r = batch["mask"].shape[1]
+    model = _model(graphdef, params, compute_dtype)
+    logits = response_logits(model, batch["tokens"], batch["valid"], r)
+    targets, mask = batch["tokens"][:, -r:], batch["mask"]
+    if kind == "fkl_sampled":
+      loss = distillation.cross_entropy(logits, targets, mask)
+      return loss, {"loss": loss}
+    if kind == "fkl_full":
+      loss = distillation.forward_kl(logits, batch["teacher_logits"], mask)
+    elif kind == "fkl_topk":
+      loss = distillation.top_k_forward_kl(logits, batch["teacher_top_logprobs"],
+                                           batch["teacher_top_ids"], mask)
+    elif kind == "rkl_full":
+      loss = distillation.reverse_kl(logits, batch["teacher_logits"], mask)
+    elif kind == "jsd":
+      loss = distillation.generalized_jsd(logits, batch["teacher_logits"], mask, jsd_beta)
+    else:  # opd_pg
+      logprobs = transformer.gather_logprobs(logits, targets)
+      return distillation.opd_pg_loss(logprobs, batch["sampler_logprobs"],
+                                      batch["teacher_logprobs"], mask, opd_clip_epsilon)
+    return loss, {"loss": loss}
+  return loss_fn
+
+
+def reward_objective(graphdef: nnx.GraphDef, kind: str, *, compute_dtype: str = "float32"):
+  """Scalar-head losses. pointwise: tokens, valid, labels [N]; bradley_terry:
+  chosen_tokens, chosen_valid, rejected_tokens, rejected_valid."""
+  if kind not in REWARD_LOSSES:
+    raise ValueError(f"reward-model loss {kind!r}: choose {REWARD_LOSSES}")
+
+  def score(model, tokens, valid):
+    return model.scores(_hidden(model, tokens, valid), valid)[:, 0]
+
+  def loss_fn(params, batch, rng):
+    del rng
+    model = _model(graphdef, params, compute_dtype)
+    if kind == "pointwise":
+      return reward_model.pointwise_loss(score(model, batch["tokens"], batch["valid"]),
+                                         batch["labels"])
+    return reward_model.bradley_terry_loss(
+        score(model, batch["chosen_tokens"], batch["chosen_valid"]),
+        score(model, batch["rejected_tokens"], batch["rejected_valid"]))
+  return loss_fn
+
+
+def frozen_outputs(graphdef: nnx.GraphDef, params, tokens: Array, valid: Array,
+                   response_len: int, *, what: str, top_k: int = 0,
+                   temperature: float = 1.0, compute_dtype: str = "float32") -> dict:
+  """Outputs of a frozen model (reference or teacher) on the response positions.
+
+  what: "logprobs" -> {"logprobs": [N, R]} of the given tokens;
+        "logits"   -> {"logits": [N, R, V]};
+        "top_k"    -> {"top_logprobs", "top_ids": [N, R, k]}.
+  Jit it with static `response_len`, `what`, `top_k`.
+  """
+  model = _model(graphdef, params, compute_dtype)
+  logits = response_logits(model, tokens, valid, response_len, temperature)
+  if what == "logprobs":
+    return {"logprobs": transformer.gather_logprobs(logits, tokens[:, -response_len:])}
+  if what == "logits":
+    return {"logits": logits}
+  if what == "top_k":
+    values, ids = distillation.teacher_top_k(logits, top_k)
+    return {"top_logprobs": values, "top_ids": ids}
+  raise ValueError(f"frozen output {what!r}: choose logprobs, logits or top_k")
+
+
+frozen_outputs_jit = jax.jit(frozen_outputs, static_argnums=(0, 4),
+                             static_argnames=("what", "top_k", "temperature", "compute_dtype"))

@@ -1,0 +1,159 @@
+"""Train state and the generic jitted step: `(state, batch, rng) -> (state, metrics)`.
+
+The state is a plain dict pytree, checkpointed whole by orbax:
+  params     model parameters (pure dict from nnx.split), float32 master copy
+  opt_state  optax state
+  step       int32 number of optimizer steps taken
+  rng        PRNG key for the host loop (sampling)
+  data_position  int32 batches consumed from the data iterator
+  stats      running statistics (e.g. HERO's sigma_bar), float32 scalars
+
+Frozen models (reference policy, teacher) do not live in the state: their
+outputs are computed by a separate jitted forward and enter through the
+batch, so gradients reach only the trained model.
+
+A step whose loss or gradients are non-finite leaves params and optimizer
+state unchanged and reports `nonfinite_skipped = 1`.
+"""
+from typing import Any, Callable, Mapping
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import optax
+
+from hybrid_rl.parallel import sharding
+
+PyTree = Any
+LossFn = Callable[[PyTree, Mapping[str, jax.Array], jax.Array],
+                  tuple[jax.Array, Mapping[str, jax.Array]]]
+
+
+def init_state(params: PyTree, optimizer: optax.GradientTransformation, rng: jax.Array,
+               stats: Mapping[str, float] | None = None) -> dict:
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  return {
+      "params": params,
+      "opt_state": optimizer.init(params),
+      "step": jnp.zeros((), jnp.int32),
+      "rng": rng,
+      "data_position": jnp.zeros((), jnp.int32),
+      "stats": {k: jnp.asarray(v, jnp.float32) for k, v in (stats or {}).items()},
+  }
+
+
+def params_of(model: nnx.Module) -> dict:
+  """Pure-dict parameters of an NNX model (what the train state holds)."""
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def cast_params(params: PyTree, dtype: str) -> PyTree:
+  """Compute copy of float32 master params (bf16 compute keeps fp32 master weights)."""
+  if dtype == "float32":
+    return params
+  return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _split_micro(batch: Mapping[str, jax.Array], accum: int) -> Mapping[str, jax.Array]:
+  def split(x):
+    if x.shape[0] % accum:
+      raise ValueError(f"batch dimension {x.shape[0]} not divisible by grad_accum_steps={accum}")
+    return x.reshape(accum, x.shape[0] // accum, *x.shape[1:])
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    grad_accum_steps: int = 1):
+  """A pure step applying `optimizer` to the gradient of `loss_fn`.
+
+  loss_fn(params, batch, rng) -> (loss, metrics). With grad_accum_steps = k the
+  batch is split into k micro-batches along axis 0 whose gradients (and
+  metrics) are averaged before one optimizer update.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def step(state: dict, batch: Mapping[str, jax.Array], rng: jax.Array):
+    params = state["params"]
+    if grad_accum_steps == 1:
+      (loss, metrics), grads = grad_fn(params, batch, rng)
+    else:
+      micro = _split_micro(batch, grad_accum_steps)
+      rngs = jax.random.split(rng, grad_accum_steps)
+
+      def body(acc, inputs):
+        mb, key = inputs
+        (l, m), g = grad_fn(params, mb, key)
+        return jax.tree.map(jnp.add, acc, (l, m, g)), None
+
+      (l0, m0), g0 = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rngs[0])
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l0, m0, g0))
+      (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (micro, rngs))
+      loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum_steps, (loss, metrics, grads))
+
+    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = dict(state)
+    new_state["params"] = keep(new_params, params)
+    new_state["opt_state"] = keep(opt_state, state["opt_state"])
+    new_state["step"] = state["step"] + finite.astype(jnp.int32)
+    metrics = dict(metrics)
+    metrics["loss"] = loss
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
+    return new_state, metrics
+
+  return step
+
+
+def state_shardings(state: PyTree, mesh) -> PyTree:
+  return sharding.param_shardings(state, mesh)
+
+
+def batch_shardings(batch: Mapping[str, jax.Array], mesh) -> PyTree:
+  return {k: sharding.batch_sharding(mesh, jnp.ndim(v), jnp.shape(v)[0] if jnp.ndim(v) else None)
+          if jnp.ndim(v) else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+          for k, v in batch.items()}
+
+
+def jit_train_step(step, state: PyTree, batch: Mapping[str, jax.Array], mesh=None,
+                   donate: bool = True):
+  """jax.jit with explicit in/out shardings from the partition rules (no mesh: plain jit)."""
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(step, donate_argnums=donate_argnums)
+  state_sh = state_shardings(state, mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(step, in_shardings=(state_sh, batch_shardings(batch, mesh), replicated),
+                 out_shardings=(state_sh, replicated), donate_argnums=donate_argnums)
+
+
+def ppo_epochs(step, state: dict, batch: Mapping[str, jax.Array], rng: jax.Array, *,
+               epochs: int = 1, minibatches: int = 1) -> tuple[dict, list[dict]]:
+  """Several optimizer steps over one rollout batch: `epochs` passes, each over
+  `minibatches` shuffled slices. old_logprobs in the batch stay those of the
+  policy that sampled (pi_old); the learner's pi moves after the first update.
+
+  Returns (state, per-update metrics).
+  """
+  n = jax.tree.leaves(batch)[0].shape[0]
+  if n % minibatches:
+    raise ValueError(f"rollout batch of {n} rows does not split into {minibatches} mini-batches")
+  size = n // minibatches
+  history = []
+  for epoch in range(epochs):
+    rng, perm_key = jax.random.split(rng)
+    order = jax.random.permutation(perm_key, n) if minibatches > 1 else jnp.arange(n)
+    for i in range(minibatches):
+      idx = order[i * size:(i + 1) * size]
+      rng, key = jax.random.split(rng)
+      mb = jax.tree.map(lambda x, idx=idx: x[idx], batch)
+      state, metrics = step(state, mb, key)
+      history.append({**metrics, "epoch": epoch})
+  return state, history

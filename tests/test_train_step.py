@@ -1,0 +1,100 @@
+"""Jitted train steps: finite differences, non-finite guard, accumulation, bf16, PPO epochs."""
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hybrid_rl.algorithms import policy_gradient as pg
+from hybrid_rl.train import objectives
+from hybrid_rl.train import steps
+from tests.train_fixtures import grpo_batch, tiny_model
+
+
+def _setup(objective="grpo", lr=1e-2):
+  model = tiny_model()
+  graphdef, _ = nnx.split(model)
+  if objective == "grpo":
+    loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(epsilon_high=0.28))
+  else:
+    loss_fn = objectives.sft_objective(graphdef)
+  optimizer = optax.adamw(lr)
+  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  return model, graphdef, loss_fn, optimizer, state
+
+
+def test_model_gradients_match_finite_differences():
+  model, _, loss_fn, _, state = _setup("sft")
+  batch = grpo_batch(model)
+  params = state["params"]
+  grads = jax.grad(lambda p: loss_fn(p, batch, None)[0])(params)
+  for seed in range(3):
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(jax.tree.leaves(params)))
+    direction = jax.tree.unflatten(jax.tree.structure(params), [
+        jax.random.normal(k, x.shape) for k, x in zip(keys, jax.tree.leaves(params))])
+    norm = optax.tree.norm(direction)
+    direction = jax.tree.map(lambda d: d / norm, direction)  # unit step in parameter space
+    eps = 1e-2
+    shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, direction)
+    fd = (loss_fn(shifted(1.0), batch, None)[0] - loss_fn(shifted(-1.0), batch, None)[0]) / (2 * eps)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(float(fd), float(analytic), rtol=2e-2, atol=1e-4)
+
+
+def test_first_epoch_ratio_is_one_through_the_model():
+  model, _, loss_fn, _, state = _setup()
+  _, metrics = loss_fn(state["params"], grpo_batch(model), None)
+  assert abs(float(metrics["ratio_mean"]) - 1.0) < 1e-6
+  assert float(metrics["clip_fraction"]) == 0.0
+
+
+def test_nonfinite_batch_leaves_state_bit_identical():
+  model, _, loss_fn, optimizer, state = _setup()
+  step = jax.jit(steps.make_train_step(loss_fn, optimizer))
+  batch = grpo_batch(model)
+  batch["advantages"] = batch["advantages"].at[0].set(jnp.nan)
+  before = jax.device_get(state)
+  after, metrics = step(state, batch, jax.random.PRNGKey(1))
+  assert float(metrics["nonfinite_skipped"]) == 1.0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(after))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  good = grpo_batch(model)
+  after, metrics = step(after, good, jax.random.PRNGKey(1))
+  assert float(metrics["nonfinite_skipped"]) == 0.0 and int(after["step"]) == 1
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+  model, _, loss_fn, optimizer, state = _setup("sft")
+  batch = grpo_batch(model)
+  batch["mask"] = jnp.ones_like(batch["mask"])  # equal token counts per micro-batch
+  one, m1 = jax.jit(steps.make_train_step(loss_fn, optimizer))(state, batch, jax.random.PRNGKey(0))
+  two, m2 = jax.jit(steps.make_train_step(loss_fn, optimizer, grad_accum_steps=2))(
+      state, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(two["params"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_bf16_compute_keeps_float32_master_weights():
+  model = tiny_model()
+  graphdef, _ = nnx.split(model)
+  loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(), compute_dtype="bfloat16")
+  optimizer = optax.adamw(1e-3)
+  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  new, metrics = jax.jit(steps.make_train_step(loss_fn, optimizer))(
+      state, grpo_batch(model), jax.random.PRNGKey(0))
+  assert np.isfinite(float(metrics["loss"]))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new["params"]))
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(new["params"]), jax.tree.leaves(state["params"])))
+
+
+def test_ppo_epochs_move_the_ratio_after_the_first_update():
+  model, _, loss_fn, optimizer, state = _setup(lr=3e-2)
+  step = jax.jit(steps.make_train_step(loss_fn, optimizer))
+  state, history = steps.ppo_epochs(step, state, grpo_batch(model), jax.random.PRNGKey(0),
+                                    epochs=2, minibatches=2)
+  assert len(history) == 4 and [h["epoch"] for h in history] == [0, 0, 1, 1]
+  assert abs(float(history[0]["ratio_mean"]) - 1.0) < 1e-6
+  assert abs(float(history[-1]["ratio_mean"]) - 1.0) > 1e-4
+  assert int(state["step"]) == 4
