@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybrid_rl.eval import throughput
 from hybrid_rl.models import gguf_io
 from hybrid_rl.sampling import sampler
 
@@ -26,27 +27,6 @@ _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time transformers' generate.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed repeats (best is reported).")
-
-
-def measure_matmul_peak(n: int = 2048, dtype=jnp.float32) -> float:
-  """FLOP/s of a square matmul, best of 5, after compilation."""
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float("inf")
-  for _ in range(5):
-    t0 = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - t0)
-  return 2 * n**3 / best
-
-
-def model_flops(cfg, tokens: int, context: int) -> float:
-  """Forward FLOPs for `tokens` new tokens attending to ~`context` keys each."""
-  dense = 2 * cfg.num_params(include_embeddings=False) * tokens
-  head = 2 * cfg.hidden_size * cfg.vocab_size * tokens
-  attention = 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * context * tokens
-  return dense + head + attention
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -63,7 +43,7 @@ def main(argv):
   path = gguf_io.smollm2_gguf_path()
   model = gguf_io.load_gguf(path, dtype=_DTYPE.value, param_dtype=_DTYPE.value)
   cfg = model.cfg
-  peak = measure_matmul_peak(dtype=jnp.dtype(_DTYPE.value))
+  peak = throughput.measure_matmul_peak(dtype=jnp.dtype(_DTYPE.value))
   p, n = _PROMPT_LEN.value, _NEW_TOKENS.value
   hf = None
   if _TORCH.value:
@@ -93,7 +73,7 @@ def main(argv):
     t_prefill = _best_time(ours(1), _REPEATS.value)
     t_decode = max(_best_time(ours(n), _REPEATS.value) - t_prefill, 1e-9)
     decode_tps = batch * (n - 1) / t_decode
-    mfu = model_flops(cfg, batch * (n - 1), p + n // 2) / t_decode / peak
+    mfu = throughput.forward_flops(cfg, batch * (n - 1), p + n // 2) / t_decode / peak
     row = [batch, batch * p / t_prefill, decode_tps, mfu]
     if hf is not None:
       import torch  # pylint: disable=g-import-not-at-top

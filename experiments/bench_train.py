@@ -1,0 +1,107 @@
+r"""Throughput of one GRPO-loss train step (forward + backward + AdamW) vs PyTorch.
+
+  python -m experiments.bench_train --batch=4 --length=256
+
+Model: the SmolLM2-135M architecture (random weights; speed does not depend
+on their values). Ours: the jitted step from hybrid_rl.train.steps with the
+clipped policy-gradient loss on the last half of each row. PyTorch: the same
+transformers LlamaForCausalLM, the same batch and an equivalent clipped loss,
+torch.optim.AdamW. MFU = 6 x params x tokens / time / measured matmul peak.
+"""
+import time
+
+from absl import app
+from absl import flags
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hybrid_rl.algorithms import policy_gradient as pg
+from hybrid_rl.eval import throughput
+from hybrid_rl.models import transformer
+from hybrid_rl.train import objectives
+from hybrid_rl.train import steps
+
+_BATCH = flags.DEFINE_integer("batch", 4, "Rows per step.")
+_LENGTH = flags.DEFINE_integer("length", 256, "Tokens per row (half prompt, half response).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up).")
+_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
+_TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch step.")
+
+SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
+                    num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100000.0,
+                    rms_norm_eps=1e-5, tie_embeddings=True)
+
+
+def main(argv):
+  del argv
+  b, length = _BATCH.value, _LENGTH.value
+  r = length // 2
+  cfg = transformer.ModelConfig(**SMOLLM2_135M)
+  model = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+  graphdef, _ = nnx.split(model)
+  loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(epsilon_high=0.28),
+                                      compute_dtype=_DTYPE.value)
+  optimizer = optax.adamw(1e-6)
+  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  del model
+  rng = np.random.RandomState(0)
+  tokens = rng.randint(0, cfg.vocab_size, (b, length))
+  batch = {"tokens": jnp.asarray(tokens, jnp.int32), "valid": jnp.ones((b, length), bool),
+           "mask": jnp.ones((b, r), bool), "old_logprobs": jnp.full((b, r), -10.0),
+           "advantages": jnp.asarray(rng.randn(b), jnp.float32)}
+  step = jax.jit(steps.make_train_step(loss_fn, optimizer), donate_argnums=0)
+  state, m = step(state, batch, jax.random.PRNGKey(0))
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for i in range(_STEPS.value):
+    state, m = step(state, batch, jax.random.PRNGKey(i))
+  jax.block_until_ready(m)
+  ours = (time.perf_counter() - t0) / _STEPS.value
+  peak = throughput.measure_matmul_peak()
+  n_params = cfg.num_params()
+  flops = 6 * n_params * b * length
+  print(f"device: {jax.devices()[0].device_kind}; SmolLM2-135M architecture ({n_params / 1e6:.1f}M "
+        f"params), batch {b} x {length} tokens, measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+  print("| impl | s/step | tokens/s | MFU |")
+  print("|---|---|---|---|")
+  print(f"| hybrid_rl (jax, {_DTYPE.value}) | {ours:.2f} | {b * length / ours:.0f} | "
+        f"{flops / ours / peak * 100:.1f}% |", flush=True)
+  if not _TORCH.value:
+    return
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+      intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim, rope_theta=cfg.rope_theta, tie_word_embeddings=True)
+  hf = transformers.LlamaForCausalLM(hf_cfg).train()
+  opt = torch.optim.AdamW(hf.parameters(), lr=1e-6)
+  ids = torch.tensor(tokens)
+  adv = torch.tensor(np.asarray(batch["advantages"]))[:, None]
+  old = torch.full((b, r), -10.0)
+
+  def torch_step():
+    logits = hf(ids[:, :-1]).logits[:, -r:].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -r:, None])[..., 0]
+    ratio = torch.exp(logp - old)
+    loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.28)).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+  torch_step()
+  t0 = time.perf_counter()
+  for _ in range(_STEPS.value):
+    torch_step()
+  theirs = (time.perf_counter() - t0) / _STEPS.value
+  print(f"| transformers (torch {torch.__version__}, float32) | {theirs:.2f} | "
+        f"{b * length / theirs:.0f} | {flops / theirs / peak * 100:.1f}% |")
+  print(f"speed-up: {theirs / ours:.2f}x")
+
+
+if __name__ == "__main__":
+  app.run(main)
