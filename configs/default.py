@@ -1,51 +1,102 @@
-"""Generic single-stage config: `--config=configs/default.py:tiny`.
+"""Single-stage configs for `experiments.train`: `--config=configs/default.py:PRESET`.
 
 Presets:
-  toy:   a linear-regression stage that exercises the training loop,
-         checkpointing and metrics with no model (fast; used by tests).
-  tiny:  same loop, larger and longer.
+  tiny          tiny student (~1M params) on synthetic_math; stage sft
+  tiny_teacher  tiny teacher (several times larger); stage sft
+  tiny_rm       tiny reward-model backbone (scalar head); stage sft
+  micro         CI-sized model and data
+  toy           a model-free regression stage (loop/checkpoint tests)
+Choose the stage with --config.stage=sft|grpo|eval and chain stages with
+--config.init_from=<previous stage workdir>.
 """
 import ml_collections
 
+MODEL_SIZES = {
+    # hidden, mlp, layers, heads, kv heads, head dim
+    "micro": (64, 128, 2, 4, 2, 16),
+    "tiny": (128, 384, 4, 4, 2, 32),
+    "tiny_teacher": (256, 768, 6, 8, 4, 32),
+    "tiny_rm": (128, 384, 4, 4, 2, 32),
+}
 
-def get_config(preset: str = "toy") -> ml_collections.ConfigDict:
+
+def model_block(size: str) -> ml_collections.ConfigDict:
+  h, f, layers, heads, kv, d = MODEL_SIZES[size]
+  return ml_collections.ConfigDict(dict(
+      hidden_size=h, intermediate_size=f, num_layers=layers, num_heads=heads, num_kv_heads=kv,
+      head_dim=d, rope_theta=10000.0, tie_embeddings=True, qkv_bias=False, qk_norm=False,
+      num_labels=0, max_position_embeddings=1024, param_dtype="float32",
+      compute_dtype="float32"))
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  if preset not in ("toy",) + tuple(MODEL_SIZES):
+    raise ValueError(f"unknown preset {preset!r} for configs/default.py "
+                     f"(choose {', '.join(('toy',) + tuple(MODEL_SIZES))})")
   config = ml_collections.ConfigDict()
   config.preset = preset
   config.seed = 0
-  config.stage = "toy"
+  config.stage = "toy" if preset == "toy" else "sft"
+  config.init_from = ""  # "" = random init; a stage workdir, HF directory or .gguf file
 
-  config.train = ml_collections.ConfigDict()
-  config.train.steps = 40
-  config.train.batch_size = 16
-  config.train.checkpoint_every = 5
-  config.train.keep_checkpoints = 3
-  config.train.log_every = 1
+  config.model = model_block("tiny" if preset == "toy" else preset)
+  if preset == "tiny_rm":
+    config.model.num_labels = 1
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 0.1
-  config.optim.schedule = "cosine"  # constant | cosine
-  config.optim.warmup_steps = 5
-  config.optim.weight_decay = 0.0
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.999
-  config.optim.grad_clip_norm = 1.0
+  config.tokenizer = ml_collections.ConfigDict()
+  config.tokenizer.path = ""  # "" = train a BPE on the synthetic train split
+  config.tokenizer.vocab_size = 512
 
-  config.log = ml_collections.ConfigDict()
-  config.log.progress = True
-  config.log.tensorboard = True
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "synthetic_math"  # synthetic_math | gsm8k | math
+  config.data.data_dir = ""  # "" = <workdir>/data
+  config.data.manual_dir = ""  # JSONL files for gsm8k / math
+  config.data.train_split = "train"
+  config.data.prompt_style = "plain"  # plain | chat
+  config.data.instruction = ""
+  config.data.system = ""
+  config.data.max_prompt_len = 48
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      seed=0, num_train=6000, num_validation=300, num_test=600, max_level=2, operand_scale=9,
+      families="easy,hard"))
 
-  # Toy regression problem: y = x @ w_true + noise, x ~ N(0, 1)^dim.
-  config.toy = ml_collections.ConfigDict()
-  config.toy.dim = 8
-  config.toy.noise = 0.1
-  config.toy.step_sleep_s = 0.0  # slows the loop so tests can kill it mid-run
+  config.train = ml_collections.ConfigDict(dict(
+      steps=600, batch_size=64, checkpoint_every=100, keep_checkpoints=2, log_every=10,
+      grad_accum_steps=1))
+
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=2e-3, schedule="cosine", warmup_steps=30, weight_decay=0.01, b1=0.9,
+      b2=0.98, grad_clip_norm=1.0))
+
+  config.sampling = ml_collections.ConfigDict(dict(
+      max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, num_samples=8))
+
+  config.rl = ml_collections.ConfigDict(dict(
+      verifier="equivalence", std_mode="group", epochs=1, minibatches=1, mask_truncated=False))
+  config.rl.pg = ml_collections.ConfigDict(dict(
+      epsilon_low=0.2, epsilon_high=0.28, dual_clip=0.0, kl_coef=0.0, kl_estimator="k3",
+      entropy_coef=0.0, aggregation="token_mean", tis_cap=0.0))
+
+  config.verifier = ml_collections.ConfigDict(dict(num_workers=2, timeout_s=2.0))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      split="validation", num_samples=4, temperature=1.0, top_p=1.0, max_examples=300,
+      batch_size=100, every=0))
+
+  config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
+
+  # Model-free regression problem for the `toy` stage.
+  config.toy = ml_collections.ConfigDict(dict(dim=8, noise=0.1, step_sleep_s=0.0))
 
   if preset == "toy":
-    pass
-  elif preset == "tiny":
-    config.train.steps = 200
-    config.toy.dim = 64
-  else:
-    raise ValueError(f"unknown preset {preset!r} for configs/default.py "
-                     "(choose toy or tiny)")
+    config.train.update(steps=40, batch_size=16, checkpoint_every=5, keep_checkpoints=3,
+                        log_every=1)
+    config.optim.update(learning_rate=0.1, warmup_steps=5, weight_decay=0.0, b2=0.999)
+  elif preset == "micro":
+    config.data.synthetic.update(num_train=300, num_validation=40, num_test=40, max_level=1)
+    config.data.max_prompt_len = 40
+    config.tokenizer.vocab_size = 300
+    config.train.update(steps=4, batch_size=8, checkpoint_every=2, log_every=1)
+    config.sampling.update(max_new_tokens=24, num_samples=4)
+    config.eval.update(max_examples=16, batch_size=8, num_samples=2)
   return config

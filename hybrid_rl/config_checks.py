@@ -72,11 +72,28 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "noise": (_non_negative, "must be >= 0"),
     "step_sleep_s": (_non_negative, "must be >= 0"),
     "num_seeds": (_positive, "must be > 0"),
+    "grad_accum_steps": (_positive, "must be > 0"),
+    "epochs": (_positive, "must be > 0"),
+    "minibatches": (_positive, "must be > 0"),
+    "hidden_size": (_positive, "must be > 0"),
+    "num_layers": (_positive, "must be > 0"),
+    "vocab_size": (_positive, "must be > 0"),
+    "every": (_non_negative, "must be >= 0 (0 disables)"),
+    "max_examples": (_positive, "must be > 0"),
 }
 
 # full dotted path -> (check, requirement)
 _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.schedule": _one_of("constant", "cosine"),
+    "data.name": _one_of("synthetic_math", "gsm8k", "math"),
+    "data.prompt_style": _one_of("plain", "chat"),
+    "rl.verifier": _one_of("equivalence", "strict"),
+    "rl.std_mode": _one_of("group", "batch", "none"),
+    "rl.pg.kl_estimator": _one_of("k1", "k2", "k3"),
+    "rl.pg.aggregation": _one_of("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
+    "model.param_dtype": _one_of("float32", "bfloat16"),
+    "model.compute_dtype": _one_of("float32", "bfloat16"),
+    "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
 }
 
 
@@ -87,6 +104,18 @@ def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):
       yield from _leaves(value, path + ".")
     else:
       yield path, key, value
+
+
+def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
+  data = config.get("data")
+  if data is not None and data.get("name") in ("gsm8k", "math") and not data.get("manual_dir"):
+    raise ConfigError(f"config.data.manual_dir='': dataset {data.name!r} reads local JSONL files; "
+                      "set it to their directory (e.g. ../shared/data)")
+  sampling = config.get("sampling")
+  if sampling is not None and config.get("rl") is not None:
+    if sampling.num_samples * config.train.batch_size % config.rl.minibatches:
+      raise ConfigError(f"config.rl.minibatches={config.rl.minibatches}: must divide "
+                        "train.batch_size x sampling.num_samples")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -102,3 +131,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
       ok = False
     if not ok:
       raise ConfigError(f"config.{path}={value!r}: {requirement}")
+  _cross_field_checks(config)

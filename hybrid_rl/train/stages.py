@@ -10,6 +10,9 @@ import ml_collections
 
 _STAGE_MODULES = {
     "toy": "hybrid_rl.train.toy_stage",
+    "sft": "hybrid_rl.train.sft_stage",
+    "grpo": "hybrid_rl.train.grpo_stage",
+    "eval": "hybrid_rl.eval.evaluate",
 }
 
 

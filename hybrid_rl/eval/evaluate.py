@@ -1,0 +1,101 @@
+"""avg@k and pass@k with the equivalence verifier (the oracle), per family and level.
+
+For each example, k responses are sampled; with c of them correct,
+  avg@k  = mean over examples of c / k
+  pass@k = mean over examples of 1 - C(k - c, k) / C(k, k) = 1[c > 0]
+(the unbiased estimator of Chen et al. 2021 with n = k samples).
+"""
+import collections
+import json
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from hybrid_rl.rewards.verifier_pool import VerifierPool
+from hybrid_rl.train import rollouts
+from hybrid_rl.train import stage_io
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+  """Unbiased pass@k from n samples of which c are correct."""
+  if n - c < k:
+    return 1.0
+  return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def summarize(correct: np.ndarray, examples: list[dict], k: int) -> dict:
+  """correct: [E, n] bools -> overall and per-(family, level) avg@k / pass@k."""
+  def stats(rows):
+    c = correct[rows]
+    return {"avg@k": float(c.mean()) if c.size else float("nan"),
+            "pass@k": float(np.mean([pass_at_k(c.shape[1], int(r.sum()), k) for r in c]))
+            if c.size else float("nan"),
+            "n": int(len(rows))}
+  groups = collections.defaultdict(list)
+  for i, e in enumerate(examples):
+    groups[("family", e["family"])].append(i)
+    groups[("level", str(e["level"]))].append(i)
+    groups[("family_level", f"{e['family']}/{e['level']}")].append(i)
+  out = {"k": k, "overall": stats(list(range(len(examples))))}
+  for (kind, key), rows in sorted(groups.items()):
+    out.setdefault(kind, {})[key] = stats(rows)
+  return out
+
+
+def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.ConfigDict,
+             pool: VerifierPool, rng: jax.Array) -> dict:
+  """Samples config.eval.num_samples responses per example and scores them."""
+  ev = config.eval
+  k = ev.num_samples
+  sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
+                                temperature=ev.temperature, top_p=ev.top_p, num_samples=k)
+  correct, statuses = [], collections.Counter()
+  for start in range(0, len(examples), ev.batch_size):
+    chunk = examples[start:start + ev.batch_size]
+    # Pad the last chunk to the bucket size so shapes (and compilations) repeat.
+    padded = chunk + [chunk[-1]] * (ev.batch_size - len(chunk))
+    rng, key = jax.random.split(rng)
+    rollout = rollouts.sample(model, tokenizer, stage_io.format_prompts(padded, config, tokenizer),
+                              key, sp, config.data.max_prompt_len)
+    texts = rollout.texts[: len(chunk) * k]
+    verdicts = pool.verify("equivalence", texts, [e["answer"] for e in chunk for _ in range(k)])
+    statuses.update(v.status for v in verdicts)
+    correct.append(np.array([v.correct for v in verdicts]).reshape(len(chunk), k))
+  result = summarize(np.concatenate(correct), examples, k)
+  result["verifier_statuses"] = dict(statuses)
+  return result
+
+
+def to_markdown(result: dict, title: str = "") -> str:
+  lines = [f"### {title}" if title else "", "",
+           f"| slice | n | avg@{result['k']} | pass@{result['k']} |", "|---|---|---|---|"]
+  rows = [("overall", result["overall"])]
+  rows += [(f"family={k}", v) for k, v in result.get("family", {}).items()]
+  rows += [(f"{k}", v) for k, v in result.get("family_level", {}).items()]
+  for name, s in rows:
+    lines.append(f"| {name} | {s['n']} | {s['avg@k'] * 100:.1f} | {s['pass@k'] * 100:.1f} |")
+  return "\n".join(lines).strip() + "\n"
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Eval stage: the model in config.init_from on config.eval.split -> eval.json, eval.md."""
+  out_json = os.path.join(workdir, "eval.json")
+  if os.path.exists(out_json):
+    with open(out_json) as f:
+      return json.load(f)
+  policy = stage_io.build_or_load(config, workdir)
+  examples = stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
+  with VerifierPool(config.verifier.num_workers, config.verifier.timeout_s) as pool:
+    result = evaluate(policy.model, policy.tokenizer, examples, config, pool,
+                      jax.random.PRNGKey(config.seed + 7919))
+  result["split"] = config.eval.split
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "eval.md"), "w") as f:
+    f.write(to_markdown(result, f"{config.data.name} / {config.eval.split}"))
+  with open(out_json + ".tmp", "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(out_json + ".tmp", out_json)
+  return result

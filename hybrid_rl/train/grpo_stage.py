@@ -1,0 +1,145 @@
+"""GRPO stage: sample G responses per prompt, verify, compute advantages, update.
+
+Per step (host loop around jitted pieces):
+  1. draw `train.batch_size` prompts at the state's data position;
+  2. sample G = sampling.num_samples responses each (jitted KV-cache sampler);
+  3. score them in the verifier pool (rule verifier: rl.verifier; the
+     equivalence oracle is logged too);
+  4. advantages from rewards (rl.std_mode), old logprobs from the learner
+     (so the first epoch has ratio 1), reference logprobs when pg.kl_coef > 0;
+  5. rl.epochs x rl.minibatches jitted policy-gradient updates.
+Throughput (samples, tokens, seconds sampling / verifying / training) is in
+every step's metrics. Everything the next step needs lives in the state, so
+a killed run resumes exactly.
+"""
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hybrid_rl.algorithms import policy_gradient
+from hybrid_rl.data import pipeline
+from hybrid_rl.eval import evaluate
+from hybrid_rl.rewards import scoring
+from hybrid_rl.rewards.verifier_pool import VerifierPool
+from hybrid_rl.train import loop
+from hybrid_rl.train import objectives
+from hybrid_rl.train import optim
+from hybrid_rl.train import rollouts
+from hybrid_rl.train import stage_io
+from hybrid_rl.train import steps
+
+
+def pg_config(config: ml_collections.ConfigDict) -> policy_gradient.PGConfig:
+  return policy_gradient.PGConfig(**config.rl.pg.to_dict())
+
+
+def learner_temperature(config: ml_collections.ConfigDict) -> float:
+  return config.sampling.temperature or 1.0
+
+
+def eval_metrics(model, tokenizer, examples, config, pool, step: int) -> dict:
+  result = evaluate.evaluate(model, tokenizer, examples, config, pool,
+                             jax.random.PRNGKey(config.seed * 1000 + step))
+  out = {"eval/avg@k": result["overall"]["avg@k"], "eval/pass@k": result["overall"]["pass@k"]}
+  for family, s in result.get("family", {}).items():
+    out[f"eval/avg@k/{family}"] = s["avg@k"]
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  policy = stage_io.build_or_load(config, workdir)
+  model, tokenizer = policy.model, policy.tokenizer
+  graphdef, _ = nnx.split(model)
+  examples = stage_io.load_split(config, workdir, config.data.train_split)
+  eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
+                   if config.eval.every else [])
+  optimizer = optim.make_optimizer(config.optim, config.train.steps)
+  temperature = learner_temperature(config)
+  cfg = pg_config(config)
+  train_step = jax.jit(steps.make_train_step(
+      objectives.grpo_objective(graphdef, cfg, temperature=temperature,
+                                compute_dtype=config.model.compute_dtype),
+      optimizer, config.train.grad_accum_steps), donate_argnums=0)
+  ref_params = steps.params_of(model) if cfg.kl_coef else None
+  sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
+                                temperature=config.sampling.temperature,
+                                top_p=config.sampling.top_p, top_k=config.sampling.top_k,
+                                num_samples=config.sampling.num_samples)
+  b, g, r = config.train.batch_size, config.sampling.num_samples, config.sampling.max_new_tokens
+  init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
+                          stats={"samples_total": 0.0, "tokens_total": 0.0})
+  model_cfg = model.cfg
+  del model
+  pool = VerifierPool(config.verifier.num_workers, config.verifier.timeout_s)
+
+  def frozen_logprobs(params, batch):
+    return objectives.frozen_outputs_jit(graphdef, params, batch["tokens"], batch["valid"], r,
+                                         what="logprobs", temperature=temperature,
+                                         compute_dtype=config.model.compute_dtype)["logprobs"]
+
+  def step_fn(state, step):
+    it = pipeline.BatchIterator(examples, b, seed=config.seed, position=int(state["data_position"]))
+    batch_examples = next(it)
+    rng, sample_key, train_key = jax.random.split(state["rng"], 3)
+    policy_now = nnx.merge(graphdef, state["params"])
+    t0 = time.perf_counter()
+    rollout = rollouts.sample(policy_now, tokenizer,
+                              stage_io.format_prompts(batch_examples, config, tokenizer),
+                              sample_key, sp, config.data.max_prompt_len)
+    t1 = time.perf_counter()
+    scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
+                                  [e["answer"] for e in batch_examples for _ in range(g)])
+    t2 = time.perf_counter()
+    rewards = jnp.asarray(scores.rule.reshape(b, g))
+    advantages = policy_gradient.group_advantages(rewards, jnp.ones((b, g), bool),
+                                                  std_mode=config.rl.std_mode)
+    batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
+    batch["advantages"] = advantages.reshape(-1)
+    batch["sampler_logprobs"] = rollout.out.logprobs
+    batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
+    if ref_params is not None:
+      batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
+    tokens = rollout.tokens_generated()
+    stats = dict(state["stats"])
+    stats["samples_total"] = stats["samples_total"] + b * g
+    stats["tokens_total"] = stats["tokens_total"] + tokens
+    state, history = steps.ppo_epochs(train_step, state, batch, train_key,
+                                      epochs=config.rl.epochs, minibatches=config.rl.minibatches)
+    jax.block_until_ready(state["params"])
+    t3 = time.perf_counter()
+    state = {**state, "rng": rng, "data_position": state["data_position"] + 1, "stats": stats}
+    metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
+               if k != "epoch"}
+    lengths = np.asarray(rollout.out.lengths)
+    metrics.update({
+        "reward_mean": float(scores.rule.mean()),
+        "accuracy": float(scores.oracle.mean()),
+        "zero_adv_fraction": float(np.mean(np.ptp(scores.rule.reshape(b, g), axis=1) == 0)),
+        "response_length": float(lengths.mean()),
+        "truncated_fraction": float(1 - np.asarray(rollout.out.finished).mean()),
+        "samples": float(b * g), "tokens_generated": float(tokens),
+        "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
+        "seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
+        "verifier_timeouts": float(sum(v for k, v in scores.statuses.items() if "timeout" in k)),
+    })
+    if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
+      metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
+                                  config, pool, step))
+    return state, metrics
+
+  try:
+    state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
+                        checkpoint_every=config.train.checkpoint_every,
+                        keep_checkpoints=config.train.keep_checkpoints,
+                        log_every=config.train.log_every, progress=config.log.progress,
+                        tensorboard=config.log.tensorboard, desc="grpo",
+                        postfix_keys=("reward_mean", "accuracy", "loss"))
+  finally:
+    pool.close()
+  stage_io.export_final(workdir, model_cfg, state["params"], policy.tokenizer_path)
+  return {"stage": "grpo", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
+          "samples_total": float(state["stats"]["samples_total"])}

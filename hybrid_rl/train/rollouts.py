@@ -1,0 +1,96 @@
+"""Host-side glue between examples, the tokenizer, the jitted sampler and train batches.
+
+Shapes are bucketed by config (prompt length P = data.max_prompt_len, response
+length R = sampling.max_new_tokens, fixed batch sizes), so every step reuses
+one compilation.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_rl.models import transformer
+from hybrid_rl.sampling import sampler
+
+
+@dataclasses.dataclass
+class Rollout:
+  """G responses for each of B prompts; row b * G + g is sample g of prompt b."""
+  prompt_tokens: jax.Array  # [B, P] int32, left-padded
+  prompt_valid: jax.Array  # [B, P] bool
+  out: sampler.SampleOutput  # [B*G, R]
+  texts: list[str]  # B*G decoded responses
+  group_size: int
+
+  @property
+  def num_prompts(self) -> int:
+    return self.prompt_tokens.shape[0]
+
+  def tokens_generated(self) -> int:
+    return int(np.asarray(self.out.lengths).sum())
+
+
+def pad_id(tokenizer) -> int:
+  return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def encode_prompts(tokenizer, texts: list[str], length: int) -> tuple[jax.Array, jax.Array]:
+  """Left-padded [B, length] prompt tokens (longer prompts keep their last tokens)."""
+  ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+  return sampler.left_pad(ids, pad_id(tokenizer), length=length)
+
+
+def sampling_params(tokenizer, max_new_tokens: int, *, temperature: float, top_p: float = 1.0,
+                    top_k: int = 0, num_samples: int = 1) -> sampler.SamplingParams:
+  stops = tuple(sorted({t for t in (tokenizer.eos_token_id,) if t is not None}))
+  return sampler.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, top_k=top_k, num_samples=num_samples,
+                                stop_token_ids=stops, pad_token_id=pad_id(tokenizer))
+
+
+def decode(tokenizer, out: sampler.SampleOutput) -> list[str]:
+  tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+  return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(tokens, lengths)],
+                                skip_special_tokens=True)
+
+
+def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
+           sp: sampler.SamplingParams, prompt_len: int) -> Rollout:
+  prompt_tokens, prompt_valid = encode_prompts(tokenizer, prompt_texts, prompt_len)
+  out = sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
+  return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, out), sp.num_samples)
+
+
+def sequence_batch(rollout: Rollout, *, mask_truncated: bool = False) -> dict:
+  """tokens / valid [N, P+R] and response mask [N, R] for the rollout's rows."""
+  g = rollout.group_size
+  prompts = jnp.repeat(rollout.prompt_tokens, g, axis=0)
+  prompt_valid = jnp.repeat(rollout.prompt_valid, g, axis=0)
+  mask = rollout.out.mask
+  if mask_truncated:
+    mask = mask & rollout.out.finished[:, None]
+  return {"tokens": jnp.concatenate([prompts, rollout.out.tokens], axis=1),
+          "valid": jnp.concatenate([prompt_valid, rollout.out.mask], axis=1),
+          "mask": mask}
+
+
+def supervised_batch(tokenizer, prompt_texts: list[str], responses: list[str], prompt_len: int,
+                     response_len: int) -> dict:
+  """Teacher-forcing rows: prompt (left-padded) + response + EOS (right-padded).
+
+  Returns tokens / valid [N, P+R] and mask [N, R] over the response tokens;
+  responses longer than R are cut (and then carry no EOS).
+  """
+  prompt_tokens, prompt_valid = encode_prompts(tokenizer, prompt_texts, prompt_len)
+  ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+  pad, eos = pad_id(tokenizer), tokenizer.eos_token_id
+  rows = np.full((len(ids), response_len), pad, np.int32)
+  mask = np.zeros((len(ids), response_len), bool)
+  for i, seq in enumerate(ids):
+    seq = (list(seq) + [eos])[:response_len]
+    rows[i, :len(seq)] = seq
+    mask[i, :len(seq)] = True
+  return {"tokens": jnp.concatenate([prompt_tokens, jnp.asarray(rows)], axis=1),
+          "valid": jnp.concatenate([prompt_valid, jnp.asarray(mask)], axis=1),
+          "mask": jnp.asarray(mask)}

@@ -1,0 +1,52 @@
+"""SFT stage: cross-entropy on reference solutions (cold start), resumable.
+
+Each step draws `train.batch_size` examples of `data.train_split`; the row is
+prompt + " " + solution + EOS with the loss on the solution tokens. Starts
+from random init (config.model) or from config.init_from.
+"""
+from flax import nnx
+import jax
+import ml_collections
+
+from hybrid_rl.data import pipeline
+from hybrid_rl.train import loop
+from hybrid_rl.train import objectives
+from hybrid_rl.train import optim
+from hybrid_rl.train import rollouts
+from hybrid_rl.train import stage_io
+from hybrid_rl.train import steps
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  policy = stage_io.build_or_load(config, workdir)
+  model, tokenizer = policy.model, policy.tokenizer
+  graphdef, _ = nnx.split(model)
+  examples = stage_io.load_split(config, workdir, config.data.train_split)
+  optimizer = optim.make_optimizer(config.optim, config.train.steps)
+  train_step = jax.jit(steps.make_train_step(
+      objectives.sft_objective(graphdef, compute_dtype=config.model.compute_dtype), optimizer,
+      config.train.grad_accum_steps), donate_argnums=0)
+  init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed))
+
+  def step_fn(state, step):
+    del step
+    it = pipeline.BatchIterator(examples, config.train.batch_size, seed=config.seed,
+                                position=int(state["data_position"]))
+    batch_examples = next(it)
+    batch = rollouts.supervised_batch(
+        tokenizer, stage_io.format_prompts(batch_examples, config, tokenizer),
+        [" " + e["solution"] for e in batch_examples], config.data.max_prompt_len,
+        config.sampling.max_new_tokens)
+    rng, key = jax.random.split(state["rng"])
+    state, metrics = train_step(state, batch, key)
+    state = {**state, "rng": rng, "data_position": state["data_position"] + 1}
+    return state, metrics
+
+  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
+                      checkpoint_every=config.train.checkpoint_every,
+                      keep_checkpoints=config.train.keep_checkpoints,
+                      log_every=config.train.log_every, progress=config.log.progress,
+                      tensorboard=config.log.tensorboard, desc="sft")
+  stage_io.export_final(workdir, model.cfg, state["params"], policy.tokenizer_path)
+  return {"stage": "sft", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
+          "params": int(sum(x.size for x in jax.tree.leaves(state["params"])))}

