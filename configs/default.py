@@ -57,7 +57,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.data.system = ""
   config.data.max_prompt_len = 48
   config.data.synthetic = ml_collections.ConfigDict(dict(
-      seed=0, num_train=6000, num_validation=300, num_test=600, max_level=2, operand_scale=9,
+      seed=0, num_train=2400, num_validation=200, num_test=400, max_level=1, operand_scale=9,
       families="easy,hard"))
 
   config.train = ml_collections.ConfigDict(dict(
@@ -80,7 +80,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.verifier = ml_collections.ConfigDict(dict(num_workers=2, timeout_s=2.0))
 
   config.eval = ml_collections.ConfigDict(dict(
-      split="validation", num_samples=4, temperature=1.0, top_p=1.0, max_examples=300,
+      split="validation", num_samples=4, temperature=1.0, top_p=1.0, max_examples=400,
       batch_size=100, every=0))
 
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
@@ -93,7 +93,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                         log_every=1)
     config.optim.update(learning_rate=0.1, warmup_steps=5, weight_decay=0.0, b2=0.999)
   elif preset == "micro":
-    config.data.synthetic.update(num_train=300, num_validation=40, num_test=40, max_level=1)
+    config.data.synthetic.update(num_train=300, num_validation=40, num_test=40)
     config.data.max_prompt_len = 40
     config.tokenizer.vocab_size = 300
     config.train.update(steps=4, batch_size=8, checkpoint_every=2, log_every=1)

@@ -38,6 +38,16 @@ def test_synthetic_splits_are_deterministic_disjoint_and_complete(synthetic, tmp
     assert e["question"] and e["answer"] and e["solution"].endswith("}.")
 
 
+def test_split_slices_are_disjoint_parts(synthetic, tmp_path):
+  data_dir = str(tmp_path)
+  head = pipeline.load_examples("synthetic_math", "train[:40%]", data_dir, **SMALL)
+  tail = pipeline.load_examples("synthetic_math", "train[40%:]", data_dir, **SMALL)
+  assert len(head) == 48 and len(tail) == 72
+  assert head + tail == synthetic["train"]
+  with pytest.raises(ValueError, match="has no split 'dev'"):
+    pipeline.load_examples("synthetic_math", "dev", data_dir, **SMALL)
+
+
 def test_other_seed_gives_other_problems(synthetic, tmp_path):
   other = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **{**SMALL, "seed": 4})
   assert {e["question"] for e in other} != {e["question"] for e in synthetic["train"]}

@@ -27,6 +27,9 @@ def load_examples(name: str, split: str, data_dir: str, *, manual_dir: str | Non
                   **config) -> list[dict]:
   """All examples of one split as dicts of Python values, in the builder's order.
 
+  `split` takes TFDS slicing ("train[:40%]", "train[40%:]"), so stages can
+  use disjoint parts of one split (SFT, RL and reward-model data).
+
   Builds the dataset on first use (synthetic_math: generated; gsm8k / math:
   from manual_dir) and reuses it afterwards.
   """
@@ -35,10 +38,10 @@ def load_examples(name: str, split: str, data_dir: str, *, manual_dir: str | Non
   if manual_dir is not None:
     download_config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir))
   builder.download_and_prepare(download_config=download_config)
-  sources = builder.as_data_source()
-  if split not in sources:
-    raise ValueError(f"dataset {name!r} has no split {split!r} (has {', '.join(sources)})")
-  source = sources[split]
+  base = split.split("[", 1)[0]
+  if base not in builder.info.splits:
+    raise ValueError(f"dataset {name!r} has no split {base!r} (has {', '.join(builder.info.splits)})")
+  source = builder.as_data_source(split=split)
   return [_decode(source[i]) for i in range(len(source))]
 
 
