@@ -52,7 +52,7 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   k = ev.num_samples
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                 temperature=ev.temperature, top_p=ev.top_p, num_samples=k)
-  correct, statuses = [], collections.Counter()
+  correct, statuses, shown = [], collections.Counter(), []
   for start in range(0, len(examples), ev.batch_size):
     chunk = examples[start:start + ev.batch_size]
     # Pad the last chunk to the bucket size so shapes (and compilations) repeat.
@@ -63,9 +63,13 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
     texts = rollout.texts[: len(chunk) * k]
     verdicts = pool.verify("equivalence", texts, [e["answer"] for e in chunk for _ in range(k)])
     statuses.update(v.status for v in verdicts)
+    shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i * k],
+               "extracted": verdicts[i * k].extracted, "correct": verdicts[i * k].correct}
+              for i, e in enumerate(chunk)][: max(0, 5 - len(shown))]
     correct.append(np.array([v.correct for v in verdicts]).reshape(len(chunk), k))
   result = summarize(np.concatenate(correct), examples, k)
   result["verifier_statuses"] = dict(statuses)
+  result["examples"] = shown  # the first few responses, for reading
   return result
 
 
