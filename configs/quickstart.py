@@ -25,7 +25,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
       steps=400, batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
       split="train[:50%]"))
   config.grpo = ml_collections.ConfigDict(dict(
-      steps=60, batch_size=16, learning_rate=2e-4, schedule="constant", warmup_steps=0,
+      steps=60, batch_size=16, learning_rate=1e-4, schedule="constant", warmup_steps=0,
       num_samples=8, split="train[50%:]"))
   if preset == "micro":
     config.sft.update(steps=4, batch_size=8)
