@@ -23,3 +23,15 @@ def run_module(module: str, *args: str, check: bool = True, timeout: float = 600
     raise AssertionError(f"{module} {' '.join(args)} failed "
                          f"({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
+
+
+def run_script_result(script: str, *, devices: int = 8, timeout: float = 600) -> dict:
+  """Runs a Python snippet on `devices` forced CPU devices; returns the JSON it prints
+  after "RESULT"."""
+  import json  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                        env=subprocess_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
+                        timeout=timeout)
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+  assert line, proc.stderr[-4000:]
+  return json.loads(line[0][len("RESULT"):])

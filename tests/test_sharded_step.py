@@ -1,11 +1,7 @@
 """A sharded train step on 8 forced CPU devices equals the single-device step."""
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import run_script_result
 
 SCRIPT = r"""
 import json
@@ -54,12 +50,7 @@ print("RESULT" + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def results():
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True,
-                        env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
-                        timeout=600)
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-  assert line, proc.stderr[-4000:]
-  return json.loads(line[0][len("RESULT"):])
+  return run_script_result(SCRIPT)
 
 
 @pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(2, 2, 2)"])
