@@ -1,6 +1,5 @@
 """A tiny policy and GRPO/SFT batches for train-step tests."""
 from flax import nnx
-import jax
 import jax.numpy as jnp
 import numpy as np
 

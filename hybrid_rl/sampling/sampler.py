@@ -10,7 +10,6 @@ before top-k / top-p truncation (greedy counts as temperature 1); they equal
 `transformer.token_logprobs` over the same tokens with the same temperature.
 """
 import dataclasses
-import functools
 from typing import NamedTuple
 
 from flax import nnx

@@ -16,7 +16,6 @@ from typing import Mapping
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 
 from hybrid_rl.algorithms import distillation
 from hybrid_rl.algorithms import policy_gradient

@@ -12,7 +12,6 @@ import os
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
