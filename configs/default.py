@@ -83,6 +83,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       split="validation", num_samples=4, temperature=1.0, top_p=1.0, max_examples=400,
       batch_size=100, every=0))
 
+  # Reward-model stage (stage=reward_model): trained on the policy's own samples.
+  config.reward_model = ml_collections.ConfigDict(dict(
+      policy_from="", split="train[:50%]", samples_per_prompt=4, holdout_fraction=0.2,
+      loss="pointwise"))
+
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
 
   # Model-free regression problem for the `toy` stage.

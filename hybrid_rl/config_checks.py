@@ -79,6 +79,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_layers": (_positive, "must be > 0"),
     "vocab_size": (_positive, "must be > 0"),
     "every": (_non_negative, "must be >= 0 (0 disables)"),
+    "samples_per_prompt": (_positive, "must be > 0"),
     "max_examples": (_positive, "must be > 0"),
 }
 
@@ -94,6 +95,8 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.param_dtype": _one_of("float32", "bfloat16"),
     "model.compute_dtype": _one_of("float32", "bfloat16"),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
+    "reward_model.loss": _one_of("pointwise", "bradley_terry"),
+    "reward_model.holdout_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
 }
 
 

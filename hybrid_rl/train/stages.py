@@ -13,6 +13,7 @@ _STAGE_MODULES = {
     "sft": "hybrid_rl.train.sft_stage",
     "grpo": "hybrid_rl.train.grpo_stage",
     "eval": "hybrid_rl.eval.evaluate",
+    "reward_model": "hybrid_rl.train.rm_stage",
 }
 
 
