@@ -77,6 +77,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       epsilon_low=0.2, epsilon_high=0.28, dual_clip=0.0, kl_coef=0.0, kl_estimator="k3",
       entropy_coef=0.0, aggregation="token_mean", tis_cap=0.0))
 
+  # Rewards (HERO and its baselines): verifier | rm | naive_sum | hero.
+  config.reward = ml_collections.ConfigDict(dict(
+      mode="verifier", rm_from="", naive_weight=0.5, alpha=0.1, beta=0.1, eps=1e-6,
+      dense_range="both", variance_weighting=True, w_min=0.4, w_max=3.0, k=6.0,
+      placement="advantage", sigma_decay=0.9))
+
   config.verifier = ml_collections.ConfigDict(dict(num_workers=2, timeout_s=2.0))
 
   config.eval = ml_collections.ConfigDict(dict(

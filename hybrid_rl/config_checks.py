@@ -96,6 +96,9 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.compute_dtype": _one_of("float32", "bfloat16"),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
     "reward_model.loss": _one_of("pointwise", "bradley_terry"),
+    "reward.mode": _one_of("verifier", "rm", "naive_sum", "hero"),
+    "reward.dense_range": _one_of("none", "neg", "pos", "both"),
+    "reward.placement": _one_of("advantage", "reward"),
     "reward_model.holdout_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
 }
 
@@ -114,6 +117,10 @@ def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
   if data is not None and data.get("name") in ("gsm8k", "math") and not data.get("manual_dir"):
     raise ConfigError(f"config.data.manual_dir='': dataset {data.name!r} reads local JSONL files; "
                       "set it to their directory (e.g. ../shared/data)")
+  reward = config.get("reward")
+  if reward is not None and reward.mode != "verifier" and not reward.rm_from:
+    raise ConfigError(f"config.reward.rm_from='': reward mode {reward.mode!r} needs a reward "
+                      "model (a reward_model stage workdir)")
   sampling = config.get("sampling")
   if sampling is not None and config.get("rl") is not None:
     if sampling.num_samples * config.train.batch_size % config.rl.minibatches:

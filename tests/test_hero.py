@@ -117,3 +117,60 @@ def test_gradients_flow_only_through_the_policy():
   g_policy, g_rm = jax.grad(loss, argnums=(0, 1))(logp, jnp.asarray(scores))
   assert float(jnp.abs(g_policy).max()) > 0
   assert float(jnp.abs(g_rm).max()) == 0.0
+
+
+def _batch(seed=5):
+  rs = np.random.RandomState(seed)
+  rule = jnp.asarray((rs.rand(4, 6) > 0.5).astype(np.float32))
+  rm = jnp.asarray(rs.randn(4, 6).astype(np.float32))
+  return rule, rm, jnp.ones((4, 6), bool)
+
+
+def test_reward_modes_compose_as_documented():
+  rule, rm, valid = _batch()
+  nan = jnp.asarray(jnp.nan)
+  adv, r, _, _ = hero.shaped_advantages(hero.RewardConfig(mode="verifier"), rule, None, valid, nan)
+  np.testing.assert_allclose(np.asarray(r), np.asarray(rule))
+  np.testing.assert_allclose(np.asarray(adv), np.asarray(pg.group_advantages(rule, valid)), atol=1e-6)
+  _, r, _, _ = hero.shaped_advantages(hero.RewardConfig(mode="rm"), rule, rm, valid, nan)
+  np.testing.assert_allclose(np.asarray(r), 1 / (1 + np.exp(-np.asarray(rm))), rtol=1e-5)
+  _, r, _, _ = hero.shaped_advantages(hero.RewardConfig(mode="naive_sum", naive_weight=0.3),
+                                      rule, rm, valid, nan)
+  np.testing.assert_allclose(np.asarray(r), np.asarray(rule) + 0.3 / (1 + np.exp(-np.asarray(rm))),
+                             rtol=1e-5)
+  cfg = hero.RewardConfig(mode="hero", variance_weighting=False, alpha=0.1, beta=0.1)
+  _, r, _, _ = hero.shaped_advantages(cfg, rule, rm, valid, nan)
+  ref = np_stratified(np.asarray(rm), np.asarray(rule), np.ones((4, 6), bool), 0.1, 0.1, 1e-6, "both")
+  np.testing.assert_allclose(np.asarray(r), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_variance_weight_placement_and_running_sigma_bar():
+  rule, rm, valid = _batch(6)
+  nan = jnp.asarray(jnp.nan)
+  base = hero.RewardConfig(mode="hero", variance_weighting=False)
+  plain, _, _, _ = hero.shaped_advantages(base, rule, rm, valid, nan)
+  on_adv = hero.RewardConfig(mode="hero", placement="advantage")
+  adv, _, sigma_bar, metrics = hero.shaped_advantages(on_adv, rule, rm, valid, nan)
+  sigma = np.asarray(rm).std(-1)
+  assert float(sigma_bar) == pytest.approx(sigma.mean(), rel=1e-5)  # first batch initialises
+  w = 0.4 + 2.6 / (1 + np.exp(-6 * (sigma - sigma.mean())))
+  np.testing.assert_allclose(np.asarray(adv), np.asarray(plain) * w[:, None], rtol=1e-4, atol=1e-6)
+  # on the reward, group std normalization cancels the weight ...
+  on_reward = hero.RewardConfig(mode="hero", placement="reward")
+  adv_r, _, _, _ = hero.shaped_advantages(on_reward, rule, rm, valid, nan)
+  np.testing.assert_allclose(np.asarray(adv_r), np.asarray(plain), atol=1e-3)
+  # ... but not without std normalization
+  adv_none, _, _, _ = hero.shaped_advantages(on_reward, rule, rm, valid, nan, std_mode="none")
+  plain_none, _, _, _ = hero.shaped_advantages(base, rule, rm, valid, nan, std_mode="none")
+  np.testing.assert_allclose(np.asarray(adv_none), np.asarray(plain_none) * w[:, None],
+                             rtol=1e-4, atol=1e-6)
+  _, _, second, _ = hero.shaped_advantages(on_adv, rule, rm * 2, valid, sigma_bar)
+  assert float(second) == pytest.approx(0.9 * sigma.mean() + 0.1 * 2 * sigma.mean(), rel=1e-5)
+  assert "hero_weight_mean" in metrics
+
+
+def test_reward_config_rejects_bad_values():
+  with pytest.raises(ValueError, match="reward mode"):
+    hero.RewardConfig(mode="sum")
+  with pytest.raises(ValueError, match="placement"):
+    hero.RewardConfig(placement="loss")

@@ -53,3 +53,32 @@ def test_reward_model_stage_requires_a_policy(tmp_path):
   proc = run_module("experiments.train", f"--workdir={tmp_path / 'rm'}", *MICRO,
                     "--config.stage=reward_model", check=False)
   assert proc.returncode != 0 and "reward_model.policy_from" in proc.stderr
+
+
+def test_grpo_with_hero_rewards_uses_the_reward_model_and_checkpoints_sigma_bar(tmp_path):
+  data = str(tmp_path / "data")
+  sft, rm, grpo = (str(tmp_path / n) for n in ("sft", "rm", "grpo"))
+  common = [*MICRO, f"--config.data.data_dir={data}"]
+  run_module("experiments.train", f"--workdir={sft}", *common)
+  run_module("experiments.train", f"--workdir={rm}", *common, "--config.stage=reward_model",
+             f"--config.reward_model.policy_from={sft}", "--config.train.steps=2")
+  run_module("experiments.train", f"--workdir={grpo}", *common, "--config.stage=grpo",
+             f"--config.init_from={sft}", "--config.reward.mode=hero",
+             f"--config.reward.rm_from={rm}", "--config.train.steps=2")
+  rows = [json.loads(l) for l in open(os.path.join(grpo, "metrics.jsonl"))]
+  assert {"hero_weight_mean", "hero_sigma_bar", "rm_score_mean", "rule_reward_mean"} <= set(rows[-1])
+  assert 0.4 <= rows[-1]["hero_weight_mean"] <= 3.0
+  # HERO rewards live in [-alpha, alpha] u [1-beta, 1+beta]
+  assert -0.1 - 1e-6 <= rows[-1]["reward_mean"] <= 1.1 + 1e-6
+  from hybrid_rl.train import checkpoints
+  manager = checkpoints.make_manager(os.path.join(grpo, "checkpoints"), save_every=1, keep=5)
+  restored = manager.restore(manager.latest_step())
+  manager.close()
+  sigma_bar = float(np.asarray(restored["state"]["stats"]["sigma_bar"]))
+  assert np.isfinite(sigma_bar) and sigma_bar == pytest.approx(rows[-1]["hero_sigma_bar"], rel=1e-5)
+
+
+def test_reward_mode_without_a_reward_model_is_rejected(tmp_path):
+  proc = run_module("experiments.train", f"--workdir={tmp_path / 'g'}", *MICRO,
+                    "--config.stage=grpo", "--config.reward.mode=hero", check=False)
+  assert proc.returncode != 0 and "config.reward.rm_from=''" in proc.stderr

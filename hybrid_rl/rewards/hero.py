@@ -28,8 +28,12 @@ multiplies r_hat and only acts with std_mode "none" or "batch".
 
 All functions are pure jnp on padded groups [P, G] with a validity mask.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+
+from hybrid_rl.algorithms import policy_gradient
 
 Array = jax.Array
 DENSE_RANGES = ("none", "neg", "pos", "both")
@@ -79,3 +83,72 @@ def update_sigma_bar(sigma_bar: Array, sigma: Array, has_group: Array,
   w = has_group.astype(jnp.float32)
   batch_mean = (sigma * w).sum() / jnp.maximum(w.sum(), 1.0)
   return jnp.where(jnp.isnan(sigma_bar), batch_mean, decay * sigma_bar + (1 - decay) * batch_mean)
+
+
+REWARD_MODES = ("verifier", "rm", "naive_sum", "hero")
+PLACEMENTS = ("advantage", "reward")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+  """How rule verdicts and reward-model scores become rewards (config.reward)."""
+  mode: str = "verifier"  # verifier | rm | naive_sum | hero
+  naive_weight: float = 0.5  # naive_sum: rule + naive_weight * sigmoid(rm)
+  alpha: float = 0.1
+  beta: float = 0.1
+  eps: float = 1e-6
+  dense_range: str = "both"
+  variance_weighting: bool = True
+  w_min: float = 0.4  # appendix values (the paper's runs)
+  w_max: float = 3.0
+  k: float = 6.0
+  placement: str = "advantage"
+  sigma_decay: float = 0.9
+
+  def __post_init__(self):
+    if self.mode not in REWARD_MODES:
+      raise ValueError(f"reward mode {self.mode!r}: choose {REWARD_MODES}")
+    if self.placement not in PLACEMENTS:
+      raise ValueError(f"placement {self.placement!r}: choose {PLACEMENTS}")
+    if self.dense_range not in DENSE_RANGES:
+      raise ValueError(f"dense_range={self.dense_range!r}: choose {DENSE_RANGES}")
+
+
+def shaped_advantages(cfg: RewardConfig, rule: Array, rm_scores: Array | None, valid: Array,
+                      sigma_bar: Array, *, std_mode: str = "group"
+                      ) -> tuple[Array, Array, Array, dict]:
+  """Rewards and advantages for one batch of groups under `cfg.mode`.
+
+  Args:
+    rule: [P, G] 0/1 verifier verdicts; rm_scores: [P, G] reward-model scores
+      (unused in verifier mode); valid: [P, G]; sigma_bar: running mean of the
+      per-prompt RM std (NaN before the first update).
+  Returns:
+    (advantages [P, G], rewards [P, G], new sigma_bar, metrics).
+  """
+  rule = rule.astype(jnp.float32)
+  metrics = {}
+  weight = None
+  if cfg.mode == "verifier":
+    rewards = rule
+  elif cfg.mode == "rm":
+    rewards = jax.nn.sigmoid(rm_scores)
+  elif cfg.mode == "naive_sum":
+    rewards = rule + cfg.naive_weight * jax.nn.sigmoid(rm_scores)
+  else:
+    rewards = stratified_normalize(rm_scores, rule, valid, alpha=cfg.alpha, beta=cfg.beta,
+                                   eps=cfg.eps, dense_range=cfg.dense_range)
+    if cfg.variance_weighting:
+      sigma = group_std(rm_scores, valid)
+      has_group = valid.any(-1)
+      reference = jnp.where(jnp.isnan(sigma_bar), (sigma * has_group).sum() /
+                            jnp.maximum(has_group.sum(), 1), sigma_bar)
+      weight = variance_weight(sigma, reference, w_min=cfg.w_min, w_max=cfg.w_max, k=cfg.k)
+      sigma_bar = update_sigma_bar(sigma_bar, sigma, has_group, cfg.sigma_decay)
+      metrics = {"hero_weight_mean": weight.mean(), "hero_sigma_bar": sigma_bar}
+      if cfg.placement == "reward":
+        rewards = rewards * weight[:, None]
+  advantages = policy_gradient.group_advantages(rewards, valid, std_mode=std_mode)
+  if weight is not None and cfg.placement == "advantage":
+    advantages = advantages * weight[:, None]
+  return advantages, rewards * valid, sigma_bar, metrics

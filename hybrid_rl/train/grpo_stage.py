@@ -4,7 +4,10 @@ Per step (host loop around jitted pieces):
   1. draw `train.batch_size` prompts at the state's data position;
   2. sample G = sampling.num_samples responses each (jitted KV-cache sampler);
   3. score them in the verifier pool (rule verifier: rl.verifier; the
-     equivalence oracle is logged too);
+     equivalence oracle is logged too) and, for reward modes other than
+     "verifier", with the reward model in reward.rm_from; combine them
+     (reward.mode: verifier | rm | naive_sum | hero, see rewards/hero.py);
+     HERO's running sigma_bar lives in the state's stats;
   4. advantages from rewards (rl.std_mode), old logprobs from the learner
      (so the first epoch has ratio 1), reference logprobs when pg.kl_coef > 0;
   5. rl.epochs x rl.minibatches jitted policy-gradient updates.
@@ -23,11 +26,13 @@ import numpy as np
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import pipeline
 from hybrid_rl.eval import evaluate
+from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import scoring
 from hybrid_rl.rewards.verifier_pool import VerifierPool
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
+from hybrid_rl.train import rm_stage
 from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
@@ -35,6 +40,11 @@ from hybrid_rl.train import steps
 
 def pg_config(config: ml_collections.ConfigDict) -> policy_gradient.PGConfig:
   return policy_gradient.PGConfig(**config.rl.pg.to_dict())
+
+
+def reward_config(config: ml_collections.ConfigDict) -> hero.RewardConfig:
+  fields = {k: v for k, v in config.reward.to_dict().items() if k != "rm_from"}
+  return hero.RewardConfig(**fields)
 
 
 def learner_temperature(config: ml_collections.ConfigDict) -> float:
@@ -70,8 +80,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,
                                 num_samples=config.sampling.num_samples)
   b, g, r = config.train.batch_size, config.sampling.num_samples, config.sampling.max_new_tokens
+  reward_cfg = reward_config(config)
+  rm_graphdef = rm_params = None
+  if reward_cfg.mode != "verifier":
+    rm_model, _ = stage_io.load_final(config.reward.rm_from)
+    rm_graphdef, _ = nnx.split(rm_model)
+    rm_params = steps.params_of(rm_model)
   init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
-                          stats={"samples_total": 0.0, "tokens_total": 0.0})
+                          stats={"samples_total": 0.0, "tokens_total": 0.0,
+                                 "sigma_bar": float("nan")})
   model_cfg = model.cfg
   del model
   pool = VerifierPool(config.verifier.num_workers, config.verifier.timeout_s)
@@ -94,17 +111,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
                                   [e["answer"] for e in batch_examples for _ in range(g)])
     t2 = time.perf_counter()
-    rewards = jnp.asarray(scores.rule.reshape(b, g))
-    advantages = policy_gradient.group_advantages(rewards, jnp.ones((b, g), bool),
-                                                  std_mode=config.rl.std_mode)
     batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
+    rm_scores = None
+    if rm_params is not None:
+      rm_scores = jnp.asarray(rm_stage.score_rows(rm_graphdef, rm_params, batch["tokens"],
+                                                  batch["valid"]).reshape(b, g))
+    stats = dict(state["stats"])
+    advantages, rewards, stats["sigma_bar"], reward_metrics = hero.shaped_advantages(
+        reward_cfg, jnp.asarray(scores.rule.reshape(b, g)), rm_scores, jnp.ones((b, g), bool),
+        stats["sigma_bar"], std_mode=config.rl.std_mode)
     batch["advantages"] = advantages.reshape(-1)
     batch["sampler_logprobs"] = rollout.out.logprobs
     batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
     if ref_params is not None:
       batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
     tokens = rollout.tokens_generated()
-    stats = dict(state["stats"])
     stats["samples_total"] = stats["samples_total"] + b * g
     stats["tokens_total"] = stats["tokens_total"] + tokens
     state, history = steps.ppo_epochs(train_step, state, batch, train_key,
@@ -115,10 +136,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
                if k != "epoch"}
     lengths = np.asarray(rollout.out.lengths)
+    metrics.update({k: float(v) for k, v in reward_metrics.items()})
+    if rm_scores is not None:
+      metrics["rm_score_mean"] = float(rm_scores.mean())
     metrics.update({
-        "reward_mean": float(scores.rule.mean()),
+        "reward_mean": float(rewards.mean()),
+        "rule_reward_mean": float(scores.rule.mean()),
         "accuracy": float(scores.oracle.mean()),
-        "zero_adv_fraction": float(np.mean(np.ptp(scores.rule.reshape(b, g), axis=1) == 0)),
+        "zero_adv_fraction": float(np.mean(np.ptp(np.asarray(advantages), axis=1) == 0)),
         "response_length": float(lengths.mean()),
         "truncated_fraction": float(1 - np.asarray(rollout.out.finished).mean()),
         "samples": float(b * g), "tokens_generated": float(tokens),
