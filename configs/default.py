@@ -72,7 +72,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, num_samples=8))
 
   config.rl = ml_collections.ConfigDict(dict(
-      verifier="equivalence", std_mode="group", epochs=1, minibatches=1, mask_truncated=False))
+      verifier="equivalence", std_mode="group", epochs=1, minibatches=1, mask_truncated=False,
+      sampling="fixed"))  # fixed (GRPO, G = sampling.num_samples) | ada_pos | ada_balance
+  # Reinforce-Ada: keep n per prompt, rounds of M = round_size, at most N = max_rounds.
+  config.rl.ada = ml_collections.ConfigDict(dict(
+      n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True, use_std=False))
   config.rl.pg = ml_collections.ConfigDict(dict(
       epsilon_low=0.2, epsilon_high=0.28, dual_clip=0.0, kl_coef=0.0, kl_estimator="k3",
       entropy_coef=0.0, aggregation="token_mean", tis_cap=0.0))

@@ -96,6 +96,7 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.compute_dtype": _one_of("float32", "bfloat16"),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
     "reward_model.loss": _one_of("pointwise", "bradley_terry"),
+    "rl.sampling": _one_of("fixed", "ada_pos", "ada_balance"),
     "reward.mode": _one_of("verifier", "rm", "naive_sum", "hero"),
     "reward.dense_range": _one_of("none", "neg", "pos", "both"),
     "reward.placement": _one_of("advantage", "reward"),
@@ -123,7 +124,8 @@ def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
                       "model (a reward_model stage workdir)")
   sampling = config.get("sampling")
   if sampling is not None and config.get("rl") is not None:
-    if sampling.num_samples * config.train.batch_size % config.rl.minibatches:
+    group = sampling.num_samples if config.rl.get("sampling", "fixed") == "fixed" else config.rl.ada.n
+    if group * config.train.batch_size % config.rl.minibatches:
       raise ConfigError(f"config.rl.minibatches={config.rl.minibatches}: must divide "
                         "train.batch_size x sampling.num_samples")
 

@@ -111,3 +111,9 @@ def test_bad_settings_are_rejected():
     se.AdaConfig(mode="ada_neg")
   with pytest.raises(ValueError, match="round_size M=2 must be >= n=4"):
     se.AdaConfig(mode="ada_pos", n=4, round_size=2)
+
+
+def test_bucket_sizes_are_powers_of_two_capped_at_the_batch():
+  from hybrid_rl.adaptive.collect import bucket_size
+  assert [bucket_size(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
+  assert bucket_size(13, 12) == 12

@@ -102,3 +102,16 @@ def test_eval_summary_matches_hand_computation():
   # pass@k from n > k samples: 1 - C(n-c, k) / C(n, k)
   assert evaluate.pass_at_k(4, 2, 1) == pytest.approx(0.5)
   assert evaluate.pass_at_k(5, 1, 2) == pytest.approx(1 - 6 / 10)
+
+
+@pytest.mark.parametrize("mode", ["ada_pos", "ada_balance"])
+def test_grpo_with_reinforce_ada_sampling(sft_dir, tmp_path, mode):
+  workdir = str(tmp_path / mode)
+  run_module("experiments.train", *_grpo_args(sft_dir, workdir, steps=2),
+             f"--config.rl.sampling={mode}", "--config.rl.ada.n=2",
+             "--config.rl.ada.round_size=4", "--config.rl.ada.max_rounds=3")
+  rows = _rows(workdir)
+  last = rows[-1]
+  assert 1.0 <= last["ada_rounds_mean"] <= 3.0
+  assert 8 * 4 <= last["samples"] <= 8 * 4 * 3  # at least one round of M for each of 8 prompts
+  assert last["samples_total"] == pytest.approx(sum(r["samples"] for r in rows))

@@ -2,7 +2,9 @@
 
 Per step (host loop around jitted pieces):
   1. draw `train.batch_size` prompts at the state's data position;
-  2. sample G = sampling.num_samples responses each (jitted KV-cache sampler);
+  2. sample G = sampling.num_samples responses each (jitted KV-cache sampler),
+     or, with rl.sampling = ada_pos | ada_balance, run Reinforce-Ada's rounds
+     and keep balanced groups of rl.ada.n (hybrid_rl/adaptive/);
   3. score them in the verifier pool (rule verifier: rl.verifier; the
      equivalence oracle is logged too) and, for reward modes other than
      "verifier", with the reward model in reward.rm_from; combine them
@@ -23,6 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hybrid_rl.adaptive import collect as adaptive_collect
+from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import pipeline
 from hybrid_rl.eval import evaluate
@@ -45,6 +49,13 @@ def pg_config(config: ml_collections.ConfigDict) -> policy_gradient.PGConfig:
 def reward_config(config: ml_collections.ConfigDict) -> hero.RewardConfig:
   fields = {k: v for k, v in config.reward.to_dict().items() if k != "rm_from"}
   return hero.RewardConfig(**fields)
+
+
+def ada_config(config: ml_collections.ConfigDict) -> se.AdaConfig | None:
+  """Reinforce-Ada settings, or None for fixed-size GRPO groups."""
+  if config.rl.sampling == "fixed":
+    return None
+  return se.AdaConfig(mode=config.rl.sampling, **config.rl.ada.to_dict())
 
 
 def learner_temperature(config: ml_collections.ConfigDict) -> float:
@@ -81,6 +92,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 num_samples=config.sampling.num_samples)
   b, g, r = config.train.batch_size, config.sampling.num_samples, config.sampling.max_new_tokens
   reward_cfg = reward_config(config)
+  ada_cfg = ada_config(config)
+  if ada_cfg is not None and reward_cfg.mode != "verifier":
+    raise ValueError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
+                     f"{reward_cfg.mode!r}: adaptive sampling uses verifier rewards only for now")
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":
     rm_model, _ = stage_io.load_final(config.reward.rm_from)
@@ -103,54 +118,74 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batch_examples = next(it)
     rng, sample_key, train_key = jax.random.split(state["rng"], 3)
     policy_now = nnx.merge(graphdef, state["params"])
+    prompt_texts = stage_io.format_prompts(batch_examples, config, tokenizer)
+    golds = [e["answer"] for e in batch_examples]
+    # Host copies: the train step donates the state's buffers.
+    stats = {k: float(v) for k, v in state["stats"].items()}
     t0 = time.perf_counter()
-    rollout = rollouts.sample(policy_now, tokenizer,
-                              stage_io.format_prompts(batch_examples, config, tokenizer),
-                              sample_key, sp, config.data.max_prompt_len)
-    t1 = time.perf_counter()
-    scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
-                                  [e["answer"] for e in batch_examples for _ in range(g)])
-    t2 = time.perf_counter()
-    batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
-    rm_scores = None
-    if rm_params is not None:
-      rm_scores = jnp.asarray(rm_stage.score_rows(rm_graphdef, rm_params, batch["tokens"],
-                                                  batch["valid"]).reshape(b, g))
-    stats = dict(state["stats"])
-    advantages, rewards, stats["sigma_bar"], reward_metrics = hero.shaped_advantages(
-        reward_cfg, jnp.asarray(scores.rule.reshape(b, g)), rm_scores, jnp.ones((b, g), bool),
-        stats["sigma_bar"], std_mode=config.rl.std_mode)
-    batch["advantages"] = advantages.reshape(-1)
-    batch["sampler_logprobs"] = rollout.out.logprobs
+    if ada_cfg is not None:
+      res = adaptive_collect.collect(
+          policy_now, tokenizer, prompt_texts, golds, pool=pool, verifier=config.rl.verifier,
+          cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len, rng=sample_key,
+          choice_seed=(config.seed, int(state["data_position"])))
+      t1 = t2 = time.perf_counter()
+      batch = {k: res[k] for k in ("tokens", "valid", "mask", "sampler_logprobs", "advantages")}
+      rule, oracle = res["rule"], res["oracle"]
+      advantages = np.asarray(res["advantages"]).reshape(b, ada_cfg.n)
+      rewards, rm_scores, reward_metrics = jnp.asarray(rule), None, {
+          "ada_rounds_mean": res["rounds_mean"], "ada_finished_fraction": res["finished_fraction"]}
+      samples, tokens, statuses = res["samples"], res["tokens_generated"], {}
+      lengths, finished = np.asarray(res["mask"]).sum(-1), None
+    else:
+      rollout = rollouts.sample(policy_now, tokenizer, prompt_texts, sample_key, sp,
+                                config.data.max_prompt_len)
+      t1 = time.perf_counter()
+      scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
+                                    [a for a in golds for _ in range(g)])
+      t2 = time.perf_counter()
+      batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
+      rm_scores = None
+      if rm_params is not None:
+        rm_scores = jnp.asarray(rm_stage.score_rows(rm_graphdef, rm_params, batch["tokens"],
+                                                    batch["valid"]).reshape(b, g))
+      advantages, rewards, sigma_bar, reward_metrics = hero.shaped_advantages(
+          reward_cfg, jnp.asarray(scores.rule.reshape(b, g)), rm_scores, jnp.ones((b, g), bool),
+          jnp.asarray(stats["sigma_bar"], jnp.float32), std_mode=config.rl.std_mode)
+      stats["sigma_bar"] = float(sigma_bar)
+      batch["advantages"] = advantages.reshape(-1)
+      batch["sampler_logprobs"] = rollout.out.logprobs
+      rule, oracle, statuses = scores.rule, scores.oracle, scores.statuses
+      samples, tokens = b * g, rollout.tokens_generated()
+      lengths, finished = np.asarray(rollout.out.lengths), np.asarray(rollout.out.finished)
     batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
     if ref_params is not None:
       batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
-    tokens = rollout.tokens_generated()
-    stats["samples_total"] = stats["samples_total"] + b * g
+    stats["samples_total"] = stats["samples_total"] + samples
     stats["tokens_total"] = stats["tokens_total"] + tokens
     state, history = steps.ppo_epochs(train_step, state, batch, train_key,
                                       epochs=config.rl.epochs, minibatches=config.rl.minibatches)
     jax.block_until_ready(state["params"])
     t3 = time.perf_counter()
-    state = {**state, "rng": rng, "data_position": state["data_position"] + 1, "stats": stats}
+    state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
+             "stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}}
     metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
                if k != "epoch"}
-    lengths = np.asarray(rollout.out.lengths)
     metrics.update({k: float(v) for k, v in reward_metrics.items()})
     if rm_scores is not None:
       metrics["rm_score_mean"] = float(rm_scores.mean())
     metrics.update({
         "reward_mean": float(rewards.mean()),
-        "rule_reward_mean": float(scores.rule.mean()),
-        "accuracy": float(scores.oracle.mean()),
+        "rule_reward_mean": float(rule.mean()),
+        "accuracy": float(oracle.mean()),
         "zero_adv_fraction": float(np.mean(np.ptp(np.asarray(advantages), axis=1) == 0)),
         "response_length": float(lengths.mean()),
-        "truncated_fraction": float(1 - np.asarray(rollout.out.finished).mean()),
-        "samples": float(b * g), "tokens_generated": float(tokens),
+        "samples": float(samples), "tokens_generated": float(tokens),
         "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
         "seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
-        "verifier_timeouts": float(sum(v for k, v in scores.statuses.items() if "timeout" in k)),
+        "verifier_timeouts": float(sum(v for k, v in statuses.items() if "timeout" in k)),
     })
+    if finished is not None:
+      metrics["truncated_fraction"] = float(1 - finished.mean())
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
       metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
                                   config, pool, step))

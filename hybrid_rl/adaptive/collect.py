@@ -1,0 +1,77 @@
+"""Reinforce-Ada rollouts for one GRPO step: rounds of batched sampling, then balanced groups.
+
+All active prompts of a round go through one sampler call. The call's batch
+is padded up to a power of two (at most the prompt batch), so the rounds of a
+whole run compile the sampler at most log2(B) + 1 times.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_rl.adaptive import successive_elimination as se
+from hybrid_rl.rewards import scoring
+from hybrid_rl.sampling import sampler
+from hybrid_rl.train import rollouts
+
+
+def bucket_size(n: int, cap: int) -> int:
+  """Smallest power of two >= n, capped at `cap`."""
+  return min(cap, 1 << max(0, (n - 1).bit_length()))
+
+
+def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool, verifier: str,
+            cfg: se.AdaConfig, sp: sampler.SamplingParams, prompt_len: int, rng: jax.Array,
+            choice_seed: tuple[int, ...]) -> dict:
+  """Samples, scores and down-samples; returns a train batch of B * n rows and statistics.
+
+  Returns dict with tokens / valid [B*n, P+R], mask / sampler_logprobs [B*n, R],
+  advantages, rule, oracle [B*n], and host statistics: samples, tokens_generated,
+  rounds_mean, finished_fraction (prompts whose exit condition held).
+  """
+  b = len(prompt_texts)
+  prompt_tokens, prompt_valid = rollouts.encode_prompts(tokenizer, prompt_texts, prompt_len)
+  tokens_generated = 0
+
+  def sample_fn(active, m, t):
+    nonlocal tokens_generated
+    size = bucket_size(len(active), b)
+    idx = np.array(list(active) + [active[0]] * (size - len(active)))
+    out = sampler.generate(model, prompt_tokens[idx], prompt_valid[idx],
+                           jax.random.fold_in(rng, t), dataclasses.replace(sp, num_samples=m))
+    n = len(active) * m
+    texts = rollouts.decode(tokenizer, out)[:n]
+    scores = scoring.verify_texts(pool, verifier, texts, [golds[i] for i in active for _ in range(m)])
+    toks, lps = np.asarray(out.tokens), np.asarray(out.logprobs)
+    masks = np.asarray(out.mask)
+    tokens_generated += int(masks[:n].sum())
+    return [[(scores.rule[k * m + j], (toks[k * m + j], lps[k * m + j], masks[k * m + j],
+                                        scores.oracle[k * m + j]))
+             for j in range(m)] for k in range(len(active))]
+
+  pools = se.sample_rounds(sample_fn, b, cfg)
+  choice_rng = np.random.default_rng(list(choice_seed))
+  rows, advantages, prompt_index = [], [], []
+  for i, p in enumerate(pools):
+    chosen = se.choose_group(p.rewards, cfg, choice_rng)
+    advantages.append(se.group_advantages(p.rewards, chosen, cfg))
+    rows += [(p.items[c], p.rewards[c]) for c in chosen]
+    prompt_index += [i] * len(chosen)
+  prompt_index = np.array(prompt_index)
+  resp_tokens = np.stack([r[0][0] for r in rows])
+  resp_mask = np.stack([r[0][2] for r in rows])
+  return {
+      "tokens": jnp.concatenate([prompt_tokens[prompt_index], jnp.asarray(resp_tokens)], axis=1),
+      "valid": jnp.concatenate([prompt_valid[prompt_index], jnp.asarray(resp_mask)], axis=1),
+      "mask": jnp.asarray(resp_mask),
+      "sampler_logprobs": jnp.asarray(np.stack([r[0][1] for r in rows])),
+      "advantages": jnp.asarray(np.concatenate(advantages)),
+      "rule": np.array([r[1] for r in rows], np.float32),
+      "oracle": np.array([r[0][3] for r in rows], np.float32),
+      "samples": sum(len(p.rewards) for p in pools),
+      "tokens_generated": tokens_generated,
+      "rounds_mean": float(np.mean([p.rounds for p in pools])),
+      "finished_fraction": float(np.mean([p.done for p in pools])),
+      "group_sizes": np.bincount(prompt_index, minlength=b),
+  }
