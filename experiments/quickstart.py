@@ -7,7 +7,6 @@ evaluates it, runs GRPO, evaluates again, and writes the table to
 <workdir>/tables/ (markdown, CSV, LaTeX) and learning curves to <workdir>/plots/.
 Re-running with the same --workdir reuses every finished stage.
 """
-import json
 import os
 
 from absl import flags
@@ -16,8 +15,7 @@ import ml_collections
 from hybrid_rl import cli
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
-from hybrid_rl.train import stage_io
-from hybrid_rl.train import stages
+from hybrid_rl.train import stage_runs
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
@@ -25,32 +23,14 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
 
 def stage_config(base: ml_collections.ConfigDict, stage: str, seed: int, init_from: str,
                  block: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(base.to_dict())
-  config.stage, config.seed, config.init_from = stage, seed, init_from
+  overrides = {"stage": stage, "seed": seed, "init_from": init_from}
   if block is not None:
-    config.train.steps = block.steps
-    config.train.batch_size = block.batch_size
-    config.optim.learning_rate = block.learning_rate
-    config.optim.schedule = block.schedule
-    config.optim.warmup_steps = block.warmup_steps
-    config.data.train_split = block.split
+    overrides.update({"train.steps": block.steps, "train.batch_size": block.batch_size,
+                      "optim.learning_rate": block.learning_rate, "optim.schedule": block.schedule,
+                      "optim.warmup_steps": block.warmup_steps, "data.train_split": block.split})
     if "num_samples" in block:
-      config.sampling.num_samples = block.num_samples
-  return config
-
-
-def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs a stage unless its workdir already holds its result."""
-  done = (os.path.exists(os.path.join(workdir, "eval.json")) if config.stage == "eval"
-          else stage_io.is_finished(workdir))
-  if done and os.path.exists(os.path.join(workdir, "summary.json")):
-    with open(os.path.join(workdir, "summary.json")) as f:
-      return json.load(f)
-  print(f"== {config.stage} (seed {config.seed}) -> {workdir}", flush=True)
-  summary = stages.get(config.stage)(config, workdir)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  return summary
+      overrides["sampling.num_samples"] = block.num_samples
+  return stage_runs.derive(base, overrides)
 
 
 def main(argv):
@@ -63,10 +43,10 @@ def main(argv):
   results, curves = {"sft": [], "grpo": []}, {}
   for seed in range(config.num_seeds):
     d = lambda name, seed=seed: os.path.join(root, f"seed{seed}", name)
-    run_stage(stage_config(config, "sft", seed, "", config.sft), d("sft"))
-    results["sft"].append(run_stage(stage_config(config, "eval", seed, d("sft")), d("eval_sft")))
-    run_stage(stage_config(config, "grpo", seed, d("sft"), config.grpo), d("grpo"))
-    results["grpo"].append(run_stage(stage_config(config, "eval", seed, d("grpo")),
+    stage_runs.run_stage(stage_config(config, "sft", seed, "", config.sft), d("sft"))
+    results["sft"].append(stage_runs.run_stage(stage_config(config, "eval", seed, d("sft")), d("eval_sft")))
+    stage_runs.run_stage(stage_config(config, "grpo", seed, d("sft"), config.grpo), d("grpo"))
+    results["grpo"].append(stage_runs.run_stage(stage_config(config, "eval", seed, d("grpo")),
                                      d("eval_grpo")))
     curves[f"seed{seed}"] = os.path.join(d("grpo"), "metrics.jsonl")
   table = slice_table(results, config, os.path.join(root, "tables", "slice"))

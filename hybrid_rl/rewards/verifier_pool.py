@@ -7,8 +7,10 @@ and replaced, and that answer is reported as `timeout`; a worker that dies
 caller is never blocked for more than the bound on any single answer beyond
 the time the queue needs.
 
-Workers are started by a forkserver that has already imported the verifiers,
-so replacing one costs milliseconds and never forks the JAX process itself.
+Workers are started by a forkserver that has already imported the verifiers
+and the parent's main module, so replacing one is quick and never forks the
+JAX process itself. A worker takes tasks only after it reports ready, so a
+slow start is never mistaken for a hung answer.
 """
 import collections
 import multiprocessing
@@ -25,11 +27,14 @@ def _context():
   global _CONTEXT
   if _CONTEXT is None:
     _CONTEXT = multiprocessing.get_context("forkserver")
-    _CONTEXT.set_forkserver_preload(["hybrid_rl.rewards.verifiers", "math_verify", "sympy"])
+    # "__main__" first: each worker otherwise re-imports the parent's main module.
+    _CONTEXT.set_forkserver_preload(["__main__", "hybrid_rl.rewards.verifiers", "math_verify",
+                                     "sympy"])
   return _CONTEXT
 
 
 def _worker(conn) -> None:
+  conn.send("ready")
   while True:
     try:
       task = conn.recv()
@@ -52,6 +57,7 @@ class _Worker:
     self.process = _context().Process(target=_worker, args=(child,), daemon=True)
     self.process.start()
     child.close()
+    self.ready = False
     self.task: int | None = None
     self.started = 0.0
 
@@ -64,10 +70,11 @@ class _Worker:
 class VerifierPool:
   """Pool of verifier processes. Use as a context manager or call close()."""
 
-  def __init__(self, num_workers: int = 2, timeout_s: float = 2.0):
+  def __init__(self, num_workers: int = 2, timeout_s: float = 2.0, start_timeout_s: float = 120.0):
     if num_workers < 1 or timeout_s <= 0:
       raise ValueError("num_workers must be >= 1 and timeout_s > 0")
     self.timeout_s = timeout_s
+    self.start_timeout_s = start_timeout_s
     self._workers = [_Worker() for _ in range(num_workers)]
     self.counts = collections.Counter()  # status -> number of verdicts so far
 
@@ -81,8 +88,9 @@ class VerifierPool:
     pending = collections.deque(range(len(responses)))
     results: list[verifiers.Verdict | None] = [None] * len(responses)
     while pending or any(w.task is not None for w in self._workers):
+      self._await_ready()
       for i, w in enumerate(self._workers):
-        if w.task is None and pending:
+        if w.ready and w.task is None and pending:
           index = pending.popleft()
           try:
             w.conn.send((index, kind, responses[index], golds[index]))
@@ -108,6 +116,28 @@ class VerifierPool:
           self._replace(i, w.task, results, "timeout")
     self.counts.update(r.status for r in results)
     return results
+
+  def _await_ready(self) -> None:
+    """Blocks until at least one worker is ready (workers that never start are replaced)."""
+    deadline = time.monotonic() + self.start_timeout_s
+    while not any(w.ready for w in self._workers):
+      waiting = [w for w in self._workers if not w.ready]
+      for w in connection.wait([w.conn for w in waiting],
+                               timeout=max(0.0, deadline - time.monotonic())):
+        for worker in waiting:
+          if worker.conn is w:
+            try:
+              worker.ready = worker.conn.recv() == "ready"
+            except (EOFError, OSError):
+              pass
+      if time.monotonic() > deadline:
+        raise RuntimeError(f"no verifier worker started within {self.start_timeout_s:.0f} s")
+    for w in self._workers:  # collect any other ready signals without blocking
+      if not w.ready and w.conn.poll():
+        try:
+          w.ready = w.conn.recv() == "ready"
+        except (EOFError, OSError):
+          pass
 
   def _replace(self, i: int, index: int, results: list, status: str) -> None:
     self._workers[i].kill()

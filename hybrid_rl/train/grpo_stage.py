@@ -13,8 +13,9 @@ Per step (host loop around jitted pieces):
   4. advantages from rewards (rl.std_mode), old logprobs from the learner
      (so the first epoch has ratio 1), reference logprobs when pg.kl_coef > 0;
   5. rl.epochs x rl.minibatches jitted policy-gradient updates.
-Throughput (samples, tokens, seconds sampling / verifying / training) is in
-every step's metrics. Everything the next step needs lives in the state, so
+Throughput (samples, tokens, seconds sampling / verifying / training; with
+adaptive sampling the verifier time is inside seconds_sampling) is in every
+step's metrics. Everything the next step needs lives in the state, so
 a killed run resumes exactly.
 """
 import time
@@ -182,6 +183,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "samples": float(samples), "tokens_generated": float(tokens),
         "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
         "seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
+        "seconds_rollout_and_update": t3 - t0,  # the step's cost without periodic evaluation
         "verifier_timeouts": float(sum(v for k, v in statuses.items() if "timeout" in k)),
     })
     if finished is not None:

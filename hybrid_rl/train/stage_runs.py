@@ -1,0 +1,46 @@
+"""Running stages inside experiment scripts: derived configs and reuse of finished stages."""
+import json
+import os
+from typing import Any, Mapping
+
+import ml_collections
+
+from hybrid_rl.train import stage_io
+from hybrid_rl.train import stages
+
+
+def derive(base: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+           ) -> ml_collections.ConfigDict:
+  """A copy of `base` with dotted-path overrides ({"optim.learning_rate": 1e-4}); an
+  unknown path raises, as on the command line."""
+  config = ml_collections.ConfigDict(base.to_dict())
+  for path, value in overrides.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"unknown config field {path}")
+    node[leaf] = value
+  return config
+
+
+def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
+  if not os.path.exists(os.path.join(workdir, "summary.json")):
+    return False
+  if config.stage == "eval":
+    return os.path.exists(os.path.join(workdir, "eval.json"))
+  return stage_io.is_finished(workdir)
+
+
+def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs config.stage in workdir unless it already finished there; returns its summary."""
+  if is_done(config, workdir):
+    with open(os.path.join(workdir, "summary.json")) as f:
+      return json.load(f)
+  print(f"== {config.stage} (seed {config.seed}) -> {workdir}", flush=True)
+  summary = stages.get(config.stage)(config, workdir)
+  with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
+    json.dump(summary, f, indent=2)
+  os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+  return summary
