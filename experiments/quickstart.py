@@ -25,11 +25,7 @@ def stage_config(base: ml_collections.ConfigDict, stage: str, seed: int, init_fr
                  block: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   overrides = {"stage": stage, "seed": seed, "init_from": init_from}
   if block is not None:
-    overrides.update({"train.steps": block.steps, "train.batch_size": block.batch_size,
-                      "optim.learning_rate": block.learning_rate, "optim.schedule": block.schedule,
-                      "optim.warmup_steps": block.warmup_steps, "data.train_split": block.split})
-    if "num_samples" in block:
-      overrides["sampling.num_samples"] = block.num_samples
+    overrides.update(stage_runs.block_overrides(block))
   return stage_runs.derive(base, overrides)
 
 
@@ -44,10 +40,11 @@ def main(argv):
   for seed in range(config.num_seeds):
     d = lambda name, seed=seed: os.path.join(root, f"seed{seed}", name)
     stage_runs.run_stage(stage_config(config, "sft", seed, "", config.sft), d("sft"))
-    results["sft"].append(stage_runs.run_stage(stage_config(config, "eval", seed, d("sft")), d("eval_sft")))
+    results["sft"].append(
+        stage_runs.run_stage(stage_config(config, "eval", seed, d("sft")), d("eval_sft")))
     stage_runs.run_stage(stage_config(config, "grpo", seed, d("sft"), config.grpo), d("grpo"))
-    results["grpo"].append(stage_runs.run_stage(stage_config(config, "eval", seed, d("grpo")),
-                                     d("eval_grpo")))
+    results["grpo"].append(
+        stage_runs.run_stage(stage_config(config, "eval", seed, d("grpo")), d("eval_grpo")))
     curves[f"seed{seed}"] = os.path.join(d("grpo"), "metrics.jsonl")
   table = slice_table(results, config, os.path.join(root, "tables", "slice"))
   plots.plot_learning_curves(curves, ["reward_mean", "loss"],

@@ -28,23 +28,17 @@ PAPER = {  # Qwen2.5-Math-1.5B: weighted avg@32, seconds per step on 8xH100
     "grpo": ("45.3", "102"), "ada_pos": ("46.1", "228"), "ada_balance": ("47.6", "290")}
 
 
-def block_overrides(block: ml_collections.ConfigDict) -> dict:
-  return {"train.steps": block.steps, "train.batch_size": block.batch_size,
-          "optim.learning_rate": block.learning_rate, "optim.schedule": block.schedule,
-          "optim.warmup_steps": block.warmup_steps, "data.train_split": block.split}
-
-
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
   d = lambda *names: os.path.join(root, f"seed{seed}", *names)
   start = config.init_from
   if config.sft.steps:
     stage_runs.run_stage(stage_runs.derive(config, {"stage": "sft", "seed": seed,
-                                                    **block_overrides(config.sft)}), d("sft"))
+                                                    **stage_runs.block_overrides(config.sft)}), d("sft"))
     start = d("sft")
   out = {}
   for arm in config.arms.split(","):
     overrides = {"stage": "grpo", "seed": seed, "init_from": start,
-                 **block_overrides(config.grpo),
+                 **stage_runs.block_overrides(config.grpo),
                  "rl.sampling": "fixed" if arm == "grpo" else arm}
     if arm == "grpo":
       overrides["sampling.num_samples"] = config.rl.ada.n

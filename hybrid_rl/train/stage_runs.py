@@ -25,6 +25,16 @@ def derive(base: ml_collections.ConfigDict, overrides: Mapping[str, Any]
   return config
 
 
+def block_overrides(block: ml_collections.ConfigDict) -> dict:
+  """Overrides from an experiment's per-stage block (steps, batch, lr schedule, split)."""
+  out = {"train.steps": block.steps, "train.batch_size": block.batch_size,
+         "optim.learning_rate": block.learning_rate, "optim.schedule": block.schedule,
+         "optim.warmup_steps": block.warmup_steps, "data.train_split": block.split}
+  if "num_samples" in block:
+    out["sampling.num_samples"] = block.num_samples
+  return out
+
+
 def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
   if not os.path.exists(os.path.join(workdir, "summary.json")):
     return False
