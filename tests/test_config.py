@@ -54,3 +54,16 @@ def test_validate_rules_by_leaf_and_path():
 def test_unknown_preset_is_named():
   with pytest.raises(ValueError, match="unknown preset 'huge'"):
     default.get_config("huge")
+
+
+@pytest.mark.parametrize("spec", [
+    "default:toy", "default:tiny", "default:tiny_teacher", "default:tiny_rm", "default:micro",
+    "quickstart:default", "quickstart:micro", "smollm2_gsm8k:gpu", "reinforce_ada:tiny",
+    "reinforce_ada:micro", "reinforce_ada:pod"])
+def test_every_preset_is_valid(spec):
+  import importlib
+  module, preset = spec.split(":")
+  config = importlib.import_module(f"configs.{module}").get_config(preset)
+  if module == "smollm2_gsm8k":
+    config.data.manual_dir = "/data"  # the one field the user must supply
+  config_checks.validate(config)
