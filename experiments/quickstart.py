@@ -31,11 +31,7 @@ def stage_config(base: ml_collections.ConfigDict, stage: str, seed: int, init_fr
 
 def main(argv):
   del argv
-  config = cli.resolved_config(_CONFIG)
-  root = os.path.abspath(_WORKDIR.value)
-  cli.prepare_workdir(config, root)
-  with config.unlocked():
-    config.data.data_dir = config.data.data_dir or os.path.join(root, "data")
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   results, curves = {"sft": [], "grpo": []}, {}
   for seed in range(config.num_seeds):
     d = lambda name, seed=seed: os.path.join(root, f"seed{seed}", name)

@@ -53,11 +53,7 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
 
 def main(argv):
   del argv
-  config = cli.resolved_config(_CONFIG)
-  root = os.path.abspath(_WORKDIR.value)
-  cli.prepare_workdir(config, root)
-  with config.unlocked():
-    config.data.data_dir = config.data.data_dir or os.path.join(root, "data")
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
   arms = config.arms.split(",")
   k = config.eval.num_samples

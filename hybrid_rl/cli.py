@@ -114,3 +114,17 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(tmp, "w") as f:
     f.write(text + "\n")
   os.replace(tmp, os.path.join(workdir, "config.json"))
+
+
+def experiment_setup(config_flag, workdir: str) -> tuple[ml_collections.ConfigDict, str]:
+  """Resolved config and absolute workdir for a multi-stage experiment script.
+
+  The stages of one experiment share <workdir>/data (datasets and tokenizer)
+  unless config.data.data_dir says otherwise.
+  """
+  config = resolved_config(config_flag)
+  root = os.path.abspath(workdir)
+  prepare_workdir(config, root)
+  with config.unlocked():
+    config.data.data_dir = config.data.data_dir or os.path.join(root, "data")
+  return config, root
