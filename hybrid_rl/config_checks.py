@@ -29,10 +29,6 @@ def _unit_open_closed(v):  # (0, 1]
   return 0 < v <= 1
 
 
-def _unit_closed(v):  # [0, 1]
-  return 0 <= v <= 1
-
-
 def _one_of(*choices):
   check = lambda v: v in choices
   return check, f"must be one of {', '.join(map(repr, choices))}"

@@ -315,6 +315,3 @@ def gather_logprobs(logits: Array, targets: Array, temperature: float = 1.0) -> 
   return picked - logz
 
 
-def count_params(model: nnx.Module) -> int:
-  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-

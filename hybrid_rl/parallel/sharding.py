@@ -104,10 +104,6 @@ def batch_sharding(mesh: Mesh, ndim: int, batch_size: int | None = None) -> Name
   return NamedSharding(mesh, spec)
 
 
-def cache_sharding(mesh: Mesh, cache_shape: Sequence[int]) -> NamedSharding:
-  return NamedSharding(mesh, fit_spec(CACHE_SPEC, cache_shape, mesh))
-
-
 def constrain(x: jax.Array, spec: P) -> jax.Array:
   """with_sharding_constraint under an active mesh (jax.set_mesh); no-op otherwise."""
   mesh = jax.sharding.get_abstract_mesh()

@@ -37,6 +37,11 @@ def _hidden(model, tokens: Array, valid: Array) -> Array:
   return hidden
 
 
+def sequence_scores(model, tokens: Array, valid: Array) -> Array:
+  """Scalar-head score of each row's last valid token: [N, L] -> [N] float32."""
+  return model.scores(_hidden(model, tokens, valid), valid)[:, 0]
+
+
 def response_logits(model, tokens: Array, valid: Array, response_len: int,
                     temperature: float = 1.0) -> Array:
   """Logits predicting the last `response_len` tokens: [N, R, V] float32."""
@@ -119,18 +124,15 @@ def reward_objective(graphdef: nnx.GraphDef, kind: str, *, compute_dtype: str = 
   if kind not in REWARD_LOSSES:
     raise ValueError(f"reward-model loss {kind!r}: choose {REWARD_LOSSES}")
 
-  def score(model, tokens, valid):
-    return model.scores(_hidden(model, tokens, valid), valid)[:, 0]
-
   def loss_fn(params, batch, rng):
     del rng
     model = _model(graphdef, params, compute_dtype)
     if kind == "pointwise":
-      return reward_model.pointwise_loss(score(model, batch["tokens"], batch["valid"]),
+      return reward_model.pointwise_loss(sequence_scores(model, batch["tokens"], batch["valid"]),
                                          batch["labels"])
     return reward_model.bradley_terry_loss(
-        score(model, batch["chosen_tokens"], batch["chosen_valid"]),
-        score(model, batch["rejected_tokens"], batch["rejected_valid"]))
+        sequence_scores(model, batch["chosen_tokens"], batch["chosen_valid"]),
+        sequence_scores(model, batch["rejected_tokens"], batch["rejected_valid"]))
   return loss_fn
 
 

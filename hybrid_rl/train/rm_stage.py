@@ -20,7 +20,6 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl.eval import reward_metrics
-from hybrid_rl.models import transformer
 from hybrid_rl.rewards.verifier_pool import VerifierPool
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
@@ -90,13 +89,9 @@ def preference_pairs(data: dict, rng: np.random.Generator) -> np.ndarray:
   return np.array(pairs, np.int64).reshape(-1, 2)
 
 
-def _score(graphdef, params, tokens, valid):
-  model = nnx.merge(graphdef, params)
-  hidden, _ = model(tokens, transformer.positions_from_valid(valid), valid)
-  return model.scores(hidden, valid)[:, 0]
-
-
-_score_jit = jax.jit(_score, static_argnums=0)
+_score_jit = jax.jit(
+    lambda graphdef, params, tokens, valid: objectives.sequence_scores(
+        nnx.merge(graphdef, params), tokens, valid), static_argnums=0)
 
 
 def score_rows(graphdef, params, tokens, valid, batch: int = 256) -> np.ndarray:

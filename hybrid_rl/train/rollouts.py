@@ -23,10 +23,6 @@ class Rollout:
   texts: list[str]  # B*G decoded responses
   group_size: int
 
-  @property
-  def num_prompts(self) -> int:
-    return self.prompt_tokens.shape[0]
-
   def tokens_generated(self) -> int:
     return int(np.asarray(self.out.lengths).sum())
 

@@ -117,9 +117,8 @@ def state_shardings(state: PyTree, mesh) -> PyTree:
 
 
 def batch_shardings(batch: Mapping[str, jax.Array], mesh) -> PyTree:
-  return {k: sharding.batch_sharding(mesh, jnp.ndim(v), jnp.shape(v)[0] if jnp.ndim(v) else None)
-          if jnp.ndim(v) else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-          for k, v in batch.items()}
+  """Every batch field split along its leading (row) dimension."""
+  return {k: sharding.batch_sharding(mesh, jnp.ndim(v), jnp.shape(v)[0]) for k, v in batch.items()}
 
 
 def jit_train_step(step, state: PyTree, batch: Mapping[str, jax.Array], mesh=None,
