@@ -1,32 +1,136 @@
 #!/usr/bin/env bash
-# Runs an experiment script on every worker of an existing TPU VM.
-# Minimal form; the scale-out issue extends it (create/delete VMs, logs).
+# Launches a hybrid_rl experiment on every worker of a Cloud TPU VM (one JAX
+# process per worker; jax.distributed finds its peers on its own).
 #
-#   TPU_NAME=my-tpu ZONE=us-central2-b ./launch_tpu.sh [--dry-run] \
-#       experiments.train --config=configs/default.py:tiny --workdir=gs://bucket/run
+#   ./launch_tpu.sh --name=my-pod --zone=us-east5-a --project=my-proj \
+#       --type=v5p-64 --create --install [--delete] [--dry-run] -- \
+#       experiments.hero --config=configs/hero.py:pod --workdir=gs://bucket/hero
+#
+# Steps, in order: create the VM (--create), put the code on all workers
+# (copy of this checkout by default, or --clone=URL), install requirements
+# (--install), run `python3 -m MODULE ARGS` on all workers with the output
+# streamed to a local log (worker 0's output is the run's log), and delete the
+# VM (--delete: only a VM this script created, recorded in .launch_tpu/).
+# Flags fall back to $TPU_NAME, $ZONE, $PROJECT, $TPU_TYPE, $TPU_RUNTIME.
+# --dry-run prints every command and runs none.
 set -euo pipefail
 
+name=${TPU_NAME:-}
+zone=${ZONE:-}
+project=${PROJECT:-}
+tpu_type=${TPU_TYPE:-v4-8}
+runtime=${TPU_RUNTIME:-tpu-ubuntu2204-base}
+create=0
+install=0
+delete=0
 dry_run=0
-if [[ "${1:-}" == "--dry-run" ]]; then
-  dry_run=1
-  shift
-fi
-if [[ $# -lt 1 ]]; then
-  echo "usage: TPU_NAME=... ZONE=... $0 [--dry-run] MODULE [ARGS...]" >&2
+spot=0
+clone_url=""
+remote_dir="hybrid_rl"
+log_file=""
+
+usage() {
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  echo "options: --name --zone --project --type --runtime --create --spot --clone=URL"
+  echo "         --remote-dir=DIR --install --log=FILE --delete --dry-run -- MODULE [ARGS...]"
+}
+
+die() {
+  echo "launch_tpu.sh: $*" >&2
   exit 2
-fi
-: "${TPU_NAME:?set TPU_NAME}"
-: "${ZONE:?set ZONE}"
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --name=*) name=${1#*=} ;;
+    --zone=*) zone=${1#*=} ;;
+    --project=*) project=${1#*=} ;;
+    --type=*) tpu_type=${1#*=} ;;
+    --runtime=*) runtime=${1#*=} ;;
+    --clone=*) clone_url=${1#*=} ;;
+    --remote-dir=*) remote_dir=${1#*=} ;;
+    --log=*) log_file=${1#*=} ;;
+    --create) create=1 ;;
+    --spot) spot=1 ;;
+    --install) install=1 ;;
+    --delete) delete=1 ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) die "unknown option $1 (put the experiment after --)" ;;
+  esac
+  shift
+done
+
+[[ $# -ge 1 ]] || { usage >&2; die "no experiment module given (e.g. -- experiments.train ...)"; }
+[[ -n $name ]] || die "set --name or \$TPU_NAME"
+[[ -n $zone ]] || die "set --zone or \$ZONE"
+[[ $1 =~ ^[A-Za-z_][A-Za-z0-9_.]*$ ]] || die "module '$1' is not a Python module path"
 
 module=$1
 shift
-printf -v args ' %q' "$@"
-remote="cd ~/hybrid_rl && python3 -m ${module}${args}"
-cmd=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$remote")
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+state_file="$repo_root/.launch_tpu/$name.created"
+log_file=${log_file:-"$repo_root/logs/$name-$(date +%Y%m%d-%H%M%S).log"}
 
-if [[ $dry_run -eq 1 ]]; then
-  printf '%q ' "${cmd[@]}"
-  echo
-else
-  "${cmd[@]}"
+gcloud_tpu=(gcloud compute tpus tpu-vm)
+where=(--zone="$zone")
+[[ -n $project ]] && where+=(--project="$project")
+
+# Prints the command; runs it unless --dry-run.
+run() {
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+  [[ $dry_run -eq 1 ]] || "$@"
+}
+
+on_all_workers() {
+  run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="$1"
+}
+
+if [[ $create -eq 1 ]]; then
+  create_cmd=("${gcloud_tpu[@]}" create "$name" "${where[@]}" --accelerator-type="$tpu_type"
+              --version="$runtime")
+  [[ $spot -eq 1 ]] && create_cmd+=(--spot)
+  run "${create_cmd[@]}"
+  run mkdir -p "$(dirname "$state_file")"
+  [[ $dry_run -eq 1 ]] || date -u +%FT%TZ > "$state_file"
 fi
+
+if [[ -n $clone_url ]]; then
+  on_all_workers "rm -rf ~/$remote_dir && git clone --depth=1 $(printf '%q' "$clone_url") ~/$remote_dir"
+else
+  # The tracked files of this checkout (uncommitted edits included), as one tarball.
+  tarball=$(mktemp -t hybrid_rl.XXXXXX.tar.gz)
+  trap 'rm -f "$tarball"' EXIT
+  run bash -c "cd $(printf '%q' "$repo_root") && git ls-files -z | xargs -0 tar -czf $(printf '%q' "$tarball")"
+  run "${gcloud_tpu[@]}" scp "$tarball" "$name:~/hybrid_rl.tar.gz" "${where[@]}" --worker=all
+  on_all_workers "rm -rf ~/$remote_dir && mkdir -p ~/$remote_dir && tar -xzf ~/hybrid_rl.tar.gz -C ~/$remote_dir"
+fi
+
+if [[ $install -eq 1 ]]; then
+  on_all_workers "cd ~/$remote_dir && python3 -m pip install -q -U pip && python3 -m pip install -q 'jax[tpu]' -r requirements.txt"
+fi
+
+args=""
+[[ $# -gt 0 ]] && printf -v args ' %q' "$@"
+run mkdir -p "$(dirname "$log_file")"
+remote="cd ~/$remote_dir && python3 -m ${module}${args}"
+echo "+ (output of all workers -> $log_file)"
+status=0
+if [[ $dry_run -eq 1 ]]; then
+  on_all_workers "$remote"
+else
+  on_all_workers "$remote" 2>&1 | tee "$log_file" || status=$?
+fi
+
+if [[ $delete -eq 1 ]]; then
+  if [[ -f $state_file || ($dry_run -eq 1 && $create -eq 1) ]]; then
+    run "${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet
+    run rm -f "$state_file"
+  else
+    echo "launch_tpu.sh: not deleting $name: this script did not create it ($state_file missing)" >&2
+  fi
+fi
+exit "$status"

@@ -100,6 +100,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
 
+  # Device mesh (data, fsdp, tensor) over all processes' devices; -1 = the rest.
+  config.parallel = ml_collections.ConfigDict(dict(mesh_shape=(-1, 1, 1)))
+  # Multi-process runs (jax.distributed). On a multi-host TPU VM leave these
+  # empty: JAX discovers them. Elsewhere set all three (or $JAX_COORDINATOR_ADDRESS,
+  # $JAX_NUM_PROCESSES, $JAX_PROCESS_ID).
+  config.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=0, process_id=-1, timeout_s=300))
+
   # Model-free regression problem for the `toy` stage.
   config.toy = ml_collections.ConfigDict(dict(dim=8, noise=0.1, step_sleep_s=0.0))
 

@@ -13,6 +13,7 @@ import sys
 from absl import flags
 
 from hybrid_rl import cli
+from hybrid_rl.parallel import distributed
 from hybrid_rl.train import stages
 
 _CONFIG = cli.define_config("configs/default.py:toy")
@@ -28,9 +29,10 @@ def main(argv):
     sys.exit(f"FATAL invalid config: {e}")
   cli.prepare_workdir(config, _WORKDIR.value)
   summary = stage(config, _WORKDIR.value)
-  with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  print(f"summary: {json.dumps(summary)}", flush=True)
+  if distributed.is_main():
+    with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    print(f"summary: {json.dumps(summary)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from hybrid_rl import config_checks
+from hybrid_rl.parallel import distributed
 
 _OVERRIDE = re.compile(r"--(\w+)\.([\w.]+)=?")
 
@@ -98,6 +99,11 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
     config_checks.validate(config)
   except config_checks.ConfigError as e:
     sys.exit(f"FATAL invalid config: {e}")
+  if "distributed" in config:
+    try:
+      distributed.initialize(config.distributed)
+    except ValueError as e:
+      sys.exit(f"FATAL invalid config: {e}")
   return config
 
 
@@ -108,6 +114,8 @@ def config_as_json(config: ml_collections.ConfigDict) -> str:
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Creates workdir, prints the resolved config and writes <workdir>/config.json."""
   os.makedirs(workdir, exist_ok=True)
+  if not distributed.is_main():
+    return
   text = config_as_json(config)
   print(f"workdir: {workdir}\nresolved config:\n{text}", flush=True)
   tmp = os.path.join(workdir, "config.json.tmp")

@@ -31,6 +31,7 @@ from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import pipeline
 from hybrid_rl.eval import evaluate
+from hybrid_rl.parallel import distributed
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import scoring
 from hybrid_rl.rewards.verifier_pool import VerifierPool
@@ -73,25 +74,44 @@ def eval_metrics(model, tokenizer, examples, config, pool, step: int) -> dict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """GRPO over the global mesh (config.parallel.mesh_shape); with several
+  processes each samples, verifies and decodes its own rows of the global batch."""
+  mesh = distributed.make_mesh(config.parallel.mesh_shape)
+  with jax.set_mesh(mesh):
+    return _run(config, workdir, mesh)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   policy = stage_io.build_or_load(config, workdir)
   model, tokenizer = policy.model, policy.tokenizer
   graphdef, _ = nnx.split(model)
   examples = stage_io.load_split(config, workdir, config.data.train_split)
+  if config.eval.every and jax.process_count() > 1:
+    raise ValueError("config.eval.every > 0 with several processes: run the eval stage on the "
+                     "exported checkpoint instead")
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
   temperature = learner_temperature(config)
   cfg = pg_config(config)
-  train_step = jax.jit(steps.make_train_step(
+  init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
+                          stats={"samples_total": 0.0, "tokens_total": 0.0,
+                                 "sigma_bar": float("nan")})
+  state_sh = steps.state_shardings(init, mesh)
+  init = distributed.put_global(init, state_sh)
+  train_step = steps.jit_train_step(steps.make_train_step(
       objectives.grpo_objective(graphdef, cfg, temperature=temperature,
                                 compute_dtype=config.model.compute_dtype),
-      optimizer, config.train.grad_accum_steps), donate_argnums=0)
-  ref_params = steps.params_of(model) if cfg.kl_coef else None
+      optimizer, config.train.grad_accum_steps), init, mesh=mesh)
+  ref_params = init["params"] if cfg.kl_coef else None
+  nproc, pidx = jax.process_count(), jax.process_index()
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                 temperature=config.sampling.temperature,
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,
                                 num_samples=config.sampling.num_samples)
   b, g, r = config.train.batch_size, config.sampling.num_samples, config.sampling.max_new_tokens
+  b_local = b // nproc  # BatchIterator checks divisibility
   reward_cfg = reward_config(config)
   ada_cfg = ada_config(config)
   if ada_cfg is not None and reward_cfg.mode != "verifier":
@@ -102,9 +122,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rm_model, _ = stage_io.load_final(config.reward.rm_from)
     rm_graphdef, _ = nnx.split(rm_model)
     rm_params = steps.params_of(rm_model)
-  init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
-                          stats={"samples_total": 0.0, "tokens_total": 0.0,
-                                 "sigma_bar": float("nan")})
   model_cfg = model.cfg
   del model
   pool = VerifierPool(config.verifier.num_workers, config.verifier.timeout_s)
@@ -115,31 +132,44 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                          compute_dtype=config.model.compute_dtype)["logprobs"]
 
   def step_fn(state, step):
-    it = pipeline.BatchIterator(examples, b, seed=config.seed, position=int(state["data_position"]))
+    it = pipeline.BatchIterator(examples, b, seed=config.seed, position=int(state["data_position"]),
+                                shard_index=pidx, shard_count=nproc)
     batch_examples = next(it)
     rng, sample_key, train_key = jax.random.split(state["rng"], 3)
     policy_now = nnx.merge(graphdef, state["params"])
+    rows = lambda x: distributed.global_rows(mesh, x)
     prompt_texts = stage_io.format_prompts(batch_examples, config, tokenizer)
     golds = [e["answer"] for e in batch_examples]
     # Host copies: the train step donates the state's buffers.
     stats = {k: float(v) for k, v in state["stats"].items()}
     t0 = time.perf_counter()
     if ada_cfg is not None:
-      res = adaptive_collect.collect(
-          policy_now, tokenizer, prompt_texts, golds, pool=pool, verifier=config.rl.verifier,
-          cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len, rng=sample_key,
-          choice_seed=(config.seed, int(state["data_position"])))
+      # Rounds differ per prompt, so each process samples its own prompts with a
+      # host-local replica of the policy (several processes) outside the global mesh.
+      sampler_policy, local_mesh = policy_now, mesh
+      if nproc > 1:
+        sampler_policy = nnx.merge(graphdef, jax.tree.map(
+            jnp.asarray, distributed.host_copy(state["params"])))
+        local_mesh = distributed.sharding.make_mesh((-1, 1, 1), devices=jax.local_devices())
+      with jax.set_mesh(local_mesh):
+        res = adaptive_collect.collect(
+            sampler_policy, tokenizer, prompt_texts, golds, pool=pool, verifier=config.rl.verifier,
+            cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len,
+            rng=jax.random.fold_in(sample_key, pidx),
+            choice_seed=(config.seed, int(state["data_position"]), pidx))
       t1 = t2 = time.perf_counter()
-      batch = {k: res[k] for k in ("tokens", "valid", "mask", "sampler_logprobs", "advantages")}
-      rule, oracle = res["rule"], res["oracle"]
-      advantages = np.asarray(res["advantages"]).reshape(b, ada_cfg.n)
-      rewards, rm_scores, reward_metrics = jnp.asarray(rule), None, {
-          "ada_rounds_mean": res["rounds_mean"], "ada_finished_fraction": res["finished_fraction"]}
+      batch = {k: rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs",
+                                         "advantages")}
+      rule, oracle = np.asarray(res["rule"]), np.asarray(res["oracle"])
+      advantages = rows(np.asarray(res["advantages"]).reshape(b_local, ada_cfg.n))
+      rewards, rm_scores, reward_metrics = rows(rule), None, {
+          "ada_rounds_mean": distributed.mean_over_processes(res["rounds_mean"]),
+          "ada_finished_fraction": distributed.mean_over_processes(res["finished_fraction"])}
       samples, tokens, statuses = res["samples"], res["tokens_generated"], {}
       lengths, finished = np.asarray(res["mask"]).sum(-1), None
     else:
       rollout = rollouts.sample(policy_now, tokenizer, prompt_texts, sample_key, sp,
-                                config.data.max_prompt_len)
+                                config.data.max_prompt_len, mesh=mesh)
       t1 = time.perf_counter()
       scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
                                     [a for a in golds for _ in range(g)])
@@ -147,20 +177,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
       rm_scores = None
       if rm_params is not None:
-        rm_scores = jnp.asarray(rm_stage.score_rows(rm_graphdef, rm_params, batch["tokens"],
-                                                    batch["valid"]).reshape(b, g))
+        rm_scores = rows(rm_stage.score_rows(
+            rm_graphdef, rm_params, distributed.local_rows(mesh, batch["tokens"]),
+            distributed.local_rows(mesh, batch["valid"])).reshape(b_local, g))
+      # On global [B, G] arrays, so HERO's sigma_bar is a statistic of the global batch.
       advantages, rewards, sigma_bar, reward_metrics = hero.shaped_advantages(
-          reward_cfg, jnp.asarray(scores.rule.reshape(b, g)), rm_scores, jnp.ones((b, g), bool),
-          jnp.asarray(stats["sigma_bar"], jnp.float32), std_mode=config.rl.std_mode)
+          reward_cfg, rows(scores.rule.reshape(b_local, g)), rm_scores,
+          rows(np.ones((b_local, g), bool)), jnp.asarray(stats["sigma_bar"], jnp.float32),
+          std_mode=config.rl.std_mode)
       stats["sigma_bar"] = float(sigma_bar)
       batch["advantages"] = advantages.reshape(-1)
       batch["sampler_logprobs"] = rollout.out.logprobs
       rule, oracle, statuses = scores.rule, scores.oracle, scores.statuses
-      samples, tokens = b * g, rollout.tokens_generated()
-      lengths, finished = np.asarray(rollout.out.lengths), np.asarray(rollout.out.finished)
+      samples, tokens = b_local * g, rollout.tokens_generated()
+      lengths, finished = rollout.local_out.lengths, rollout.local_out.finished
     batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
     if ref_params is not None:
       batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
+    samples, tokens = distributed.sum_over_processes([samples, tokens])
     stats["samples_total"] = stats["samples_total"] + samples
     stats["tokens_total"] = stats["tokens_total"] + tokens
     state, history = steps.ppo_epochs(train_step, state, batch, train_key,
@@ -168,7 +202,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     jax.block_until_ready(state["params"])
     t3 = time.perf_counter()
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
-             "stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}}
+             "stats": distributed.put_global({k: np.float32(v) for k, v in stats.items()},
+                                             {k: replicated for k in stats})}
     metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
                if k != "epoch"}
     metrics.update({k: float(v) for k, v in reward_metrics.items()})
@@ -176,18 +211,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       metrics["rm_score_mean"] = float(rm_scores.mean())
     metrics.update({
         "reward_mean": float(rewards.mean()),
-        "rule_reward_mean": float(rule.mean()),
-        "accuracy": float(oracle.mean()),
-        "zero_adv_fraction": float(np.mean(np.ptp(np.asarray(advantages), axis=1) == 0)),
-        "response_length": float(lengths.mean()),
+        "rule_reward_mean": distributed.mean_over_processes(rule),
+        "accuracy": distributed.mean_over_processes(oracle),
+        "zero_adv_fraction": float(jnp.mean(jnp.ptp(advantages, axis=1) == 0)),
+        "response_length": distributed.mean_over_processes(lengths),
         "samples": float(samples), "tokens_generated": float(tokens),
         "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
         "seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
         "seconds_rollout_and_update": t3 - t0,  # the step's cost without periodic evaluation
-        "verifier_timeouts": float(sum(v for k, v in statuses.items() if "timeout" in k)),
+        "verifier_timeouts": float(distributed.sum_over_processes(
+            sum(v for k, v in statuses.items() if "timeout" in k))),
     })
     if finished is not None:
-      metrics["truncated_fraction"] = float(1 - finished.mean())
+      metrics["truncated_fraction"] = 1 - distributed.mean_over_processes(finished)
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
       metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
                                   config, pool, step))

@@ -41,10 +41,12 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
     manager.close()
     return state, 0
 
-  writer = metrics_lib.MetricsWriter(workdir, tensorboard=tensorboard,
-                                     resume_step=start)
+  # Every process checkpoints (orbax writes each one's shards); only the main one logs.
+  main = jax.process_index() == 0
+  writer = (metrics_lib.MetricsWriter(workdir, tensorboard=tensorboard, resume_step=start)
+            if main else None)
   bar = metrics_lib.progress(total=steps, initial=start, desc=desc,
-                             enabled=progress)
+                             enabled=progress and main)
   try:
     for step in range(start + 1, steps + 1):
       t0 = time.perf_counter()
@@ -52,13 +54,15 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
       if step % log_every == 0 or step == steps:
         scalars = dict(jax.device_get(scalars))
         scalars.setdefault("seconds_per_step", time.perf_counter() - t0)
-        row = writer.write(step, scalars)
-        bar.set_postfix(metrics_lib.short_summary(row, postfix_keys))
+        if writer is not None:
+          row = writer.write(step, scalars)
+          bar.set_postfix(metrics_lib.short_summary(row, postfix_keys))
       checkpoints.save(manager, step, state, {"step": step}, force=step == steps)
       bar.update(1)
   finally:
     bar.close()
     manager.wait_until_finished()
     manager.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
   return state, steps - start

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_rl.models import transformer
+from hybrid_rl.parallel import distributed
 from hybrid_rl.sampling import sampler
 
 
@@ -23,8 +24,11 @@ class Rollout:
   texts: list[str]  # B*G decoded responses
   group_size: int
 
+  local_out: sampler.SampleOutput | None = None  # this process's rows (host); None: = out
+
   def tokens_generated(self) -> int:
-    return int(np.asarray(self.out.lengths).sum())
+    """Tokens generated in this process's rows."""
+    return int(np.asarray((self.local_out or self.out).lengths).sum())
 
 
 def pad_id(tokenizer) -> int:
@@ -52,10 +56,22 @@ def decode(tokenizer, out: sampler.SampleOutput) -> list[str]:
 
 
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
-           sp: sampler.SamplingParams, prompt_len: int) -> Rollout:
+           sp: sampler.SamplingParams, prompt_len: int, mesh=None) -> Rollout:
+  """Samples G responses for each prompt.
+
+  With a mesh, prompt_texts are this process's rows of a global batch: the
+  arrays of the Rollout are global (rows of every process), its texts are this
+  process's B * G responses.
+  """
   prompt_tokens, prompt_valid = encode_prompts(tokenizer, prompt_texts, prompt_len)
+  if mesh is None:
+    out = sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
+    return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, out), sp.num_samples)
+  prompt_tokens = distributed.global_rows(mesh, prompt_tokens)
+  prompt_valid = distributed.global_rows(mesh, prompt_valid)
   out = sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
-  return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, out), sp.num_samples)
+  local = sampler.SampleOutput(*(distributed.local_rows(mesh, x) for x in out))
+  return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, local), sp.num_samples, local)
 
 
 def sequence_batch(rollout: Rollout, *, mask_truncated: bool = False) -> dict:

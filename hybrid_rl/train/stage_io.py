@@ -21,6 +21,7 @@ from hybrid_rl.data import tokenizer as tokenizer_lib
 from hybrid_rl.models import gguf_io
 from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
+from hybrid_rl.parallel import distributed
 from hybrid_rl.train import steps
 
 
@@ -38,8 +39,9 @@ def synthetic_kwargs(config: ml_collections.ConfigDict) -> dict:
 def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> list[dict]:
   """Examples of `split` of config.data.name (built on first use, cached after)."""
   kwargs = synthetic_kwargs(config) if config.data.name == "synthetic_math" else {}
-  return pipeline.load_examples(config.data.name, split, data_dir(config, workdir),
-                                manual_dir=config.data.manual_dir or None, **kwargs)
+  return distributed.main_process_first(lambda: pipeline.load_examples(
+      config.data.name, split, data_dir(config, workdir),
+      manual_dir=config.data.manual_dir or None, **kwargs), "load_split")
 
 
 def tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -50,10 +52,13 @@ def tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
   key = hashlib.sha256(json.dumps([kwargs, config.tokenizer.vocab_size], default=list,
                                   sort_keys=True).encode()).hexdigest()[:12]
   path = os.path.join(data_dir(config, workdir), f"tokenizer_{key}.json")
-  if not os.path.exists(path):
-    examples = pipeline.load_examples("synthetic_math", "train", data_dir(config, workdir), **kwargs)
-    texts = [t for e in examples for t in (e["question"], e["solution"])]
-    tokenizer_lib.train_tokenizer(texts, config.tokenizer.vocab_size, path)
+  def train():
+    if not os.path.exists(path):
+      examples = pipeline.load_examples("synthetic_math", "train", data_dir(config, workdir),
+                                        **kwargs)
+      texts = [t for e in examples for t in (e["question"], e["solution"])]
+      tokenizer_lib.train_tokenizer(texts, config.tokenizer.vocab_size, path)
+  distributed.main_process_first(train, "tokenizer")
   return path
 
 
@@ -148,11 +153,15 @@ def export_final(workdir: str, model_cfg: transformer.ModelConfig, params, tok_p
   """Writes <workdir>/final/ (params first, model.json last: its presence marks completion)."""
   out = final_dir(workdir)
   os.makedirs(out, exist_ok=True)
+  # Host values: the export loads on any device count. Every process calls
+  # save (orbax synchronises them); only the main one writes model.json.
   with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(out, "params"), jax.device_get(params), force=True)
-  with open(os.path.join(out, "model.json.tmp"), "w") as f:
-    json.dump({"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path}, f, indent=2)
-  os.replace(os.path.join(out, "model.json.tmp"), os.path.join(out, "model.json"))
+    ckpt.save(os.path.join(out, "params"), distributed.host_copy(params), force=True)
+  if distributed.is_main():
+    with open(os.path.join(out, "model.json.tmp"), "w") as f:
+      json.dump({"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path}, f, indent=2)
+    os.replace(os.path.join(out, "model.json.tmp"), os.path.join(out, "model.json"))
+  distributed.barrier("export_final")
   return out
 
 

@@ -121,15 +121,21 @@ def batch_shardings(batch: Mapping[str, jax.Array], mesh) -> PyTree:
   return {k: sharding.batch_sharding(mesh, jnp.ndim(v), jnp.shape(v)[0]) for k, v in batch.items()}
 
 
-def jit_train_step(step, state: PyTree, batch: Mapping[str, jax.Array], mesh=None,
+def jit_train_step(step, state: PyTree, batch: Mapping[str, jax.Array] | None = None, mesh=None,
                    donate: bool = True):
-  """jax.jit with explicit in/out shardings from the partition rules (no mesh: plain jit)."""
+  """jax.jit with explicit in/out shardings from the partition rules (no mesh: plain jit).
+
+  Without an example batch every batch field is split by rows over the batch
+  axes (the global batch must divide by them).
+  """
   donate_argnums = (0,) if donate else ()
   if mesh is None:
     return jax.jit(step, donate_argnums=donate_argnums)
   state_sh = state_shardings(state, mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(step, in_shardings=(state_sh, batch_shardings(batch, mesh), replicated),
+  batch_sh = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.BATCH))
+              if batch is None else batch_shardings(batch, mesh))
+  return jax.jit(step, in_shardings=(state_sh, batch_sh, replicated),
                  out_shardings=(state_sh, replicated), donate_argnums=donate_argnums)
 
 
@@ -148,11 +154,13 @@ def ppo_epochs(step, state: dict, batch: Mapping[str, jax.Array], rng: jax.Array
   history = []
   for epoch in range(epochs):
     rng, perm_key = jax.random.split(rng)
-    order = jax.random.permutation(perm_key, n) if minibatches > 1 else jnp.arange(n)
+    order = jax.random.permutation(perm_key, n) if minibatches > 1 else None
     for i in range(minibatches):
-      idx = order[i * size:(i + 1) * size]
       rng, key = jax.random.split(rng)
-      mb = jax.tree.map(lambda x, idx=idx: x[idx], batch)
+      mb = batch
+      if order is not None:
+        idx = order[i * size:(i + 1) * size]
+        mb = jax.tree.map(lambda x, idx=idx: x[idx], batch)
       state, metrics = step(state, mb, key)
       history.append({**metrics, "epoch": epoch})
   return state, history

@@ -1,0 +1,137 @@
+"""Multi-process JAX: start-up, the global mesh, and moving rows between hosts and it.
+
+One process per host (TPU VM worker or GPU node). Every process runs the same
+program; each reads its own shard of prompts, and jitted computations see
+global arrays sharded over a mesh of all devices. Host-side work (decoding,
+verifier calls, Reinforce-Ada rounds) stays on the process's own rows:
+
+  local rows [b, ...] --global_rows--> global [b * process_count, ...]
+  global [B, ...]     --local_rows---> this process's rows [B / process_count, ...]
+
+local_rows inverts global_rows. On meshes whose devices are listed in process
+order (CPU, GPU nodes) process p holds global rows [p * b, (p + 1) * b), so the
+global batch is the per-process batches concatenated, as one process would
+have drawn it.
+"""
+import os
+from typing import Any
+
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from hybrid_rl.parallel import sharding
+
+PyTree = Any
+
+
+def _on_tpu_pod() -> bool:
+  # Set on every worker of a multi-host TPU VM; jax.distributed reads the rest.
+  return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def initialize(cfg: ml_collections.ConfigDict) -> None:
+  """Starts jax.distributed when the run spans several processes.
+
+  cfg: config.distributed with coordinator_address ("host:port"), num_processes
+  and process_id (-1: from $JAX_PROCESS_ID). Empty / 0 fields fall back to the
+  environment ($JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES); on a multi-host
+  TPU VM everything is discovered automatically. Must run before any other
+  JAX call. A single process does nothing.
+  """
+  if jax.distributed.is_initialized():
+    return
+  address = cfg.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+  num = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
+  pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
+  if address and num > 1:
+    if pid < 0:
+      raise ValueError("several processes need a process id: set config.distributed.process_id "
+                       "or $JAX_PROCESS_ID")
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(address, num_processes=num, process_id=pid,
+                               initialization_timeout=cfg.timeout_s)
+  elif num > 1 or address:
+    raise ValueError(f"config.distributed: coordinator_address={address!r} with num_processes="
+                     f"{num}: multi-process runs need both")
+  elif _on_tpu_pod():
+    jax.distributed.initialize()
+
+
+def is_main() -> bool:
+  """Whether this process writes metrics, tables and exported files."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """All processes wait here (a no-op for one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def main_process_first(fn, name: str):
+  """Runs fn on the main process, then on the others (which find its files, e.g.
+  a prepared dataset or a trained tokenizer, and load them)."""
+  if is_main():
+    out = fn()
+    barrier(name)
+    return out
+  barrier(name)
+  return fn()
+
+
+def make_mesh(shape) -> Mesh:
+  """The global (data, fsdp, tensor) mesh over every process's devices."""
+  return sharding.make_mesh(tuple(shape))
+
+
+def rows_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading dimension split over the batch axes; trailing dimensions replicated."""
+  return NamedSharding(mesh, P(sharding.BATCH))
+
+
+def global_rows(mesh: Mesh, local: Any) -> jax.Array:
+  """This process's rows [b, ...] -> a global array [b * process_count, ...] split by rows."""
+  local = np.asarray(local)
+  return jax.make_array_from_process_local_data(rows_sharding(mesh), local)
+
+
+def local_rows(mesh: Mesh, x: jax.Array) -> np.ndarray:
+  """A global array [B, ...] -> this process's row block [B / process_count, ...] on the host."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  x = jax.jit(lambda a: a, out_shardings=rows_sharding(mesh))(x)
+  return np.asarray(multihost_utils.global_array_to_host_local_array(x, mesh, P(sharding.BATCH)))
+
+
+def put_global(tree: PyTree, shardings: PyTree) -> PyTree:
+  """Host values (identical on every process) -> global arrays with the given shardings."""
+  def one(value, sh):
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sh, lambda index: value[index])
+  return jax.tree.map(one, tree, shardings)
+
+
+def host_copy(tree: PyTree) -> PyTree:
+  """Global arrays -> full NumPy values on every process (all-gather over hosts)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def sum_over_processes(values: Any) -> np.ndarray:
+  """Element-wise sum of a host value over processes (counts for metrics)."""
+  values = np.asarray(values, np.float64)
+  if jax.process_count() == 1:
+    return values
+  return np.asarray(multihost_utils.process_allgather(values)).sum(0)
+
+
+def mean_over_processes(local: Any) -> float:
+  """Mean over every process's elements of a host array (equal sizes per process)."""
+  local = np.asarray(local, np.float64)
+  total, count = sum_over_processes([local.sum(), local.size])
+  return float(total / max(count, 1))
