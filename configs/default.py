@@ -69,7 +69,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       b2=0.98, grad_clip_norm=1.0))
 
   config.sampling = ml_collections.ConfigDict(dict(
-      max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, num_samples=8))
+      max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, num_samples=8,
+      chunks=1))  # > 1: sample the batch in that many sequential slices (smaller KV cache)
 
   config.rl = ml_collections.ConfigDict(dict(
       verifier="equivalence", std_mode="group", epochs=1, minibatches=1, mask_truncated=False,
@@ -101,7 +102,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
 
   # Device mesh (data, fsdp, tensor) over all processes' devices; -1 = the rest.
-  config.parallel = ml_collections.ConfigDict(dict(mesh_shape=(-1, 1, 1)))
+  # num_devices / tpu_type describe the target slice for experiments.memory_plan.
+  config.parallel = ml_collections.ConfigDict(dict(mesh_shape=(-1, 1, 1), num_devices=1,
+                                                   tpu_type="cpu"))
   # Multi-process runs (jax.distributed). On a multi-host TPU VM leave these
   # empty: JAX discovers them. Elsewhere set all three (or $JAX_COORDINATOR_ADDRESS,
   # $JAX_NUM_PROCESSES, $JAX_PROCESS_ID).

@@ -9,6 +9,7 @@ Presets:
 import ml_collections
 
 from configs import default
+from configs import pod_models
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -52,5 +53,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.grpo.update(steps=400, batch_size=512, learning_rate=1e-6, split="train")
     config.optim.grad_clip_norm = 1.0
     config.eval.update(every=50, num_samples=32, max_examples=500, batch_size=512)
-    config.mesh = ml_collections.ConfigDict(dict(data=8, fsdp=4, tensor=1))  # TPU v4-64
+    config.model = pod_models.model_block("Qwen2.5-Math-1.5B")
+    # TPU v4-64: 32 chips on 8 hosts; parameters and Adam moments FSDP-sharded 4-way.
+    config.parallel.update(mesh_shape=(8, 4, 1), num_devices=32, tpu_type="v4-64")
+    # Rounds sample up to prompts x M rows at once (the first round: all 512 x 8).
+    config.plans = ml_collections.ConfigDict({"grpo": dict(
+        rollout_rows=512 * 8, train_rows=512 * 4, models={"policy": ("model", True)},
+        samplers=("policy",), logit_models=())})
+    config.rl.minibatches = 4  # 512 prompts x n=4 -> 4 updates of 512 rows
+    config.train.grad_accum_steps = 16  # 1 row per device per micro-batch: 3072 x 152k logits
   return config

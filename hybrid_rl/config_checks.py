@@ -37,6 +37,7 @@ def _one_of(*choices):
 # leaf name -> (check, requirement)
 _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (_positive, "must be > 0"),
+    "chunks": (_positive, "must be > 0"),
     "prompt_batch_size": (_positive, "must be > 0"),
     "micro_batch_size": (_positive, "must be > 0"),
     "eval_batch_size": (_positive, "must be > 0"),

@@ -97,3 +97,19 @@ def test_left_pad_buckets_and_truncates():
   tokens, valid = sampler.left_pad([[1, 2], [3, 4, 5, 6]], pad_id=0, length=3)
   assert np.asarray(tokens).tolist() == [[0, 1, 2], [4, 5, 6]]
   assert np.asarray(valid).tolist() == [[False, True, True], [True, True, True]]
+
+
+def test_chunked_generation_is_per_chunk_generation_concatenated(model):
+  from hybrid_rl.train import rollouts  # pylint: disable=g-import-not-at-top
+  prompts = jnp.asarray(np.random.default_rng(3).integers(1, 50, (4, 5)), jnp.int32)
+  valid = jnp.ones((4, 5), bool).at[0, :2].set(False)
+  sp = sampler.SamplingParams(max_new_tokens=6, temperature=1.0, num_samples=2)
+  key = jax.random.PRNGKey(7)
+  chunked = rollouts.generate_chunked(model, prompts, valid, key, sp, chunks=2)
+  for i in range(2):
+    part = sampler.generate(model, prompts[2 * i:2 * i + 2], valid[2 * i:2 * i + 2],
+                            jax.random.fold_in(key, i), sp)
+    for got, want in zip(chunked, part):
+      np.testing.assert_array_equal(np.asarray(got)[4 * i:4 * i + 4], np.asarray(want))
+  with pytest.raises(ValueError, match="do not split into 3"):
+    rollouts.generate_chunked(model, prompts, valid, key, sp, chunks=3)

@@ -169,7 +169,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       lengths, finished = np.asarray(res["mask"]).sum(-1), None
     else:
       rollout = rollouts.sample(policy_now, tokenizer, prompt_texts, sample_key, sp,
-                                config.data.max_prompt_len, mesh=mesh)
+                                config.data.max_prompt_len, mesh=mesh,
+                                chunks=config.sampling.chunks)
       t1 = time.perf_counter()
       scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
                                     [a for a in golds for _ in range(g)])

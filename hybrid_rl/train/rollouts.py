@@ -55,9 +55,26 @@ def decode(tokenizer, out: sampler.SampleOutput) -> list[str]:
                                 skip_special_tokens=True)
 
 
+def generate_chunked(model: transformer.Transformer, prompt_tokens: jax.Array,
+                     prompt_valid: jax.Array, rng: jax.Array, sp: sampler.SamplingParams,
+                     chunks: int = 1) -> sampler.SampleOutput:
+  """sampler.generate over `chunks` equal slices of the prompts (bounds the KV cache
+  to B * G / chunks rows); chunk i uses fold_in(rng, i)."""
+  if chunks == 1:
+    return sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
+  b = prompt_tokens.shape[0]
+  if b % chunks:
+    raise ValueError(f"{b} prompts do not split into {chunks} sampling chunks")
+  size = b // chunks
+  outs = [sampler.generate(model, prompt_tokens[i * size:(i + 1) * size],
+                           prompt_valid[i * size:(i + 1) * size], jax.random.fold_in(rng, i), sp)
+          for i in range(chunks)]
+  return sampler.SampleOutput(*(jnp.concatenate(x, axis=0) for x in zip(*outs)))
+
+
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
-           sp: sampler.SamplingParams, prompt_len: int, mesh=None) -> Rollout:
-  """Samples G responses for each prompt.
+           sp: sampler.SamplingParams, prompt_len: int, mesh=None, chunks: int = 1) -> Rollout:
+  """Samples G responses for each prompt, in `chunks` sequential generate calls.
 
   With a mesh, prompt_texts are this process's rows of a global batch: the
   arrays of the Rollout are global (rows of every process), its texts are this
@@ -65,12 +82,24 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
   """
   prompt_tokens, prompt_valid = encode_prompts(tokenizer, prompt_texts, prompt_len)
   if mesh is None:
-    out = sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
+    out = generate_chunked(model, prompt_tokens, prompt_valid, rng, sp, chunks)
     return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, out), sp.num_samples)
+  # Chunks are slices of every process's rows, so each generate call stays balanced.
+  size = len(prompt_texts) // chunks
+  if len(prompt_texts) % chunks:
+    raise ValueError(f"{len(prompt_texts)} prompts do not split into {chunks} sampling chunks")
+  parts = []
+  for i in range(chunks):
+    rows = slice(i * size, (i + 1) * size)
+    out = sampler.generate(model, distributed.global_rows(mesh, prompt_tokens[rows]),
+                           distributed.global_rows(mesh, prompt_valid[rows]),
+                           jax.random.fold_in(rng, i) if chunks > 1 else rng, sp)
+    parts.append([distributed.local_rows(mesh, x) for x in out])
+  local = sampler.SampleOutput(*(np.concatenate(x, axis=0) for x in zip(*parts)))
+  if chunks > 1:
+    out = sampler.SampleOutput(*(distributed.global_rows(mesh, x) for x in local))
   prompt_tokens = distributed.global_rows(mesh, prompt_tokens)
   prompt_valid = distributed.global_rows(mesh, prompt_valid)
-  out = sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
-  local = sampler.SampleOutput(*(distributed.local_rows(mesh, x) for x in out))
   return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, local), sp.num_samples, local)
 
 
