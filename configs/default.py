@@ -52,6 +52,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.data.data_dir = ""  # "" = <workdir>/data
   config.data.manual_dir = ""  # JSONL files for gsm8k / math
   config.data.train_split = "train"
+  config.data.train_families = ""  # RL prompts: "" = all, or a comma list (easy,hard)
   config.data.prompt_style = "plain"  # plain | chat
   config.data.instruction = ""
   config.data.system = ""

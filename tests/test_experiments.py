@@ -1,9 +1,11 @@
 """Experiment scripts on micro presets: their tables and plots are written and well-formed."""
 import csv
+import json
 import os
 
 import matplotlib.image
 
+from hybrid_rl.train.metrics import read_metrics as metrics_rows
 from tests.helpers import run_module
 
 COMMON = ["--config.log.progress=False", "--config.log.tensorboard=False",
@@ -25,3 +27,32 @@ def test_reinforce_ada_micro_writes_table_with_cost_columns_and_curves(tmp_path)
   for name in ("reinforce_ada_step.png", "reinforce_ada_samples.png"):
     assert matplotlib.image.imread(os.path.join(workdir, "plots", name)).shape[0] > 100
   assert os.path.exists(os.path.join(workdir, "tables", "reinforce_ada.tex"))
+
+
+def test_hero_micro_writes_main_and_ablation_tables_and_reuses_arms(tmp_path):
+  workdir = str(tmp_path / "hero")
+  args = ["experiments.hero", f"--workdir={workdir}", "--config=configs/hero.py:micro", *COMMON]
+  proc = run_module(*args)
+  assert "HERO: regime x reward method" in proc.stdout and "HERO ablations" in proc.stdout
+  main = list(csv.DictReader(open(os.path.join(workdir, "tables", "hero_main.csv"))))
+  assert [(r["training regime"], r["method"]) for r in main] == [
+      (reg, m) for reg in ("easy-to-verify", "hard-to-verify")
+      for m in ("RM-only", "verifier-only", "HERO")]
+  assert all(r["easy (paper)"] and r["easy (ours)"] != "-" for r in main)
+  ablations = list(csv.DictReader(open(os.path.join(workdir, "tables", "hero_ablations.csv"))))
+  by_label = {r["ablation"]: r for r in ablations}
+  assert by_label["dense both"]["arm"] == by_label["variance weighting on"]["arm"] == "easy-hero"
+  assert by_label["alpha 0.2"]["arm"] == "easy-hero-alpha_0.2"
+  # Each arm trained with its own reward: HERO logs its weights, RM-only its RM scores.
+  arms = os.path.join(workdir, "seed0", "arms")
+  def last_row(arm):
+    return metrics_rows(os.path.join(arms, arm, "grpo", "metrics.jsonl"))[-1]
+  assert "hero_weight_mean" in last_row("easy-hero")
+  assert "hero_weight_mean" not in last_row("easy-hero-no_variance_weighting")
+  assert "rm_score_mean" in last_row("easy-rm") and "rm_score_mean" not in last_row("easy-verifier")
+  rm = json.load(open(os.path.join(workdir, "tables", "rm.json")))
+  assert 0 <= rm[0]["accuracy"] <= 1 and rm[0]["n"] > 0
+  # A second start finds every stage finished and re-runs none.
+  again = run_module(*args)
+  assert "== grpo" not in again.stdout and "== sft" not in again.stdout
+  assert open(os.path.join(workdir, "tables", "hero_main.md")).read().count("|") > 40

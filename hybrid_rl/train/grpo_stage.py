@@ -85,7 +85,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   policy = stage_io.build_or_load(config, workdir)
   model, tokenizer = policy.model, policy.tokenizer
   graphdef, _ = nnx.split(model)
-  examples = stage_io.load_split(config, workdir, config.data.train_split)
+  examples = stage_io.select_families(
+      stage_io.load_split(config, workdir, config.data.train_split), config.data.train_families)
   if config.eval.every and jax.process_count() > 1:
     raise ValueError("config.eval.every > 0 with several processes: run the eval stage on the "
                      "exported checkpoint instead")

@@ -9,6 +9,7 @@ import jax
 import ml_collections
 
 from hybrid_rl.data import pipeline
+from hybrid_rl.parallel import distributed
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
@@ -18,25 +19,35 @@ from hybrid_rl.train import steps
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """SFT over the global mesh; each process tokenizes its own rows of the global batch."""
+  mesh = distributed.make_mesh(config.parallel.mesh_shape)
+  with jax.set_mesh(mesh):
+    return _run(config, workdir, mesh)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   policy = stage_io.build_or_load(config, workdir)
   model, tokenizer = policy.model, policy.tokenizer
   graphdef, _ = nnx.split(model)
   examples = stage_io.load_split(config, workdir, config.data.train_split)
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
-  train_step = jax.jit(steps.make_train_step(
-      objectives.sft_objective(graphdef, compute_dtype=config.model.compute_dtype), optimizer,
-      config.train.grad_accum_steps), donate_argnums=0)
   init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed))
+  init = distributed.put_global(init, steps.state_shardings(init, mesh))
+  train_step = steps.jit_train_step(steps.make_train_step(
+      objectives.sft_objective(graphdef, compute_dtype=config.model.compute_dtype), optimizer,
+      config.train.grad_accum_steps), init, mesh=mesh)
 
   def step_fn(state, step):
     del step
     it = pipeline.BatchIterator(examples, config.train.batch_size, seed=config.seed,
-                                position=int(state["data_position"]))
+                                position=int(state["data_position"]),
+                                shard_index=jax.process_index(), shard_count=jax.process_count())
     batch_examples = next(it)
     batch = rollouts.supervised_batch(
         tokenizer, stage_io.format_prompts(batch_examples, config, tokenizer),
         [" " + e["solution"] for e in batch_examples], config.data.max_prompt_len,
         config.sampling.max_new_tokens)
+    batch = {k: distributed.global_rows(mesh, v) for k, v in batch.items()}
     rng, key = jax.random.split(state["rng"])
     state, metrics = train_step(state, batch, key)
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1}

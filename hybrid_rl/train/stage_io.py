@@ -44,6 +44,19 @@ def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> l
       manual_dir=config.data.manual_dir or None, **kwargs), "load_split")
 
 
+def select_families(examples: list[dict], families: str) -> list[dict]:
+  """The examples of the comma-separated families ("" keeps all)."""
+  if not families:
+    return examples
+  wanted = set(families.split(","))
+  kept = [e for e in examples if e["family"] in wanted]
+  if not kept:
+    present = sorted({e["family"] for e in examples})
+    raise ValueError(f"config.data.train_families={families!r}: no example of these families "
+                     f"(the split has {', '.join(present)})")
+  return kept
+
+
 def tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
   """config.tokenizer.path, or a tokenizer trained on the synthetic train split."""
   if config.tokenizer.path:

@@ -1,0 +1,191 @@
+r"""HERO: training regime x reward method, and the ablations, over seeds.
+
+  python -m experiments.hero --config=configs/hero.py:tiny --workdir=/tmp/hero
+
+Per seed: an SFT cold start of the policy, a reward model (scalar head on the
+SFT backbone) trained on the SFT policy's own samples labelled by the oracle
+on the SFT half of train (disjoint from the RL prompts and the test split),
+then one GRPO run per arm from the SFT checkpoint and an oracle evaluation on
+the test split per family. Arms:
+  main       regime (easy / hard / mixed RL prompts) x method (RM-only,
+             verifier-only, HERO); the rule verifier is hero.rule_verifier;
+  ablations  on hero.ablation_regime: HERO dense range none / neg / pos
+             (both = the main HERO arm), alpha = beta in hero.alphas, variance
+             weighting off, naive weighted sum of rule and RM rewards.
+Finished stages are reused when the script is started again. Writes
+<workdir>/tables/hero_main.{md,csv,tex}, hero_ablations.*, and rm.json.
+"""
+import json
+import os
+
+from absl import flags
+import ml_collections
+
+from hybrid_rl import cli
+from hybrid_rl.eval import plots
+from hybrid_rl.eval import tables
+from hybrid_rl.parallel import distributed
+from hybrid_rl.train import stage_runs
+
+_CONFIG = cli.define_config("configs/hero.py:tiny")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/hero", "Output directory.")
+
+REGIMES = {"easy": "easy", "hard": "hard", "mixed": "easy,hard"}
+REGIME_NAMES = {"easy": "easy-to-verify", "hard": "hard-to-verify", "mixed": "mixed"}
+METHODS = {"rm": ("rm", "RM-only"), "verifier": ("verifier", "verifier-only"),
+           "hero": ("hero", "HERO"), "naive": ("naive_sum", "naive sum")}
+# Tao et al. 2025, Qwen3-4B-Base: (easy-to-verify eval avg, hard-to-verify eval avg).
+PAPER_MAIN = {
+    ("easy", "rm"): ("56.4", "54.6"), ("easy", "verifier"): ("58.3", "57.1"),
+    ("easy", "hero"): ("62.0", "66.3"), ("hard", "rm"): ("55.1", "53.7"),
+    ("hard", "verifier"): ("47.4", "54.2"), ("hard", "hero"): ("56.8", "56.5"),
+    ("mixed", "rm"): ("55.1", "54.0"), ("mixed", "verifier"): ("56.1", "58.9"),
+    ("mixed", "hero"): ("58.8", "64.1")}
+PAPER_ABLATION = {  # easy-to-verify training
+    "dense none": ("59.4", "62.2"), "dense neg": ("61.4", "68.4"), "dense pos": ("60.3", "65.2"),
+    "dense both": ("62.0", "73.2"), "alpha 0.05": ("62.0", "73.2"), "alpha 0.1": ("60.3", "69.8"),
+    "alpha 0.2": ("59.4", "68.6"), "variance weighting off": ("60.8", "69.4"),
+    "variance weighting on": ("62.0", "73.2"), "naive sum": ("55.9-58.7", "60.2-61.4")}
+
+
+def main_alpha(config: ml_collections.ConfigDict, regime: str) -> float:
+  return config.hero.alpha_easy if regime == "easy" else config.hero.alpha_other
+
+
+def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, str, str, dict]]:
+  """(arm id, regime, method, reward overrides); ids name the arm's directory."""
+  arms = []
+  for regime in config.hero.regimes.split(","):
+    for method in config.hero.methods.split(","):
+      arms.append((f"{regime}-{method}", regime, method, {}))
+  if config.hero.ablations:
+    r = config.hero.ablation_regime
+    for dense in filter(None, config.hero.dense_ranges.split(",")):
+      arms.append((f"{r}-hero-dense_{dense}", r, "hero", {"reward.dense_range": dense}))
+    for alpha in (float(a) for a in config.hero.alphas.split(",")):
+      if alpha != main_alpha(config, r):
+        arms.append((f"{r}-hero-alpha_{alpha:g}", r, "hero",
+                     {"reward.alpha": alpha, "reward.beta": alpha}))
+    arms.append((f"{r}-hero-no_variance_weighting", r, "hero",
+                 {"reward.variance_weighting": False}))
+    arms.append((f"{r}-naive", r, "naive", {}))
+  return arms
+
+
+def arm_config(config: ml_collections.ConfigDict, seed: int, regime: str, method: str,
+               extra: dict, sft_dir: str, rm_dir: str) -> ml_collections.ConfigDict:
+  alpha = main_alpha(config, regime)
+  overrides = {"stage": "grpo", "seed": seed, "init_from": sft_dir,
+               **stage_runs.block_overrides(config.grpo),
+               "data.train_families": REGIMES[regime], "rl.verifier": config.hero.rule_verifier,
+               "reward.mode": METHODS[method][0], "reward.alpha": alpha, "reward.beta": alpha,
+               "reward.rm_from": "" if method == "verifier" else rm_dir}
+  overrides.update(extra)
+  return stage_runs.derive(config, overrides)
+
+
+def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
+  d = lambda *names: os.path.join(root, f"seed{seed}", *names)
+  start = config.init_from
+  if config.sft.steps:
+    stage_runs.run_stage(stage_runs.derive(config, {
+        "stage": "sft", "seed": seed, **stage_runs.block_overrides(config.sft)}), d("sft"))
+    start = d("sft")
+  rm_dir, rm_report = config.reward.rm_from, None
+  if config.rm.steps:
+    rm_report = stage_runs.run_stage(stage_runs.derive(config, {
+        "stage": "reward_model", "seed": seed, "init_from": start,
+        "reward_model.policy_from": start, **stage_runs.block_overrides(config.rm)}), d("rm"))
+    rm_dir = d("rm")
+  results = {}
+  for arm_id, regime, method, extra in arm_list(config):
+    stage_runs.run_stage(arm_config(config, seed, regime, method, extra, start, rm_dir),
+                         d("arms", arm_id, "grpo"))
+    results[arm_id] = stage_runs.run_stage(stage_runs.derive(config, {
+        "stage": "eval", "seed": seed, "init_from": d("arms", arm_id, "grpo"),
+        "eval.split": config.final_eval_split, "eval.max_examples": 100000}),
+        d("arms", arm_id, "eval"))
+  return {"arms": results, "rm": rm_report}
+
+
+def family_cell(evals: list[dict], family: str) -> str:
+  vals = [e["family"][family]["avg@k"] for e in evals if family in e.get("family", {})]
+  return tables.fmt(*tables.mean_ci95(vals)) if vals else "-"
+
+
+def main_table(config, per_seed: list[dict], stem: str) -> str:
+  rows = []
+  for regime in config.hero.regimes.split(","):
+    for method in config.hero.methods.split(","):
+      evals = [s["arms"][f"{regime}-{method}"] for s in per_seed]
+      paper = PAPER_MAIN.get((regime, method), ("", ""))
+      rows.append({"training regime": REGIME_NAMES[regime], "method": METHODS[method][1],
+                   "easy (ours)": family_cell(evals, "easy"),
+                   "hard (ours)": family_cell(evals, "hard"),
+                   "easy (paper)": paper[0], "hard (paper)": paper[1]})
+  return tables.write_table(rows, list(rows[0]), stem, title="HERO: regime x reward method",
+                            notes=setup_notes(config, per_seed))["md"]
+
+
+def ablation_table(config, per_seed: list[dict], stem: str) -> str:
+  r = config.hero.ablation_regime
+  main_hero = f"{r}-hero"
+  named = [(f"dense {d}", f"{r}-hero-dense_{d}") for d in config.hero.dense_ranges.split(",") if d]
+  named.append(("dense both", main_hero))
+  for alpha in (float(a) for a in config.hero.alphas.split(",")):
+    named.append((f"alpha {alpha:g}", main_hero if alpha == main_alpha(config, r)
+                  else f"{r}-hero-alpha_{alpha:g}"))
+  named += [("variance weighting off", f"{r}-hero-no_variance_weighting"),
+            ("variance weighting on", main_hero), ("naive sum", f"{r}-naive")]
+  rows = []
+  for label, arm_id in named:
+    evals = [s["arms"][arm_id] for s in per_seed if arm_id in s["arms"]]
+    paper = PAPER_ABLATION.get(label, ("", ""))
+    rows.append({"ablation": label, "arm": arm_id, "easy (ours)": family_cell(evals, "easy"),
+                 "hard (ours)": family_cell(evals, "hard"), "easy (paper)": paper[0],
+                 "hard (paper)": paper[1]})
+  notes = setup_notes(config, per_seed) + [
+      f"Ablations train on the {REGIME_NAMES[r]} regime; rows sharing an arm are one run."]
+  return tables.write_table(rows, list(rows[0]), stem, title="HERO ablations", notes=notes)["md"]
+
+
+def setup_notes(config, per_seed: list[dict]) -> list[str]:
+  m, k = config.model, config.eval.num_samples
+  notes = [
+      f"Setup: synthetic_math, policy {m.hidden_size}d x {m.num_layers} layers; SFT "
+      f"{config.sft.steps} steps; GRPO {config.grpo.steps} steps x {config.grpo.batch_size} "
+      f"prompts x {config.grpo.num_samples} samples, lr {config.grpo.learning_rate}; rule "
+      f"verifier {config.hero.rule_verifier}; oracle (equivalence) avg@{k} (%) on "
+      f"{config.final_eval_split} per family, mean ± 95% CI over {len(per_seed)} seed(s).",
+      "Paper columns: Tao et al. 2025, Qwen3-4B-Base, easy- / hard-to-verify evaluation "
+      "averages (different models, data and scale: compare orderings, not values)."]
+  reports = [s["rm"] for s in per_seed if s["rm"]]
+  if reports:
+    acc = tables.fmt(*tables.mean_ci95([r["accuracy"] for r in reports]))
+    auc = tables.fmt(*tables.mean_ci95([r["auc"] for r in reports]))
+    notes.append(f"Reward model ({config.reward_model.loss}) on held-out samples of the SFT "
+                 f"policy: accuracy {acc}, AUC {auc}.")
+  return notes
+
+
+def main(argv):
+  del argv
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
+  per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
+  if not distributed.is_main():
+    return
+  out = [main_table(config, per_seed, os.path.join(root, "tables", "hero_main"))]
+  if config.hero.ablations:
+    out.append(ablation_table(config, per_seed, os.path.join(root, "tables", "hero_ablations")))
+  with open(os.path.join(root, "tables", "rm.json"), "w") as f:
+    json.dump([s["rm"] for s in per_seed], f, indent=2)
+  curves = {f"{arm} s{i}": os.path.join(root, f"seed{i}", "arms", arm, "grpo", "metrics.jsonl")
+            for i in range(len(per_seed)) for arm in per_seed[i]["arms"]
+            if arm.count("-") == 1}
+  plots.plot_learning_curves(curves, ["accuracy", "reward_mean"],
+                             os.path.join(root, "plots", "hero_curves.png"))
+  print("\n\n".join(out), flush=True)
+
+
+if __name__ == "__main__":
+  cli.run(main)
