@@ -100,6 +100,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       policy_from="", split="train[:50%]", samples_per_prompt=4, holdout_fraction=0.2,
       loss="pointwise"))
 
+  # Distillation stage (stage=distill): the student (init_from) learns from teacher_from.
+  # rollouts=teacher: kind fkl_sampled | fkl_full | fkl_topk (Stage 2a warmup);
+  # rollouts=student: kind opd_pg | rkl_full | jsd (Stage 2b on-policy distillation).
+  config.distill = ml_collections.ConfigDict(dict(
+      teacher_from="", rollouts="teacher", kind="fkl_sampled", top_k=8, jsd_beta=0.5))
+
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
 
   # Device mesh (data, fsdp, tensor) over all processes' devices; -1 = the rest.

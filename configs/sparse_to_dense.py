@@ -38,7 +38,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.preset = preset
   config.stage = "sparse_to_dense"
   config.num_seeds = 3
-  config.arms = "recipe,direct_grpo,pre_rl_bridge,fkl_only,opd_only,replay"
+  config.arms = "recipe,stage3,replay,direct_grpo,pre_rl_bridge,fkl_only,opd_only"
+  config.teacher_init_from = ""  # "" = cold start by teacher_sft; else a checkpoint
+  config.student_init_from = ""
   config.teacher_model = default.model_block("micro" if micro else "tiny_teacher")
   config.student_model = default.model_block("micro" if micro else "tiny")
   # Labelled prompts: Stage 1 and direct student GRPO share one budget; Stage 3
@@ -49,7 +51,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                               warmup_steps=30, split="train[:40%]")
   config.teacher_grpo = _block(steps=60, batch_size=16, num_samples=8, split="train[40%:60%]")
   config.fkl = _block(steps=100, batch_size=32, learning_rate=3e-4, split="train[60%:80%]",
-                      kind="fkl_sampled", top_k=8)  # fkl_sampled | fkl_full | fkl_topk
+                      num_samples=1, kind="fkl_sampled", top_k=8)  # fkl_sampled | fkl_full | fkl_topk
   config.opd = _block(steps=60, batch_size=16, num_samples=4, split="train[60%:80%]",
                       kind="opd_pg", jsd_beta=0.5)  # opd_pg | rkl_full | jsd
   config.student_grpo = _block(steps=40, batch_size=16, num_samples=8, split="train[80%:]")

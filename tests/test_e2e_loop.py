@@ -114,3 +114,31 @@ def test_grpo_with_reinforce_ada_sampling(sft_dir, tmp_path, mode):
   assert 1.0 <= last["ada_rounds_mean"] <= 3.0
   assert 8 * 4 <= last["samples"] <= 8 * 4 * 3  # at least one round of M for each of 8 prompts
   assert last["samples_total"] == pytest.approx(sum(r["samples"] for r in rows))
+
+
+@pytest.mark.parametrize("rollouts,kind,metric", [("student", "opd_pg", "opd_reward"),
+                                                  ("teacher", "fkl_full", "loss"),
+                                                  ("student", "rkl_full", "loss")])
+def test_distill_stage_with_teacher_equal_to_student_has_zero_signal(sft_dir, tmp_path, rollouts,
+                                                                     kind, metric):
+  data = os.path.join(os.path.dirname(sft_dir), "data")
+  workdir = str(tmp_path / kind)
+  run_module("experiments.train", f"--workdir={workdir}", *MICRO, "--config.stage=distill",
+             f"--config.init_from={sft_dir}", f"--config.distill.teacher_from={sft_dir}",
+             f"--config.distill.rollouts={rollouts}", f"--config.distill.kind={kind}",
+             f"--config.data.data_dir={data}", "--config.train.steps=2")
+  rows = _rows(workdir)
+  assert len(rows) == 2
+  assert abs(rows[0][metric]) < 1e-5 and rows[0]["grad_norm"] < 1e-4
+  assert rows[0]["samples"] == 8 * 4  # micro: 8 prompts x 4 samples
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["labelled_prompts"] == 0 and summary["samples_total"] == 2 * rows[0]["samples"]
+
+
+def test_distill_stage_rejects_a_loss_that_does_not_fit_the_rollouts(sft_dir, tmp_path):
+  proc = run_module("experiments.train", f"--workdir={tmp_path / 'bad'}", *MICRO,
+                    "--config.stage=distill", f"--config.init_from={sft_dir}",
+                    f"--config.distill.teacher_from={sft_dir}", "--config.distill.rollouts=teacher",
+                    "--config.distill.kind=opd_pg", check=False)
+  assert proc.returncode != 0
+  assert "config.distill.kind='opd_pg' with rollouts='teacher'" in proc.stderr

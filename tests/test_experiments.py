@@ -56,3 +56,43 @@ def test_hero_micro_writes_main_and_ablation_tables_and_reuses_arms(tmp_path):
   again = run_module(*args)
   assert "== grpo" not in again.stdout and "== sft" not in again.stdout
   assert open(os.path.join(workdir, "tables", "hero_main.md")).read().count("|") > 40
+
+
+def test_sparse_to_dense_micro_chains_checkpoints_and_accounts_labels(tmp_path):
+  workdir = str(tmp_path / "s2d")
+  proc = run_module("experiments.sparse_to_dense", f"--workdir={workdir}",
+                    "--config=configs/sparse_to_dense.py:micro", *COMMON)
+  assert "Sparse-to-dense: student accuracy" in proc.stdout
+  seed = os.path.join(workdir, "seed0")
+  def cfg(stage):
+    return json.load(open(os.path.join(seed, stage, "config.json")))
+  def summary(stage):
+    return json.load(open(os.path.join(seed, stage, "summary.json")))
+  # Stage chaining: each stage starts from, and distils from, the right checkpoint.
+  assert cfg("teacher_grpo")["init_from"] == os.path.join(seed, "teacher_sft")
+  fkl, opd = cfg("bridge_rl/fkl"), cfg("bridge_rl/opd")
+  assert fkl["init_from"] == os.path.join(seed, "student_sft")
+  assert fkl["distill"]["teacher_from"] == os.path.join(seed, "teacher_grpo")
+  assert (fkl["distill"]["rollouts"], opd["distill"]["rollouts"]) == ("teacher", "student")
+  assert opd["init_from"] == os.path.join(seed, "bridge_rl", "fkl")
+  assert cfg("bridge_pre/fkl")["distill"]["teacher_from"] == os.path.join(seed, "teacher_sft")
+  assert cfg("opd_only/opd")["init_from"] == os.path.join(seed, "student_sft")
+  assert cfg("bridge_rl/stage3")["init_from"] == os.path.join(seed, "bridge_rl", "opd")
+  assert cfg("bridge_rl/replay")["init_from"] == os.path.join(seed, "bridge_rl", "opd")
+  assert cfg("direct_grpo")["model"] == cfg("student_sft")["model"]
+  assert cfg("teacher_grpo")["data"]["train_split"] == cfg("direct_grpo")["data"]["train_split"]
+  # Labelled accounting: GRPO stages count steps x prompts, distillation none.
+  stage1 = summary("teacher_grpo")
+  assert stage1["labelled_prompts"] == 2 * 4
+  assert summary("bridge_rl/opd")["labelled_prompts"] == 0
+  rows = {r["arm"]: r for r in csv.DictReader(
+      open(os.path.join(workdir, "tables", "sparse_to_dense.csv")))}
+  recipe = rows["bridge: RL teacher, FKL -> OPD"]
+  assert int(recipe["labelled prompts"]) == stage1["labelled_prompts"]
+  assert float(recipe["samples"]) == sum(summary(s)["samples_total"] for s in (
+      "teacher_grpo", "bridge_rl/fkl", "bridge_rl/opd"))
+  stage3 = rows["bridge + Stage 3 student GRPO"]
+  assert int(stage3["labelled prompts"]) == 2 * stage1["labelled_prompts"]
+  assert int(rows["direct student GRPO (same labelled budget)"]["labelled prompts"]) == 8
+  assert int(rows["bridge from the pre-RL teacher"]["labelled prompts"]) == 0
+  assert int(rows["bridge + replay control (Stage 3 steps on bridge data)"]["labelled prompts"]) == 8

@@ -242,4 +242,5 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     pool.close()
   stage_io.export_final(workdir, model_cfg, state["params"], policy.tokenizer_path)
   return {"stage": "grpo", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
-          "samples_total": float(state["stats"]["samples_total"])}
+          "samples_total": float(state["stats"]["samples_total"]),
+          "labelled_prompts": int(state["step"]) * config.train.batch_size}

@@ -1,10 +1,12 @@
 """Running stages inside experiment scripts: derived configs and reuse of finished stages."""
 import json
 import os
+import time
 from typing import Any, Mapping
 
 import ml_collections
 
+from hybrid_rl.parallel import distributed
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stages
 
@@ -49,8 +51,16 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "summary.json")) as f:
       return json.load(f)
   print(f"== {config.stage} (seed {config.seed}) -> {workdir}", flush=True)
+  os.makedirs(workdir, exist_ok=True)
+  if distributed.is_main():  # what this stage ran with, e.g. which checkpoints it chained
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+  start = time.perf_counter()
   summary = stages.get(config.stage)(config, workdir)
-  with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+  # Time of the call that finished the stage (a resumed stage counts its last part).
+  summary["wall_seconds"] = time.perf_counter() - start
+  if distributed.is_main():
+    with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
+      json.dump(summary, f, indent=2)
+    os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
   return summary

@@ -14,6 +14,7 @@ _STAGE_MODULES = {
     "grpo": "hybrid_rl.train.grpo_stage",
     "eval": "hybrid_rl.eval.evaluate",
     "reward_model": "hybrid_rl.train.rm_stage",
+    "distill": "hybrid_rl.train.distill_stage",
 }
 
 

@@ -1,0 +1,145 @@
+"""Distillation stage: the student learns from a frozen teacher on unlabelled prompts.
+
+config.distill.rollouts picks whose samples the student trains on:
+  teacher  Stage 2a (forward-KL warmup): the teacher samples; the student fits
+           them by sampled-token cross-entropy (fkl_sampled, sequence-level KD)
+           or by full / top-k token-level KL to the teacher on those prefixes
+           (fkl_full / fkl_topk);
+  student  Stage 2b (on-policy distillation): the student samples; per-token
+           reward log pT - log pS on the sampled token as a policy-gradient
+           advantage (opd_pg), or the full-vocabulary reverse KL (rkl_full) or
+           generalized JSD(beta) (jsd) as a direct loss.
+Per step: draw `train.batch_size` prompts, sample `sampling.num_samples`
+responses each, run the teacher on the rows, one jitted update. Answers are
+never read: the stage uses no labels (its summary says so).
+"""
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hybrid_rl.data import pipeline
+from hybrid_rl.parallel import distributed
+from hybrid_rl.train import loop
+from hybrid_rl.train import objectives
+from hybrid_rl.train import optim
+from hybrid_rl.train import rollouts
+from hybrid_rl.train import stage_io
+from hybrid_rl.train import steps
+
+TEACHER_ROLLOUT_KINDS = ("fkl_sampled", "fkl_full", "fkl_topk")
+STUDENT_ROLLOUT_KINDS = ("opd_pg", "rkl_full", "jsd")
+# What the loss needs from the teacher on each row.
+TEACHER_OUTPUT = {"fkl_sampled": None, "fkl_full": "logits", "fkl_topk": "top_k",
+                  "opd_pg": "logprobs", "rkl_full": "logits", "jsd": "logits"}
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+  allowed = TEACHER_ROLLOUT_KINDS if cfg.rollouts == "teacher" else STUDENT_ROLLOUT_KINDS
+  if cfg.rollouts not in ("teacher", "student"):
+    raise ValueError(f"config.distill.rollouts={cfg.rollouts!r}: choose teacher or student")
+  if cfg.kind not in allowed:
+    raise ValueError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
+                     f"choose {', '.join(allowed)}")
+  if not cfg.teacher_from:
+    raise ValueError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
+                     "directory or .gguf file)")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  mesh = distributed.make_mesh(config.parallel.mesh_shape)
+  with jax.set_mesh(mesh):
+    return _run(config, workdir, mesh)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+  dcfg = config.distill
+  check(dcfg)
+  student = stage_io.build_or_load(config, workdir)
+  teacher = stage_io.build_or_load(config, workdir, init_from=dcfg.teacher_from)
+  if len(teacher.tokenizer) != len(student.tokenizer):
+    raise ValueError(f"teacher vocabulary ({len(teacher.tokenizer)}) differs from the student's "
+                     f"({len(student.tokenizer)}): token-level distillation needs one vocabulary")
+  tokenizer = student.tokenizer
+  graphdef, _ = nnx.split(student.model)
+  teacher_graphdef, _ = nnx.split(teacher.model)
+  teacher_params = distributed.put_global(
+      steps.params_of(teacher.model), steps.state_shardings(steps.params_of(teacher.model), mesh))
+  examples = stage_io.load_split(config, workdir, config.data.train_split)
+  optimizer = optim.make_optimizer(config.optim, config.train.steps)
+  init = steps.init_state(steps.params_of(student.model), optimizer,
+                          jax.random.PRNGKey(config.seed),
+                          stats={"samples_total": 0.0, "tokens_total": 0.0})
+  init = distributed.put_global(init, steps.state_shardings(init, mesh))
+  train_step = steps.jit_train_step(steps.make_train_step(
+      objectives.distill_objective(graphdef, dcfg.kind, jsd_beta=dcfg.jsd_beta,
+                                   compute_dtype=config.model.compute_dtype),
+      optimizer, config.train.grad_accum_steps), init, mesh=mesh)
+  sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
+                                temperature=config.sampling.temperature,
+                                top_p=config.sampling.top_p, top_k=config.sampling.top_k,
+                                num_samples=config.sampling.num_samples)
+  r = config.sampling.max_new_tokens
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  what = TEACHER_OUTPUT[dcfg.kind]
+  model_cfg, tok_path = student.model.cfg, student.tokenizer_path
+  del student
+
+  def step_fn(state, step):
+    del step
+    it = pipeline.BatchIterator(examples, config.train.batch_size, seed=config.seed,
+                                position=int(state["data_position"]),
+                                shard_index=jax.process_index(), shard_count=jax.process_count())
+    prompts = stage_io.format_prompts(next(it), config, tokenizer)
+    rng, sample_key, train_key = jax.random.split(state["rng"], 3)
+    sampler_model = (nnx.merge(teacher_graphdef, teacher_params) if dcfg.rollouts == "teacher"
+                     else nnx.merge(graphdef, state["params"]))
+    t0 = time.perf_counter()
+    rollout = rollouts.sample(sampler_model, tokenizer, prompts, sample_key, sp,
+                              config.data.max_prompt_len, mesh=mesh,
+                              chunks=config.sampling.chunks)
+    batch = rollouts.sequence_batch(rollout)
+    t1 = time.perf_counter()
+    if what is not None:
+      out = objectives.frozen_outputs_jit(
+          teacher_graphdef, teacher_params, batch["tokens"], batch["valid"], r, what=what,
+          top_k=dcfg.top_k, compute_dtype=config.model.compute_dtype)
+      if what == "logprobs":
+        batch["teacher_logprobs"] = out["logprobs"]
+        batch["sampler_logprobs"] = rollout.out.logprobs
+      elif what == "logits":
+        batch["teacher_logits"] = out["logits"]
+      else:
+        batch["teacher_top_logprobs"], batch["teacher_top_ids"] = out["top_logprobs"], out["top_ids"]
+    state, metrics = train_step(state, batch, train_key)
+    jax.block_until_ready(state["params"])
+    t2 = time.perf_counter()
+    samples, tokens = distributed.sum_over_processes(
+        [len(rollout.texts), rollout.tokens_generated()])
+    stats = {"samples_total": float(state["stats"]["samples_total"]) + samples,
+             "tokens_total": float(state["stats"]["tokens_total"]) + tokens}
+    state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
+             "stats": distributed.put_global({k: np.float32(v) for k, v in stats.items()},
+                                             {k: replicated for k in stats})}
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics.update({
+        "samples": float(samples), "tokens_generated": float(tokens), **stats,
+        "response_length": distributed.mean_over_processes(rollout.local_out.lengths),
+        "truncated_fraction": 1 - distributed.mean_over_processes(rollout.local_out.finished),
+        "seconds_sampling": t1 - t0, "seconds_training": t2 - t1})
+    return state, metrics
+
+  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
+                      checkpoint_every=config.train.checkpoint_every,
+                      keep_checkpoints=config.train.keep_checkpoints,
+                      log_every=config.train.log_every, progress=config.log.progress,
+                      tensorboard=config.log.tensorboard, desc=f"distill/{dcfg.kind}")
+  stage_io.export_final(workdir, model_cfg, state["params"], tok_path)
+  return {"stage": "distill", "kind": dcfg.kind, "rollouts": dcfg.rollouts,
+          "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
+          "samples_total": float(state["stats"]["samples_total"]),
+          "prompts_total": int(state["step"]) * config.train.batch_size,
+          "labelled_prompts": 0}
