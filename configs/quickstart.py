@@ -1,33 +1,82 @@
 """The README's first command: `python -m experiments.quickstart --workdir=DIR`.
 
-Runs the vertical slice on the embedded default: SFT cold start of the tiny
-student on synthetic math, evaluation, GRPO against the equivalence
-verifier, evaluation again, over `num_seeds` seeds. Stage blocks (`sft`,
-`grpo`) override the base config for their stage.
+Runs every recipe on the embedded default, sharing one SFT cold start of the
+tiny student per seed:
+  slice            SFT -> eval -> GRPO (equivalence verifier) -> eval
+  hero             reward model on the SFT policy's samples; regime x method arms
+  reinforce_ada    GRPO (n) vs Ada-Pos vs Ada-Balance
+  sparse_to_dense  tiny teacher -> tiny student bridge and its controls
+The experiment blocks are the configs of the experiment scripts
+(configs/hero.py, configs/reinforce_ada.py, configs/sparse_to_dense.py) and
+take overrides as usual: --config.hero.grpo.steps=20. Shared blocks (data,
+tokenizer, verifier, log) come from the top level.
 
-Presets: default (the embedded default, minutes on 2 CPU cores), micro (CI).
+Presets:
+  default  one seed, short stages: the whole job in minutes on 2 CPU cores
+  full     3 seeds at the experiment scripts' tiny sizes (95% intervals)
+  micro    CI-sized
 """
 import ml_collections
 
 from configs import default
+from configs import hero
+from configs import reinforce_ada
+from configs import sparse_to_dense
+
+SHARED_BLOCKS = ("data", "tokenizer", "verifier", "log", "parallel", "distributed")
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
-  if preset not in ("default", "micro"):
+  if preset not in ("default", "full", "micro"):
     raise ValueError(f"unknown preset {preset!r} for configs/quickstart.py "
-                     "(choose default or micro)")
-  config = default.get_config("micro" if preset == "micro" else "tiny")
+                     "(choose default, full or micro)")
+  micro = preset == "micro"
+  sub = "micro" if micro else "tiny"
+  config = default.get_config("micro" if micro else "tiny")
   config.preset = preset
   config.stage = "quickstart"
-  config.num_seeds = 1
-  # SFT and GRPO draw disjoint halves of the train split.
+  config.num_seeds = 3 if preset == "full" else 1
+  config.recipes = "slice,hero,reinforce_ada,sparse_to_dense"
+  # The shared cold start: SFT on the first half of train. The slice's GRPO and
+  # the other recipes' RL stages use the second half.
   config.sft = ml_collections.ConfigDict(dict(
       steps=400, batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
       split="train[:50%]"))
   config.grpo = ml_collections.ConfigDict(dict(
-      steps=60, batch_size=16, learning_rate=1e-4, schedule="constant", warmup_steps=0,
+      steps=30, batch_size=64, learning_rate=1e-4, schedule="constant", warmup_steps=0,
       num_samples=8, split="train[50%:]"))
-  if preset == "micro":
+  config.hero = hero.get_config(sub)
+  config.reinforce_ada = reinforce_ada.get_config(sub)
+  config.sparse_to_dense = sparse_to_dense.get_config(sub)
+  for block in (config.hero, config.reinforce_ada, config.sparse_to_dense):
+    block.num_seeds = config.num_seeds
+  if preset == "default":
+    _quick(config)
+  elif micro:
     config.sft.update(steps=4, batch_size=8)
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
   return config
+
+
+def _quick(config: ml_collections.ConfigDict) -> None:
+  """Short stages and small evaluations: minutes on 2 CPU cores, one seed."""
+  config.sft.steps = 300
+  config.grpo.update(steps=12, batch_size=32)
+  config.eval.update(max_examples=200, num_samples=2)
+  small_eval = dict(max_examples=100, num_samples=2)
+  h = config.hero
+  h.hero.update(ablations=False)
+  h.rm.steps = 100
+  h.reward_model.samples_per_prompt = 2
+  h.grpo.update(steps=10, batch_size=16, num_samples=4)
+  h.eval.update(**small_eval)
+  a = config.reinforce_ada
+  a.grpo.update(steps=8, batch_size=8)
+  a.eval.update(every=4, **small_eval)
+  s = config.sparse_to_dense
+  s.teacher_sft.update(steps=250)
+  s.teacher_grpo.update(steps=10, batch_size=16, num_samples=4)
+  s.fkl.update(steps=30)
+  s.opd.update(steps=10, batch_size=16, num_samples=2)
+  s.student_grpo.update(steps=8, batch_size=16, num_samples=4)
+  s.eval.update(**small_eval)

@@ -13,7 +13,7 @@ the test split per family. Arms:
              (both = the main HERO arm), alpha = beta in hero.alphas, variance
              weighting off, naive weighted sum of rule and RM rewards.
 Finished stages are reused when the script is started again. Writes
-<workdir>/tables/hero_main.{md,csv,tex}, hero_ablations.*, and rm.json.
+<workdir>/tables/hero_main.{md,csv,tex}, hero_ablations.*, and hero_rm.json.
 """
 import json
 import os
@@ -27,8 +27,6 @@ from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import stage_runs
 
-_CONFIG = cli.define_config("configs/hero.py:tiny")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/hero", "Output directory.")
 
 REGIMES = {"easy": "easy", "hard": "hard", "mixed": "easy,hard"}
 REGIME_NAMES = {"easy": "easy-to-verify", "hard": "hard-to-verify", "mixed": "mixed"}
@@ -84,13 +82,22 @@ def arm_config(config: ml_collections.ConfigDict, seed: int, regime: str, method
   return stage_runs.derive(config, overrides)
 
 
-def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
+def planned_stages(config: ml_collections.ConfigDict, shared_start: bool = False) -> int:
+  """Stages run_seed runs for one seed (for progress and ETA)."""
+  return (0 if shared_start else int(bool(config.sft.steps))) + int(bool(config.rm.steps)) + \
+      2 * len(arm_list(config))
+
+
+def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
+             start: str | None = None) -> dict:
+  """Reward model and every arm of one seed; `start` is a finished policy to begin from
+  (else the SFT cold start of config.sft, or config.init_from)."""
   d = lambda *names: os.path.join(root, f"seed{seed}", *names)
-  start = config.init_from
-  if config.sft.steps:
+  if start is None and config.sft.steps:
     stage_runs.run_stage(stage_runs.derive(config, {
         "stage": "sft", "seed": seed, **stage_runs.block_overrides(config.sft)}), d("sft"))
     start = d("sft")
+  start = start or config.init_from
   rm_dir, rm_report = config.reward.rm_from, None
   if config.rm.steps:
     rm_report = stage_runs.run_stage(stage_runs.derive(config, {
@@ -172,20 +179,29 @@ def main(argv):
   del argv
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
-  if not distributed.is_main():
-    return
-  out = [main_table(config, per_seed, os.path.join(root, "tables", "hero_main"))]
+  if distributed.is_main():
+    print("\n\n".join(write_outputs(config, per_seed, root, root)), flush=True)
+
+
+def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], runs_root: str,
+                  out_root: str, prefix: str = "hero") -> list[str]:
+  """Tables under <out_root>/tables/<prefix>_*, curves under plots/; returns the markdown."""
+  out = [main_table(config, per_seed, os.path.join(out_root, "tables", f"{prefix}_main"))]
   if config.hero.ablations:
-    out.append(ablation_table(config, per_seed, os.path.join(root, "tables", "hero_ablations")))
-  with open(os.path.join(root, "tables", "rm.json"), "w") as f:
+    out.append(ablation_table(config, per_seed,
+                              os.path.join(out_root, "tables", f"{prefix}_ablations")))
+  with open(os.path.join(out_root, "tables", f"{prefix}_rm.json"), "w") as f:
     json.dump([s["rm"] for s in per_seed], f, indent=2)
-  curves = {f"{arm} s{i}": os.path.join(root, f"seed{i}", "arms", arm, "grpo", "metrics.jsonl")
-            for i in range(len(per_seed)) for arm in per_seed[i]["arms"]
-            if arm.count("-") == 1}
+  curves = {f"{arm} s{i}": os.path.join(runs_root, f"seed{i}", "arms", arm, "grpo",
+                                        "metrics.jsonl")
+            for i in range(len(per_seed)) for arm in per_seed[i]["arms"] if arm.count("-") == 1}
   plots.plot_learning_curves(curves, ["accuracy", "reward_mean"],
-                             os.path.join(root, "plots", "hero_curves.png"))
-  print("\n\n".join(out), flush=True)
+                             os.path.join(out_root, "plots", f"{prefix}_curves.png"))
+  return out
 
 
 if __name__ == "__main__":
+  # Flags only when run as a script: experiments.quickstart imports this module.
+  _CONFIG = cli.define_config("configs/hero.py:tiny")
+  _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hero", "Output directory.")
   cli.run(main)

@@ -20,7 +20,6 @@ Activations inside the layers are not counted (they depend on remat).
 import math
 
 from absl import app
-from absl import flags
 import jax
 import ml_collections
 import numpy as np

@@ -1,54 +1,77 @@
-r"""The main job on the embedded default: one command, no network.
+r"""The main job on the embedded default: one command, no network, every recipe.
 
   python -m experiments.quickstart --workdir=/tmp/hybrid_rl
 
-Builds the synthetic data and tokenizer, cold-starts the tiny student by SFT,
-evaluates it, runs GRPO, evaluates again, and writes the table to
-<workdir>/tables/ (markdown, CSV, LaTeX) and learning curves to <workdir>/plots/.
-Re-running with the same --workdir reuses every finished stage.
+Builds the synthetic data and tokenizer, cold-starts the tiny student by SFT
+(shared by all recipes), then runs per seed: the SFT -> GRPO slice, HERO
+(reward model + regime x method), Reinforce-Ada (GRPO vs Ada-Pos vs
+Ada-Balance) and the sparse-to-dense pipeline (tiny teacher -> student).
+Prints the tables and writes them as markdown, CSV and LaTeX to
+<workdir>/tables/ with learning curves in <workdir>/plots/. A bar shows the
+stage running and an ETA; re-running with the same --workdir reuses every
+finished stage. --config=configs/quickstart.py:full runs 3 seeds at the
+experiment scripts' sizes.
 """
 import os
+import time
 
 from absl import flags
 import ml_collections
 
+from configs import quickstart as quickstart_config
+from experiments import hero
+from experiments import reinforce_ada
+from experiments import sparse_to_dense
 from hybrid_rl import cli
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
+from hybrid_rl.parallel import distributed
 from hybrid_rl.train import stage_runs
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
 
 
-def stage_config(base: ml_collections.ConfigDict, stage: str, seed: int, init_from: str,
-                 block: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  overrides = {"stage": stage, "seed": seed, "init_from": init_from}
-  if block is not None:
-    overrides.update(stage_runs.block_overrides(block))
-  return stage_runs.derive(base, overrides)
+def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """An experiment's block with the top level's shared blocks (one dataset, one
+  tokenizer, one verifier setting) and no per-stage progress bars."""
+  sub = ml_collections.ConfigDict(config[name].to_dict())
+  for block in quickstart_config.SHARED_BLOCKS:
+    sub[block] = ml_collections.ConfigDict(config[block].to_dict())
+  sub.log.progress = False
+  sub.num_seeds = config.num_seeds
+  return sub
 
 
-def main(argv):
-  del argv
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
-  results, curves = {"sft": [], "grpo": []}, {}
-  for seed in range(config.num_seeds):
-    d = lambda name, seed=seed: os.path.join(root, f"seed{seed}", name)
-    stage_runs.run_stage(stage_config(config, "sft", seed, "", config.sft), d("sft"))
-    results["sft"].append(
-        stage_runs.run_stage(stage_config(config, "eval", seed, d("sft")), d("eval_sft")))
-    stage_runs.run_stage(stage_config(config, "grpo", seed, d("sft"), config.grpo), d("grpo"))
-    results["grpo"].append(
-        stage_runs.run_stage(stage_config(config, "eval", seed, d("grpo")), d("eval_grpo")))
-    curves[f"seed{seed}"] = os.path.join(d("grpo"), "metrics.jsonl")
-  table = slice_table(results, config, os.path.join(root, "tables", "slice"))
-  plots.plot_learning_curves(curves, ["reward_mean", "loss"],
-                             os.path.join(root, "plots", "grpo_curves.png"))
-  print(table, flush=True)
+def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple[str, dict]:
+  """SFT cold start -> eval -> GRPO -> eval; returns (SFT dir, results)."""
+  d = lambda name: os.path.join(root, f"seed{seed}", name)
+  stage = lambda stage, init_from, block=None: stage_runs.derive(config, {
+      "stage": stage, "seed": seed, "init_from": init_from, "log.progress": False,
+      **(stage_runs.block_overrides(block) if block is not None else {})})
+  stage_runs.run_stage(stage("sft", "", config.sft), d("sft"))
+  out = {"sft": stage_runs.run_stage(stage("eval", d("sft")), d("eval_sft"))}
+  if "slice" in config.recipes.split(","):
+    stage_runs.run_stage(stage("grpo", d("sft"), config.grpo), d("grpo"))
+    out["grpo"] = stage_runs.run_stage(stage("eval", d("grpo")), d("eval_grpo"))
+  return d("sft"), out
 
 
-def slice_table(results: dict, config: ml_collections.ConfigDict, stem: str) -> str:
+def planned_stages(config: ml_collections.ConfigDict) -> int:
+  recipes = config.recipes.split(",")
+  n = 2 + (2 if "slice" in recipes else 0)
+  if "hero" in recipes:
+    n += hero.planned_stages(config.hero, shared_start=True)
+  if "reinforce_ada" in recipes:
+    n += reinforce_ada.planned_stages(config.reinforce_ada, shared_start=True)
+  if "sparse_to_dense" in recipes:
+    s2d = ml_collections.ConfigDict(config.sparse_to_dense.to_dict())
+    s2d.student_init_from = "shared"
+    n += sparse_to_dense.planned_stages(s2d)
+  return n * config.num_seeds
+
+
+def slice_table(results: list[dict], config: ml_collections.ConfigDict, stem: str) -> str:
   """SFT vs GRPO oracle accuracy on the eval split, mean +- 95% CI over seeds."""
   k = config.eval.num_samples
   def cell(evals, key="avg@k", family=None):
@@ -56,21 +79,75 @@ def slice_table(results: dict, config: ml_collections.ConfigDict, stem: str) -> 
     return tables.fmt(*tables.mean_ci95(vals))
   rows = []
   for arm, name in (("sft", "SFT cold start"), ("grpo", "SFT + GRPO")):
-    ev = results[arm]
+    ev = [r[arm] for r in results]
     rows.append({"arm": name, f"avg@{k}": cell(ev), f"avg@{k} easy": cell(ev, family="easy"),
                  f"avg@{k} hard": cell(ev, family="hard"), f"pass@{k}": cell(ev, "pass@k")})
-  diff = [g["overall"]["avg@k"] - s["overall"]["avg@k"]
-          for s, g in zip(results["sft"], results["grpo"])]
+  diff = [r["grpo"]["overall"]["avg@k"] - r["sft"]["overall"]["avg@k"] for r in results]
   rows.append({"arm": "GRPO - SFT (paired)", f"avg@{k}": tables.fmt(*tables.mean_ci95(diff))})
-  notes = [f"Oracle (equivalence verifier) accuracy on synthetic_math/{config.eval.split} "
-           f"({results['sft'][0]['overall']['n']} problems, {k} samples each, T={config.eval.temperature}), "
-           f"mean ± 95% CI over {len(diff)} seed(s).",
+  m = config.model
+  notes = [f"Setup: synthetic_math, student {m.hidden_size}d x {m.num_layers} layers. Oracle "
+           f"(equivalence verifier) accuracy (%) on {config.eval.split} "
+           f"({results[0]['sft']['overall']['n']} problems, {k} samples each, "
+           f"T={config.eval.temperature}), mean ± 95% CI over {len(diff)} seed(s).",
            f"SFT: {config.sft.steps} steps x {config.sft.batch_size} on {config.sft.split}; "
            f"GRPO: {config.grpo.steps} steps x {config.grpo.batch_size} prompts x "
-           f"{config.grpo.num_samples} samples on {config.grpo.split}, lr {config.grpo.learning_rate}."]
-  return tables.write_table(rows, ["arm", f"avg@{k}", f"avg@{k} easy", f"avg@{k} hard",
-                                   f"pass@{k}"], stem, title="SFT -> GRPO slice",
+           f"{config.grpo.num_samples} samples on {config.grpo.split}, lr "
+           f"{config.grpo.learning_rate}.",
+           "No paper row: this is the shared vertical slice (GRPO of DeepSeekMath, as "
+           "implemented by TRL / verl)."]
+  return tables.write_table(rows, list(rows[0]), stem, title="SFT -> GRPO slice",
                             notes=notes)["md"]
+
+
+def main(argv):
+  del argv
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
+  recipes = config.recipes.split(",")
+  subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
+                                                        "sparse_to_dense")}
+  start_time = time.perf_counter()
+  progress = stage_runs.Progress(planned_stages(config), root,
+                                 enabled=config.log.progress and distributed.is_main())
+  stage_runs.track(progress)
+  results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
+  try:
+    for seed in range(config.num_seeds):
+      sft_dir, slice_result = slice_seed(config, root, seed)
+      results["slice"].append(slice_result)
+      if "hero" in recipes:
+        results["hero"].append(hero.run_seed(subs["hero"], os.path.join(root, "hero"), seed,
+                                             start=sft_dir))
+      if "reinforce_ada" in recipes:
+        results["reinforce_ada"].append(reinforce_ada.run_seed(
+            subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
+      if "sparse_to_dense" in recipes:
+        s2d = stage_runs.derive(subs["sparse_to_dense"], {"student_init_from": sft_dir})
+        results["sparse_to_dense"].append(sparse_to_dense.run_seed(
+            s2d, os.path.join(root, "sparse_to_dense"), seed))
+  finally:
+    stage_runs.track(None)
+    progress.close()
+  if not distributed.is_main():
+    return
+  out = []
+  if "slice" in recipes:
+    out.append(slice_table(results["slice"], config, os.path.join(root, "tables", "slice")))
+    plots.plot_learning_curves(
+        {f"seed{s}": os.path.join(root, f"seed{s}", "grpo", "metrics.jsonl")
+         for s in range(config.num_seeds)}, ["reward_mean", "loss"],
+        os.path.join(root, "plots", "grpo_curves.png"))
+  if "hero" in recipes:
+    out += hero.write_outputs(subs["hero"], results["hero"], os.path.join(root, "hero"), root)
+  if "reinforce_ada" in recipes:
+    out.append(reinforce_ada.write_outputs(subs["reinforce_ada"], results["reinforce_ada"], root))
+  if "sparse_to_dense" in recipes:
+    out.append(sparse_to_dense.table(subs["sparse_to_dense"], results["sparse_to_dense"],
+                                     os.path.join(root, "tables", "sparse_to_dense")))
+  minutes = (time.perf_counter() - start_time) / 60
+  out.append(f"quickstart ({config.preset}, {config.num_seeds} seed(s)): {minutes:.1f} min "
+             f"in this call; tables in {os.path.join(root, 'tables')}, plots in "
+             f"{os.path.join(root, 'plots')}")
+  print("\n\n".join(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -17,24 +17,31 @@ import numpy as np
 from hybrid_rl import cli
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
+from hybrid_rl.parallel import distributed
 from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 
-_CONFIG = cli.define_config("configs/reinforce_ada.py:tiny")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/reinforce_ada", "Output directory.")
 
 ARM_NAMES = {"grpo": "GRPO (n)", "ada_pos": "Reinforce-Ada-Pos", "ada_balance": "Reinforce-Ada-Balance"}
 PAPER = {  # Qwen2.5-Math-1.5B: weighted avg@32, seconds per step on 8xH100
     "grpo": ("45.3", "102"), "ada_pos": ("46.1", "228"), "ada_balance": ("47.6", "290")}
 
 
-def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
+def planned_stages(config: ml_collections.ConfigDict, shared_start: bool = False) -> int:
+  """Stages run_seed runs for one seed (for progress and ETA)."""
+  return (0 if shared_start else int(bool(config.sft.steps))) + 2 * len(config.arms.split(","))
+
+
+def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
+             start: str | None = None) -> dict:
+  """Runs every arm of one seed; `start` is a finished policy to begin from (else the
+  SFT cold start of config.sft, or config.init_from)."""
   d = lambda *names: os.path.join(root, f"seed{seed}", *names)
-  start = config.init_from
-  if config.sft.steps:
+  if start is None and config.sft.steps:
     stage_runs.run_stage(stage_runs.derive(config, {"stage": "sft", "seed": seed,
                                                     **stage_runs.block_overrides(config.sft)}), d("sft"))
     start = d("sft")
+  start = start or config.init_from
   out = {}
   for arm in config.arms.split(","):
     overrides = {"stage": "grpo", "seed": seed, "init_from": start,
@@ -55,6 +62,13 @@ def main(argv):
   del argv
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
+  if distributed.is_main():
+    print(write_outputs(config, per_seed, root), flush=True)
+
+
+def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root: str,
+                  stem: str = "reinforce_ada") -> str:
+  """The table (<root>/tables/<stem>.*) and learning curves; returns the markdown."""
   arms = config.arms.split(",")
   k = config.eval.num_samples
   rows = []
@@ -81,15 +95,18 @@ def main(argv):
            f"N={config.rl.ada.max_rounds}; {config.num_seeds} seed(s), mean ± 95% CI.",
            "Paper columns: Xiong et al. 2025, Qwen2.5-Math-1.5B (weighted avg@32; 8xH100 s/step).",
            ratio]
-  out = tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", "reinforce_ada"),
+  out = tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", stem),
                            title="Reinforce-Ada vs GRPO", notes=[n for n in notes if n])
   curves = {f"{ARM_NAMES[a]} s{i}": s[a]["metrics_path"] for a in arms
             for i, s in enumerate(per_seed)}
   for x in ("step", "samples_total"):
     plots.plot_learning_curves(curves, ["eval/avg@k"], os.path.join(
-        root, "plots", f"reinforce_ada_{'step' if x == 'step' else 'samples'}.png"), x_key=x)
-  print(out["md"], flush=True)
+        root, "plots", f"{stem}_{'step' if x == 'step' else 'samples'}.png"), x_key=x)
+  return out["md"]
 
 
 if __name__ == "__main__":
+  # Flags only when run as a script: experiments.quickstart imports this module.
+  _CONFIG = cli.define_config("configs/reinforce_ada.py:tiny")
+  _WORKDIR = flags.DEFINE_string("workdir", "/tmp/reinforce_ada", "Output directory.")
   cli.run(main)

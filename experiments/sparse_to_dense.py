@@ -35,8 +35,6 @@ from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import stage_runs
 
-_CONFIG = cli.define_config("configs/sparse_to_dense.py:tiny")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/sparse_to_dense", "Output directory.")
 
 ARM_NAMES = {
     "start": "student cold start (no RL, no bridge)",
@@ -88,6 +86,25 @@ def distill_overrides(block: ml_collections.ConfigDict, init_from: str, teacher:
           "distill.teacher_from": teacher, "distill.rollouts": rollouts,
           "distill.kind": block.kind, "distill.top_k": block.get("top_k", 8),
           "distill.jsd_beta": block.get("jsd_beta", 0.5), **stage_runs.block_overrides(block)}
+
+
+def planned_stages(config: ml_collections.ConfigDict) -> int:
+  """Stages run_seed runs for one seed (for progress and ETA): training stages and evals."""
+  arms = set(config.arms.split(","))
+  dirs = {"teacher_grpo"}
+  dirs |= {"teacher_sft"} if not config.teacher_init_from else set()
+  dirs |= {"student_sft"} if not config.student_init_from else set()
+  if arms & {"recipe", "stage3", "replay"}:
+    dirs |= {"bridge_rl/fkl", "bridge_rl/opd"}
+  dirs |= {"bridge_rl/stage3"} if "stage3" in arms else set()
+  dirs |= {"bridge_rl/replay"} if "replay" in arms else set()
+  dirs |= {"direct_grpo"} if "direct_grpo" in arms else set()
+  dirs |= {"bridge_pre/fkl", "bridge_pre/opd"} if "pre_rl_bridge" in arms else set()
+  dirs |= {"bridge_rl/fkl"} if "fkl_only" in arms else set()
+  dirs |= {"opd_only/opd"} if "opd_only" in arms else set()
+  chains = {"start"} | ({"recipe"} if arms & {"recipe", "stage3", "replay"} else set()) | arms
+  evals = 2 + len(chains)  # teacher before / after, and every student endpoint
+  return len(dirs) + evals
 
 
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
@@ -190,4 +207,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags only when run as a script: experiments.quickstart imports this module.
+  _CONFIG = cli.define_config("configs/sparse_to_dense.py:tiny")
+  _WORKDIR = flags.DEFINE_string("workdir", "/tmp/sparse_to_dense", "Output directory.")
   cli.run(main)

@@ -1,26 +1,116 @@
-"""The README's first command on the micro preset: tables and plots written and well-formed."""
+"""The README's first command on the micro preset, run once for all recipes: tables and
+plots written and well-formed, each recipe's arms wired as specified, stages reused."""
 import csv
+import json
 import os
 
 import matplotlib.image
+import pytest
 
+from hybrid_rl.train.metrics import read_metrics
 from tests.helpers import run_module
 
+ARGS = ["--config=configs/quickstart.py:micro", "--config.log.progress=False",
+        "--config.log.tensorboard=False", "--config.verifier.num_workers=1"]
 
-def test_quickstart_micro_writes_tables_and_plots_and_reuses_stages(tmp_path):
-  workdir = str(tmp_path / "qs")
-  args = [f"--workdir={workdir}", "--config=configs/quickstart.py:micro",
-          "--config.log.progress=False", "--config.log.tensorboard=False",
-          "--config.verifier.num_workers=1"]
-  first = run_module("experiments.quickstart", *args)
-  assert "SFT -> GRPO slice" in first.stdout
-  for ext in ("md", "csv", "tex"):
-    assert os.path.getsize(os.path.join(workdir, "tables", f"slice.{ext}")) > 0
-  rows = list(csv.DictReader(open(os.path.join(workdir, "tables", "slice.csv"))))
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("qs") / "run")
+  proc = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS)
+  return workdir, proc.stdout
+
+
+def _csv(workdir, name):
+  return list(csv.DictReader(open(os.path.join(workdir, "tables", f"{name}.csv"))))
+
+
+def test_every_table_and_plot_is_written_and_printed(quickstart):
+  workdir, stdout = quickstart
+  for title in ("SFT -> GRPO slice", "HERO: regime x reward method", "HERO ablations",
+                "Reinforce-Ada vs GRPO", "Sparse-to-dense: student accuracy"):
+    assert f"### {title}" in stdout
+  for name in ("slice", "hero_main", "hero_ablations", "reinforce_ada", "sparse_to_dense"):
+    for ext in ("md", "csv", "tex"):
+      assert os.path.getsize(os.path.join(workdir, "tables", f"{name}.{ext}")) > 0, name
+    tex = open(os.path.join(workdir, "tables", f"{name}.tex")).read()
+    assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
+  for png in ("grpo_curves", "hero_curves", "reinforce_ada_step", "reinforce_ada_samples"):
+    assert matplotlib.image.imread(os.path.join(workdir, "plots", f"{png}.png")).shape[0] > 100
+  rows = _csv(workdir, "slice")
   assert [r["arm"] for r in rows] == ["SFT cold start", "SFT + GRPO", "GRPO - SFT (paired)"]
-  for r in rows[:2]:
-    assert 0.0 <= float(r["avg@2"]) <= 100.0
-  image = matplotlib.image.imread(os.path.join(workdir, "plots", "grpo_curves.png"))
-  assert image.shape[0] > 100
-  second = run_module("experiments.quickstart", *args)
-  assert "== sft" not in second.stdout and "== grpo" not in second.stdout  # all stages reused
+  assert all(0.0 <= float(r["avg@2"]) <= 100.0 for r in rows[:2])
+
+
+def test_hero_arms_and_tables(quickstart):
+  workdir, _ = quickstart
+  main = _csv(workdir, "hero_main")
+  assert [(r["training regime"], r["method"]) for r in main] == [
+      (reg, m) for reg in ("easy-to-verify", "hard-to-verify")
+      for m in ("RM-only", "verifier-only", "HERO")]
+  assert all(r["easy (paper)"] and r["easy (ours)"] != "-" for r in main)
+  by_label = {r["ablation"]: r for r in _csv(workdir, "hero_ablations")}
+  assert by_label["dense both"]["arm"] == by_label["variance weighting on"]["arm"] == "easy-hero"
+  assert by_label["alpha 0.2"]["arm"] == "easy-hero-alpha_0.2"
+  arms = os.path.join(workdir, "hero", "seed0", "arms")
+  last = lambda arm: read_metrics(os.path.join(arms, arm, "grpo", "metrics.jsonl"))[-1]
+  # Each arm trained with its own reward: HERO logs its weights, RM-only its RM scores.
+  assert "hero_weight_mean" in last("easy-hero")
+  assert "hero_weight_mean" not in last("easy-hero-no_variance_weighting")
+  assert "rm_score_mean" in last("easy-rm") and "rm_score_mean" not in last("easy-verifier")
+  config = json.load(open(os.path.join(arms, "hard-hero", "grpo", "config.json")))
+  assert config["data"]["train_families"] == "hard" and config["rl"]["verifier"] == "strict"
+  # All recipes start from the one shared SFT cold start.
+  assert config["init_from"] == os.path.join(workdir, "seed0", "sft")
+  rm = json.load(open(os.path.join(workdir, "tables", "hero_rm.json")))
+  assert 0 <= rm[0]["accuracy"] <= 1 and rm[0]["n"] > 0
+
+
+def test_reinforce_ada_table_has_cost_columns(quickstart):
+  workdir, _ = quickstart
+  rows = _csv(workdir, "reinforce_ada")
+  assert [r["method"] for r in rows] == ["GRPO (n)", "Reinforce-Ada-Pos", "Reinforce-Ada-Balance"]
+  grpo, ada_pos, ada_bal = (float(r["samples/step"]) for r in rows)
+  assert grpo == 4 * 2  # prompts x n
+  assert ada_pos >= 4 * 4 and ada_bal >= 4 * 4  # at least one round of M per prompt
+  assert all(float(r["s/step"]) > 0 and r["paper avg@32"] for r in rows)
+
+
+def test_sparse_to_dense_chains_checkpoints_and_accounts_labels(quickstart):
+  workdir, _ = quickstart
+  seed = os.path.join(workdir, "sparse_to_dense", "seed0")
+  student0 = os.path.join(workdir, "seed0", "sft")
+  cfg = lambda stage: json.load(open(os.path.join(seed, stage, "config.json")))
+  summary = lambda stage: json.load(open(os.path.join(seed, stage, "summary.json")))
+  assert cfg("teacher_grpo")["init_from"] == os.path.join(seed, "teacher_sft")
+  fkl, opd = cfg("bridge_rl/fkl"), cfg("bridge_rl/opd")
+  assert fkl["init_from"] == student0
+  assert fkl["distill"]["teacher_from"] == os.path.join(seed, "teacher_grpo")
+  assert (fkl["distill"]["rollouts"], opd["distill"]["rollouts"]) == ("teacher", "student")
+  assert opd["init_from"] == os.path.join(seed, "bridge_rl", "fkl")
+  assert cfg("bridge_pre/fkl")["distill"]["teacher_from"] == os.path.join(seed, "teacher_sft")
+  assert cfg("opd_only/opd")["init_from"] == student0
+  assert cfg("bridge_rl/stage3")["init_from"] == os.path.join(seed, "bridge_rl", "opd")
+  assert cfg("bridge_rl/replay")["init_from"] == os.path.join(seed, "bridge_rl", "opd")
+  assert cfg("direct_grpo")["init_from"] == student0
+  assert cfg("teacher_grpo")["data"]["train_split"] == cfg("direct_grpo")["data"]["train_split"]
+  # Labelled accounting: GRPO stages count steps x prompts, distillation none.
+  stage1 = summary("teacher_grpo")
+  assert stage1["labelled_prompts"] == 2 * 4
+  assert summary("bridge_rl/opd")["labelled_prompts"] == 0
+  rows = {r["arm"]: r for r in _csv(workdir, "sparse_to_dense")}
+  recipe = rows["bridge: RL teacher, FKL -> OPD"]
+  assert int(recipe["labelled prompts"]) == stage1["labelled_prompts"]
+  assert float(recipe["samples"]) == sum(summary(s)["samples_total"] for s in (
+      "teacher_grpo", "bridge_rl/fkl", "bridge_rl/opd"))
+  assert int(rows["bridge + Stage 3 student GRPO"]["labelled prompts"]) == 16
+  assert int(rows["direct student GRPO (same labelled budget)"]["labelled prompts"]) == 8
+  assert int(rows["bridge from the pre-RL teacher"]["labelled prompts"]) == 0
+  assert int(rows["bridge + replay control (Stage 3 steps on bridge data)"]["labelled prompts"]) == 8
+
+
+def test_second_start_reuses_every_stage(quickstart):
+  workdir, _ = quickstart
+  again = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS)
+  assert "\n== " not in again.stdout  # no stage ran
+  assert "### Sparse-to-dense: student accuracy" in again.stdout

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stages
 
@@ -45,12 +46,59 @@ def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
   return stage_io.is_finished(workdir)
 
 
+class Progress:
+  """Stages of a multi-stage experiment: a bar with the stage running and an ETA.
+
+  The ETA extrapolates the mean wall time of the stages run so far (reused
+  stages count as done and take no time).
+  """
+
+  def __init__(self, total: int, root: str, enabled: bool = True):
+    self.total, self.root, self.done, self.ran, self.seconds = total, root, 0, 0, 0.0
+    self.bar = metrics_lib.progress(total=total, desc="stages", enabled=enabled)
+
+  def label(self, workdir: str) -> str:
+    return os.path.relpath(workdir, self.root)
+
+  def eta(self) -> str:
+    if not self.ran:
+      return "?"
+    left = max(self.total - self.done, 0) * self.seconds / self.ran
+    return time.strftime("%H:%M:%S", time.gmtime(left))
+
+  def finish(self, seconds: float | None) -> None:
+    self.done += 1
+    if seconds is not None:
+      self.ran, self.seconds = self.ran + 1, self.seconds + seconds
+    self.bar.update(1)
+
+  def close(self) -> None:
+    self.bar.close()
+
+
+_progress: Progress | None = None
+
+
+def track(progress: Progress | None) -> None:
+  """Reports every run_stage call to `progress` (None stops reporting)."""
+  global _progress
+  _progress = progress
+
+
 def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs config.stage in workdir unless it already finished there; returns its summary."""
   if is_done(config, workdir):
     with open(os.path.join(workdir, "summary.json")) as f:
-      return json.load(f)
-  print(f"== {config.stage} (seed {config.seed}) -> {workdir}", flush=True)
+      summary = json.load(f)
+    if _progress is not None:
+      _progress.finish(None)
+    return summary
+  where = workdir
+  if _progress is not None:
+    where = (f"{_progress.label(workdir)} [stage {_progress.done + 1}/{_progress.total}, "
+             f"ETA {_progress.eta()}]")
+    _progress.bar.set_description(_progress.label(workdir))
+  print(f"== {config.stage} (seed {config.seed}) -> {where}", flush=True)
   os.makedirs(workdir, exist_ok=True)
   if distributed.is_main():  # what this stage ran with, e.g. which checkpoints it chained
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -63,4 +111,6 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
       json.dump(summary, f, indent=2)
     os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+  if _progress is not None:
+    _progress.finish(summary["wall_seconds"])
   return summary
