@@ -12,10 +12,12 @@ stage running and an ETA; re-running with the same --workdir reuses every
 finished stage. --config=configs/quickstart.py:full runs 3 seeds at the
 experiment scripts' sizes.
 """
+import datetime
 import os
 import time
 
 from absl import flags
+import jax
 import ml_collections
 
 from configs import quickstart as quickstart_config
@@ -30,6 +32,8 @@ from hybrid_rl.train import stage_runs
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
+_README = flags.DEFINE_string("readme", "", "If set, a README whose results section (between "
+                              "its quickstart markers) is replaced by this run's report.")
 
 
 def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -144,10 +148,34 @@ def main(argv):
     out.append(sparse_to_dense.table(subs["sparse_to_dense"], results["sparse_to_dense"],
                                      os.path.join(root, "tables", "sparse_to_dense")))
   minutes = (time.perf_counter() - start_time) / 60
-  out.append(f"quickstart ({config.preset}, {config.num_seeds} seed(s)): {minutes:.1f} min "
-             f"in this call; tables in {os.path.join(root, 'tables')}, plots in "
-             f"{os.path.join(root, 'plots')}")
-  print("\n\n".join(out), flush=True)
+  header = (f"Quickstart run of {datetime.date.today().isoformat()}: preset "
+            f"`{config.preset}`, {config.num_seeds} seed(s), {minutes:.1f} min wall time in "
+            f"this call on {os.cpu_count()} CPU core(s) ({jax.devices()[0].platform}); "
+            f"{progress.ran} stage(s) run, {progress.done - progress.ran} reused.")
+  report = "\n\n".join([header] + [t.replace("### ", "#### ") for t in out])
+  with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:
+    f.write(report + "\n")
+  if _README.value:
+    replace_readme_section(_README.value, report)
+  print("\n\n".join(out + [header, f"tables in {os.path.join(root, 'tables')}, plots in "
+                             f"{os.path.join(root, 'plots')}"]), flush=True)
+
+
+README_BEGIN = "<!-- quickstart results: begin (written by experiments.quickstart --readme) -->"
+README_END = "<!-- quickstart results: end -->"
+
+
+def replace_readme_section(path: str, report: str) -> None:
+  """Puts `report` between the README's result markers (the command writes the
+  README's results; nobody types them)."""
+  text = open(path).read()
+  if README_BEGIN not in text or README_END not in text:
+    raise ValueError(f"{path}: no '{README_BEGIN}' ... '{README_END}' markers")
+  head, rest = text.split(README_BEGIN, 1)
+  _, tail = rest.split(README_END, 1)
+  with open(path + ".tmp", "w") as f:
+    f.write(f"{head}{README_BEGIN}\n{report}\n{README_END}{tail}")
+  os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
