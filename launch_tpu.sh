@@ -4,7 +4,7 @@
 #
 #   ./launch_tpu.sh --name=my-pod --zone=us-east5-a --project=my-proj \
 #       --type=v5p-64 --create --install [--delete] [--dry-run] -- \
-#       experiments.hero --config=configs/hero.py:pod --workdir=gs://bucket/hero
+#       experiments.hero --config=configs/hero.py:pod --workdir=/gcs/bucket/hero
 #
 # Steps, in order: create the VM (--create), put the code on all workers
 # (copy of this checkout by default, or --clone=URL), install requirements

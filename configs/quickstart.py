@@ -74,9 +74,9 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   a.grpo.update(steps=8, batch_size=8)
   a.eval.update(every=4, **small_eval)
   s = config.sparse_to_dense
-  s.teacher_sft.update(steps=250)
+  s.teacher_sft.update(steps=200)
   s.teacher_grpo.update(steps=10, batch_size=16, num_samples=4)
-  s.fkl.update(steps=30)
+  s.fkl.update(steps=20)
   s.opd.update(steps=10, batch_size=16, num_samples=2)
   s.student_grpo.update(steps=8, batch_size=16, num_samples=4)
   s.eval.update(**small_eval)

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from hybrid_rl.parallel import distributed
 from hybrid_rl.rewards.verifier_pool import VerifierPool
 from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
@@ -96,6 +97,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = evaluate(policy.model, policy.tokenizer, examples, config, pool,
                       jax.random.PRNGKey(config.seed + 7919))
   result["split"] = config.eval.split
+  # Every process evaluates every example with the same key (replicated, not split:
+  # evaluation sets are small); the main one writes.
+  if not distributed.is_main():
+    return result
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "eval.md"), "w") as f:
     f.write(to_markdown(result, f"{config.data.name} / {config.eval.split}"))
