@@ -44,6 +44,8 @@ def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collection
     sub[block] = ml_collections.ConfigDict(config[block].to_dict())
   sub.log.progress = False
   sub.num_seeds = config.num_seeds
+  if "sft" in sub:  # the shared cold start, so that the tables state it
+    sub.sft = ml_collections.ConfigDict(config.sft.to_dict())
   return sub
 
 
@@ -148,10 +150,11 @@ def main(argv):
     out.append(sparse_to_dense.table(subs["sparse_to_dense"], results["sparse_to_dense"],
                                      os.path.join(root, "tables", "sparse_to_dense")))
   minutes = (time.perf_counter() - start_time) / 60
-  header = (f"Quickstart run of {datetime.date.today().isoformat()}: preset "
-            f"`{config.preset}`, {config.num_seeds} seed(s), {minutes:.1f} min wall time in "
-            f"this call on {os.cpu_count()} CPU core(s) ({jax.devices()[0].platform}); "
-            f"{progress.ran} stage(s) run, {progress.done - progress.ran} reused.")
+  header = (f"Quickstart report of {datetime.date.today().isoformat()}: preset "
+            f"`{config.preset}`, {config.num_seeds} seed(s), on {os.cpu_count()} CPU core(s) "
+            f"({jax.devices()[0].platform}). The {progress.done} stages took "
+            f"{progress.stage_seconds / 60:.1f} min of wall time when they ran; this call ran "
+            f"{progress.ran} and reused {progress.done - progress.ran} in {minutes:.1f} min.")
   report = "\n\n".join([header] + [t.replace("### ", "#### ") for t in out])
   with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:
     f.write(report + "\n")

@@ -100,11 +100,13 @@ def planned_stages(config: ml_collections.ConfigDict) -> int:
   dirs |= {"bridge_rl/replay"} if "replay" in arms else set()
   dirs |= {"direct_grpo"} if "direct_grpo" in arms else set()
   dirs |= {"bridge_pre/fkl", "bridge_pre/opd"} if "pre_rl_bridge" in arms else set()
-  dirs |= {"bridge_rl/fkl"} if "fkl_only" in arms else set()
   dirs |= {"opd_only/opd"} if "opd_only" in arms else set()
+  dirs |= {"bridge_rl/fkl"} if "fkl_only" in arms else set()
+  # fkl_only calls the recipe's FKL stage again (run once, then found finished).
+  calls = len(dirs) + int("fkl_only" in arms and bool(arms & {"recipe", "stage3", "replay"}))
   chains = {"start"} | ({"recipe"} if arms & {"recipe", "stage3", "replay"} else set()) | arms
   evals = 2 + len(chains)  # teacher before / after, and every student endpoint
-  return len(dirs) + evals
+  return calls + evals
 
 
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
@@ -150,7 +152,7 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
   if "pre_rl_bridge" in arms:
     chains["pre_rl_bridge"] = bridge("bridge_pre", teacher0)
   if "fkl_only" in arms:
-    chains["fkl_only"] = rl_chain + bridge("bridge_rl", teacher_rl, opd=False)
+    chains["fkl_only"] = rl_chain + bridge("bridge_rl", teacher_rl, opd=False)  # shared FKL
   if "opd_only" in arms:
     chains["opd_only"] = rl_chain + bridge("opd_only", teacher_rl, fkl=False)
 
@@ -188,7 +190,7 @@ def table(config: ml_collections.ConfigDict, per_seed: list[dict], stem: str) ->
       f"{config.teacher_grpo.batch_size} prompts x {config.teacher_grpo.num_samples}; FKL "
       f"({config.fkl.kind}) {config.fkl.steps} steps; OPD ({config.opd.kind}) "
       f"{config.opd.steps} steps; Stage 3 {config.student_grpo.steps} steps. Oracle accuracy "
-      f"x 100 on {config.final_eval_split}, mean ± 95% CI over {len(per_seed)} seed(s).",
+      f"(%) on {config.final_eval_split}, mean ± 95% CI over {len(per_seed)} seed(s).",
       f"Teacher accuracy before Stage 1: {before}; after: {after}.",
       "Labelled prompts and samples add up every stage of the arm's chain after the shared "
       "cold starts (SFT on reference solutions, the same for all arms); wall s likewise.",

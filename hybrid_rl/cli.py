@@ -124,6 +124,17 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
+def use_compilation_cache(path: str) -> None:
+  """Persists compiled XLA programs under `path` (unless $JAX_COMPILATION_CACHE_DIR says
+  where): the many stages of one experiment share shapes, so later stages and re-runs
+  skip most compilation."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def experiment_setup(config_flag, workdir: str) -> tuple[ml_collections.ConfigDict, str]:
   """Resolved config and absolute workdir for a multi-stage experiment script.
 
@@ -133,6 +144,7 @@ def experiment_setup(config_flag, workdir: str) -> tuple[ml_collections.ConfigDi
   config = resolved_config(config_flag)
   root = os.path.abspath(workdir)
   prepare_workdir(config, root)
+  use_compilation_cache(os.path.join(root, "jax_cache"))
   with config.unlocked():
     config.data.data_dir = config.data.data_dir or os.path.join(root, "data")
   return config, root
