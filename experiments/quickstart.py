@@ -152,8 +152,9 @@ def main(argv):
   minutes = (time.perf_counter() - start_time) / 60
   header = (f"Quickstart report of {datetime.date.today().isoformat()}: preset "
             f"`{config.preset}`, {config.num_seeds} seed(s), on {os.cpu_count()} CPU core(s) "
-            f"({jax.devices()[0].platform}). The {progress.done} stages took "
-            f"{progress.stage_seconds / 60:.1f} min of wall time when they ran; this call ran "
+            f"({jax.devices()[0].platform}). Its {len(progress.stage_times)} stages took "
+            f"{sum(progress.stage_times.values()) / 60:.1f} min of wall time when they ran; "
+            f"this call ran "
             f"{progress.ran} and reused {progress.done - progress.ran} in {minutes:.1f} min.")
   report = "\n\n".join([header] + [t.replace("### ", "#### ") for t in out])
   with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:

@@ -55,7 +55,7 @@ class Progress:
 
   def __init__(self, total: int, root: str, enabled: bool = True):
     self.total, self.root, self.done, self.ran, self.seconds = total, root, 0, 0, 0.0
-    self.stage_seconds = 0.0  # wall time of every stage, reused ones as first recorded
+    self.stage_times: dict[str, float] = {}  # workdir -> wall time when the stage ran
     self.bar = metrics_lib.progress(total=total, desc="stages", enabled=enabled)
 
   def label(self, workdir: str) -> str:
@@ -67,9 +67,9 @@ class Progress:
     left = max(self.total - self.done, 0) * self.seconds / self.ran
     return time.strftime("%H:%M:%S", time.gmtime(left))
 
-  def finish(self, seconds: float, reused: bool = False) -> None:
+  def finish(self, workdir: str, seconds: float, reused: bool = False) -> None:
     self.done += 1
-    self.stage_seconds += seconds
+    self.stage_times[workdir] = seconds
     if not reused:
       self.ran, self.seconds = self.ran + 1, self.seconds + seconds
     self.bar.update(1)
@@ -93,7 +93,7 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "summary.json")) as f:
       summary = json.load(f)
     if _progress is not None:
-      _progress.finish(summary.get("wall_seconds", 0.0), reused=True)
+      _progress.finish(workdir, summary.get("wall_seconds", 0.0), reused=True)
     return summary
   where = workdir
   if _progress is not None:
@@ -114,5 +114,5 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
       json.dump(summary, f, indent=2)
     os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
   if _progress is not None:
-    _progress.finish(summary["wall_seconds"])
+    _progress.finish(workdir, summary["wall_seconds"])
   return summary
