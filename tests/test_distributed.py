@@ -31,8 +31,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train(workdir: str, steps: int, *, processes: int = 1, devices: int = 1) -> None:
-  args = [*GRPO_ARGS, f"--workdir={workdir}", f"--config.train.steps={steps}"]
+def _train(workdir: str, steps: int, *, processes: int = 1, devices: int = 1,
+           extra: tuple[str, ...] = ()) -> None:
+  args = [*GRPO_ARGS, f"--workdir={workdir}", f"--config.train.steps={steps}", *extra]
   xla = f"--xla_force_host_platform_device_count={devices}"
   if processes == 1:
     helpers.run_module("experiments.train", *args, XLA_FLAGS=xla)
@@ -87,3 +88,26 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
   for name in one:
     np.testing.assert_allclose(two[name], one[name], atol=1e-5, err_msg=name)
   assert [r["step"] for r in _metrics(multi)] == [1, 2, 3]
+
+
+def test_two_processes_run_hero_rewards_and_reinforce_ada_rounds(tmp_path):
+  """The host-side parts with per-process models: the reward model scores each
+  process's rows, Reinforce-Ada samples each process's prompts in its own rounds."""
+  policy, rm = str(tmp_path / "policy"), str(tmp_path / "rm")
+  _train(policy, 1)
+  data = f"--config.data.data_dir={os.path.join(policy, 'data')}"
+  helpers.run_module("experiments.train", *GRPO_ARGS, "--config.stage=reward_model",
+                     f"--config.init_from={policy}", f"--config.reward_model.policy_from={policy}",
+                     "--config.reward_model.samples_per_prompt=2", "--config.train.steps=2",
+                     data, f"--workdir={rm}")
+  for name, extra in (("hero", ["--config.reward.mode=hero", f"--config.reward.rm_from={rm}"]),
+                      ("ada", ["--config.rl.sampling=ada_balance"])):
+    workdir = str(tmp_path / name)
+    _train(workdir, 2, processes=2, extra=[f"--config.init_from={policy}", data, *extra])
+    rows = _metrics(workdir)
+    assert [r["step"] for r in rows] == [1, 2]
+    if name == "hero":
+      # sigma_bar is a statistic of the global batch (replicated, finite).
+      assert np.isfinite(rows[-1]["hero_sigma_bar"]) and rows[-1]["rm_score_mean"] != 0
+    else:
+      assert rows[-1]["samples"] >= 4 * 4  # every prompt of both processes got >= one round

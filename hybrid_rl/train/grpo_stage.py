@@ -107,6 +107,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   ref_params = init["params"] if cfg.kl_coef else None
   nproc, pidx = jax.process_count(), jax.process_index()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  # Host-side models (Reinforce-Ada's sampler, the reward model) run on this
+  # process's own devices.
+  local_mesh = (mesh if nproc == 1 else
+                distributed.sharding.make_mesh((-1, 1, 1), devices=jax.local_devices()))
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                 temperature=config.sampling.temperature,
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,
@@ -147,16 +151,16 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     if ada_cfg is not None:
       # Rounds differ per prompt, so each process samples its own prompts with a
       # host-local replica of the policy (several processes) outside the global mesh.
-      sampler_policy, local_mesh = policy_now, mesh
+      sampler_policy, key = policy_now, jax.random.fold_in(sample_key, pidx)
       if nproc > 1:
-        sampler_policy = nnx.merge(graphdef, jax.tree.map(
-            jnp.asarray, distributed.host_copy(state["params"])))
-        local_mesh = distributed.sharding.make_mesh((-1, 1, 1), devices=jax.local_devices())
+        host_params, host_key = distributed.host_copy((state["params"], key))
       with jax.set_mesh(local_mesh):
+        if nproc > 1:  # made under the local mesh, so they live on this process's devices
+          sampler_policy = nnx.merge(graphdef, jax.tree.map(jnp.asarray, host_params))
+          key = jnp.asarray(host_key)
         res = adaptive_collect.collect(
             sampler_policy, tokenizer, prompt_texts, golds, pool=pool, verifier=config.rl.verifier,
-            cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len,
-            rng=jax.random.fold_in(sample_key, pidx),
+            cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len, rng=key,
             choice_seed=(config.seed, int(state["data_position"]), pidx))
       t1 = t2 = time.perf_counter()
       batch = {k: rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs",
@@ -179,9 +183,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
       rm_scores = None
       if rm_params is not None:
-        rm_scores = rows(rm_stage.score_rows(
-            rm_graphdef, rm_params, distributed.local_rows(mesh, batch["tokens"]),
-            distributed.local_rows(mesh, batch["valid"])).reshape(b_local, g))
+        tokens_local = distributed.local_rows(mesh, batch["tokens"])
+        valid_local = distributed.local_rows(mesh, batch["valid"])
+        with jax.set_mesh(local_mesh):
+          local_scores = rm_stage.score_rows(rm_graphdef, rm_params, tokens_local, valid_local)
+        rm_scores = rows(local_scores.reshape(b_local, g))
       # On global [B, G] arrays, so HERO's sigma_bar is a statistic of the global batch.
       advantages, rewards, sigma_bar, reward_metrics = hero.shaped_advantages(
           reward_cfg, rows(scores.rule.reshape(b_local, g)), rm_scores,
