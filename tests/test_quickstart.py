@@ -120,5 +120,5 @@ def test_second_start_reuses_every_stage_and_writes_the_readme_section(quickstar
   assert "### Sparse-to-dense: student accuracy" in again.stdout
   text = readme.read_text()
   assert text.startswith("# title\n") and text.endswith("tail\n") and "\nold\n" not in text
-  assert "Quickstart run of" in text and "#### HERO: regime x reward method" in text
+  assert "Quickstart report of" in text and "#### HERO: regime x reward method" in text
   assert open(os.path.join(workdir, "tables", "quickstart.md")).read() in text
