@@ -14,7 +14,7 @@ global batch is the per-process batches concatenated, as one process would
 have drawn it.
 """
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 from jax.experimental import multihost_utils
@@ -130,8 +130,19 @@ def sum_over_processes(values: Any) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(values)).sum(0)
 
 
-def mean_over_processes(local: Any) -> float:
-  """Mean over every process's elements of a host array (equal sizes per process)."""
-  local = np.asarray(local, np.float64)
-  total, count = sum_over_processes([local.sum(), local.size])
-  return float(total / max(count, 1))
+def reduce_host_values(means: Mapping[str, Any], sums: Mapping[str, Any]) -> dict[str, float]:
+  """Step metrics of host values in one all-gather: for `means`, the mean over every
+  process's elements (a scalar counts as one element); for `sums`, the total."""
+  local = [x for v in means.values() for x in (np.sum(v), np.size(v))]
+  local += [np.sum(v) for v in sums.values()]
+  total = sum_over_processes(local)
+  out = {k: float(total[2 * i] / max(total[2 * i + 1], 1)) for i, k in enumerate(means)}
+  out.update({k: float(total[2 * len(means) + i]) for i, k in enumerate(sums)})
+  return out
+
+
+def put_replicated(mesh: Mesh, scalars: Mapping[str, float]) -> dict[str, jax.Array]:
+  """Host scalars (identical on every process) -> replicated float32 global arrays."""
+  replicated = NamedSharding(mesh, P())
+  return put_global({k: np.float32(v) for k, v in scalars.items()},
+                    {k: replicated for k in scalars})

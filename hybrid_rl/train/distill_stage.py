@@ -65,8 +65,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   tokenizer = student.tokenizer
   graphdef, _ = nnx.split(student.model)
   teacher_graphdef, _ = nnx.split(teacher.model)
-  teacher_params = distributed.put_global(
-      steps.params_of(teacher.model), steps.state_shardings(steps.params_of(teacher.model), mesh))
+  teacher_params = steps.params_of(teacher.model)
+  teacher_params = distributed.put_global(teacher_params,
+                                          steps.state_shardings(teacher_params, mesh))
   examples = stage_io.load_split(config, workdir, config.data.train_split)
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
   init = steps.init_state(steps.params_of(student.model), optimizer,
@@ -82,7 +83,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,
                                 num_samples=config.sampling.num_samples)
   r = config.sampling.max_new_tokens
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   what = TEACHER_OUTPUT[dcfg.kind]
   model_cfg, tok_path = student.model.cfg, student.tokenizer_path
   del student
@@ -116,19 +116,16 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     state, metrics = train_step(state, batch, train_key)
     jax.block_until_ready(state["params"])
     t2 = time.perf_counter()
-    samples, tokens = distributed.sum_over_processes(
-        [len(rollout.texts), rollout.tokens_generated()])
-    stats = {"samples_total": float(state["stats"]["samples_total"]) + samples,
-             "tokens_total": float(state["stats"]["tokens_total"]) + tokens}
+    host = distributed.reduce_host_values(
+        means={"response_length": rollout.local_out.lengths,
+               "truncated_fraction": ~np.asarray(rollout.local_out.finished)},
+        sums={"samples": len(rollout.texts), "tokens_generated": rollout.tokens_generated()})
+    stats = {"samples_total": float(state["stats"]["samples_total"]) + host["samples"],
+             "tokens_total": float(state["stats"]["tokens_total"]) + host["tokens_generated"]}
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
-             "stats": distributed.put_global({k: np.float32(v) for k, v in stats.items()},
-                                             {k: replicated for k in stats})}
+             "stats": distributed.put_replicated(mesh, stats)}
     metrics = {k: float(v) for k, v in metrics.items()}
-    metrics.update({
-        "samples": float(samples), "tokens_generated": float(tokens), **stats,
-        "response_length": distributed.mean_over_processes(rollout.local_out.lengths),
-        "truncated_fraction": 1 - distributed.mean_over_processes(rollout.local_out.finished),
-        "seconds_sampling": t1 - t0, "seconds_training": t2 - t1})
+    metrics.update({**host, **stats, "seconds_sampling": t1 - t0, "seconds_training": t2 - t1})
     return state, metrics
 
   state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,

@@ -106,7 +106,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       optimizer, config.train.grad_accum_steps), init, mesh=mesh)
   ref_params = init["params"] if cfg.kl_coef else None
   nproc, pidx = jax.process_count(), jax.process_index()
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   # Host-side models (Reinforce-Ada's sampler, the reward model) run on this
   # process's own devices.
   local_mesh = (mesh if nproc == 1 else
@@ -167,11 +166,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                          "advantages")}
       rule, oracle = np.asarray(res["rule"]), np.asarray(res["oracle"])
       advantages = rows(np.asarray(res["advantages"]).reshape(b_local, ada_cfg.n))
-      rewards, rm_scores, reward_metrics = rows(rule), None, {
-          "ada_rounds_mean": distributed.mean_over_processes(res["rounds_mean"]),
-          "ada_finished_fraction": distributed.mean_over_processes(res["finished_fraction"])}
+      rewards, rm_scores, reward_metrics = rows(rule), None, {}
+      host_means = {"ada_rounds_mean": res["rounds_mean"],
+                    "ada_finished_fraction": res["finished_fraction"]}
       samples, tokens, statuses = res["samples"], res["tokens_generated"], {}
-      lengths, finished = np.asarray(res["mask"]).sum(-1), None
+      lengths = np.asarray(res["mask"]).sum(-1)
     else:
       rollout = rollouts.sample(policy_now, tokenizer, prompt_texts, sample_key, sp,
                                 config.data.max_prompt_len, mesh=mesh,
@@ -198,40 +197,38 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       batch["sampler_logprobs"] = rollout.out.logprobs
       rule, oracle, statuses = scores.rule, scores.oracle, scores.statuses
       samples, tokens = b_local * g, rollout.tokens_generated()
-      lengths, finished = rollout.local_out.lengths, rollout.local_out.finished
+      lengths = rollout.local_out.lengths
+      host_means = {"truncated_fraction": ~np.asarray(rollout.local_out.finished)}
     batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
     if ref_params is not None:
       batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
-    samples, tokens = distributed.sum_over_processes([samples, tokens])
-    stats["samples_total"] = stats["samples_total"] + samples
-    stats["tokens_total"] = stats["tokens_total"] + tokens
+    # Every host value of the step's metrics, reduced over processes at once.
+    host = distributed.reduce_host_values(
+        means={"rule_reward_mean": rule, "accuracy": oracle, "response_length": lengths,
+               **host_means},
+        sums={"samples": samples, "tokens_generated": tokens, "verifier_timeouts": sum(
+            v for k, v in statuses.items() if "timeout" in k)})
+    stats["samples_total"] = stats["samples_total"] + host["samples"]
+    stats["tokens_total"] = stats["tokens_total"] + host["tokens_generated"]
     state, history = steps.ppo_epochs(train_step, state, batch, train_key,
                                       epochs=config.rl.epochs, minibatches=config.rl.minibatches)
     jax.block_until_ready(state["params"])
     t3 = time.perf_counter()
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
-             "stats": distributed.put_global({k: np.float32(v) for k, v in stats.items()},
-                                             {k: replicated for k in stats})}
+             "stats": distributed.put_replicated(mesh, stats)}
     metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
                if k != "epoch"}
     metrics.update({k: float(v) for k, v in reward_metrics.items()})
     if rm_scores is not None:
       metrics["rm_score_mean"] = float(rm_scores.mean())
+    metrics.update(host)
     metrics.update({
         "reward_mean": float(rewards.mean()),
-        "rule_reward_mean": distributed.mean_over_processes(rule),
-        "accuracy": distributed.mean_over_processes(oracle),
         "zero_adv_fraction": float(jnp.mean(jnp.ptp(advantages, axis=1) == 0)),
-        "response_length": distributed.mean_over_processes(lengths),
-        "samples": float(samples), "tokens_generated": float(tokens),
         "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
         "seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
         "seconds_rollout_and_update": t3 - t0,  # the step's cost without periodic evaluation
-        "verifier_timeouts": float(distributed.sum_over_processes(
-            sum(v for k, v in statuses.items() if "timeout" in k))),
     })
-    if finished is not None:
-      metrics["truncated_fraction"] = 1 - distributed.mean_over_processes(finished)
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
       metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
                                   config, pool, step))

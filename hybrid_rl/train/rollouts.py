@@ -84,23 +84,26 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
   if mesh is None:
     out = generate_chunked(model, prompt_tokens, prompt_valid, rng, sp, chunks)
     return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, out), sp.num_samples)
-  # Chunks are slices of every process's rows, so each generate call stays balanced.
-  size = len(prompt_texts) // chunks
-  if len(prompt_texts) % chunks:
-    raise ValueError(f"{len(prompt_texts)} prompts do not split into {chunks} sampling chunks")
-  parts = []
-  for i in range(chunks):
-    rows = slice(i * size, (i + 1) * size)
-    out = sampler.generate(model, distributed.global_rows(mesh, prompt_tokens[rows]),
-                           distributed.global_rows(mesh, prompt_valid[rows]),
-                           jax.random.fold_in(rng, i) if chunks > 1 else rng, sp)
-    parts.append([distributed.local_rows(mesh, x) for x in out])
-  local = sampler.SampleOutput(*(np.concatenate(x, axis=0) for x in zip(*parts)))
-  if chunks > 1:
+  global_tokens = distributed.global_rows(mesh, prompt_tokens)
+  global_valid = distributed.global_rows(mesh, prompt_valid)
+  if chunks == 1:
+    out = sampler.generate(model, global_tokens, global_valid, rng, sp)
+    local = sampler.SampleOutput(*(distributed.local_rows(mesh, x) for x in out))
+  else:
+    # Chunks are slices of every process's rows, so each generate call stays balanced.
+    size = len(prompt_texts) // chunks
+    if len(prompt_texts) % chunks:
+      raise ValueError(f"{len(prompt_texts)} prompts do not split into {chunks} sampling chunks")
+    parts = []
+    for i in range(chunks):
+      rows = slice(i * size, (i + 1) * size)
+      part = sampler.generate(model, distributed.global_rows(mesh, prompt_tokens[rows]),
+                              distributed.global_rows(mesh, prompt_valid[rows]),
+                              jax.random.fold_in(rng, i), sp)
+      parts.append([distributed.local_rows(mesh, x) for x in part])
+    local = sampler.SampleOutput(*(np.concatenate(x, axis=0) for x in zip(*parts)))
     out = sampler.SampleOutput(*(distributed.global_rows(mesh, x) for x in local))
-  prompt_tokens = distributed.global_rows(mesh, prompt_tokens)
-  prompt_valid = distributed.global_rows(mesh, prompt_valid)
-  return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, local), sp.num_samples, local)
+  return Rollout(global_tokens, global_valid, out, decode(tokenizer, local), sp.num_samples, local)
 
 
 def sequence_batch(rollout: Rollout, *, mask_truncated: bool = False) -> dict:
