@@ -36,10 +36,91 @@ def test_strict_normalization_is_light():
   assert not verifiers.strict_verify("\\boxed{0.5}", "\\frac{1}{2}").correct
 
 
+def _integer_cases(seed: int = 0, n: int = 400) -> list[tuple[str, str]]:
+  """(response, gold) pairs around plain integers, with the near misses a
+  shortcut could get wrong: signs, leading zeros, spaces, several or unclosed
+  boxes, non-integer answers and golds."""
+  import random
+  rng = random.Random(seed)
+  pieces = ["12", "012", "-12", "-0", "0", "000", " 7 ", "7.0", "1/2", "\\frac{1}{2}", "1,000",
+            "1000", "+3", "3", "x", "", "10^{2}", "100"]
+  cases = []
+  for _ in range(n):
+    gold = rng.choice(["12", "-12", "0", "7", "3", "100", "1000", "\\frac{1}{2}", "0.5", " 7"])
+    boxes = [f"\\boxed{{{rng.choice(pieces)}}}" for _ in range(rng.randint(0, 2))]
+    tail = rng.choice(["", ".", " The answer is \\boxed{5", " \\fbox{3}", " \\boxedx"])
+    cases.append((" so ".join(["2 + 10 = 12"] + boxes) + tail, gold))
+  return cases
+
+
+@pytest.mark.parametrize("kind", ["equivalence", "strict"])
+def test_integer_shortcut_agrees_with_the_full_verifier(kind):
+  taken = 0
+  for response, gold in _integer_cases():
+    shortcut = verifiers.integer_verdict(kind, response, gold)
+    if shortcut is not None:
+      taken += 1
+      assert shortcut == verifiers.VERIFIERS[kind](response, gold), (response, gold)
+  assert taken > 50  # the shortcut is exercised, not always declined
+
+
+def test_pool_verdicts_equal_direct_calls():
+  """Whether judged by a worker, the integer shortcut, in-process (strict) or as a
+  repeat of an earlier pair, every verdict is the verifier's own."""
+  cases = _integer_cases(seed=1, n=60)
+  cases += cases[:20]  # repeated (response, gold) pairs
+  responses, golds = [r for r, _ in cases], [g for _, g in cases]
+  with VerifierPool(num_workers=2, timeout_s=10.0) as pool:
+    for kind in ("equivalence", "strict"):
+      assert pool.verify(kind, responses, golds) == [
+          verifiers.VERIFIERS[kind](r, g) for r, g in cases]
+    assert sum(pool.counts.values()) == 2 * len(cases)
+
+
+def test_shared_pool_is_reused_until_closed():
+  from hybrid_rl.rewards import verifier_pool
+  pool = verifier_pool.shared(1, 5.0)
+  assert verifier_pool.shared(1, 5.0) is pool
+  assert pool.verify("equivalence", ["\\boxed{0.5}"], ["\\frac{1}{2}"])[0].correct
+  pool.close()
+  fresh = verifier_pool.shared(1, 5.0)
+  assert fresh is not pool and fresh.verify("equivalence", ["\\boxed{2}"], ["2"])[0].correct
+  fresh.close()
+
+
+def test_integer_shortcut_declines_what_it_cannot_judge():
+  assert verifiers.integer_verdict("equivalence", "\\boxed{1/2}", "0.5") is None
+  assert verifiers.integer_verdict("equivalence", "\\boxed{3}", "\\frac{6}{2}") is None
+  assert verifiers.integer_verdict("equivalence", "the answer is 3", "3") is None
+  assert verifiers.integer_verdict("equivalence", "\\boxed{3} and \\boxed{4", "3") is None
+
+
 def test_no_answer_status():
   assert verifiers.strict_verify("I do not know", "3").status == "no_answer"
   assert verifiers.equivalence_verify("\\boxed{}", "3").status == "no_answer"
   assert verifiers.equivalence_verify("\\boxed{ }", "3").status == "no_answer"
+
+
+def _last_boxed_reference(text):
+  """The direct (quadratic) definition: from the last opening, scan to its balanced close."""
+  import re
+  for match in reversed(list(re.finditer(r"\\(?:boxed|fbox)\s*\{", text))):
+    depth = 1
+    for i in range(match.end(), len(text)):
+      depth += {"{": 1, "}": -1}.get(text[i], 0)
+      if depth == 0:
+        return text[match.end():i]
+  return None
+
+
+def test_last_boxed_equals_its_direct_definition():
+  import random
+  rng = random.Random(0)
+  parts = ["\\boxed{", "\\fbox {", "{", "}", "a", "1", " ", "\\boxed", "}}"]
+  for _ in range(5000):
+    text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 12)))
+    assert verifiers.last_boxed(text) == _last_boxed_reference(text), text
+  assert verifiers.last_boxed("\\boxed{" * 3000) is None  # ~10^7 steps for the direct one
 
 
 def test_last_boxed_handles_nesting_and_repeats():

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl.parallel import distributed
-from hybrid_rl.rewards.verifier_pool import VerifierPool
+from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
 
@@ -47,7 +47,7 @@ def summarize(correct: np.ndarray, examples: list[dict], k: int) -> dict:
 
 
 def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.ConfigDict,
-             pool: VerifierPool, rng: jax.Array) -> dict:
+             pool: verifier_pool.VerifierPool, rng: jax.Array) -> dict:
   """Samples config.eval.num_samples responses per example and scores them."""
   ev = config.eval
   k = ev.num_samples
@@ -93,9 +93,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return json.load(f)
   policy = stage_io.build_or_load(config, workdir)
   examples = stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
-  with VerifierPool(config.verifier.num_workers, config.verifier.timeout_s) as pool:
-    result = evaluate(policy.model, policy.tokenizer, examples, config, pool,
-                      jax.random.PRNGKey(config.seed + 7919))
+  pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
+  result = evaluate(policy.model, policy.tokenizer, examples, config, pool,
+                    jax.random.PRNGKey(config.seed + 7919))
   result["split"] = config.eval.split
   # Every process evaluates every example with the same key (replicated, not split:
   # evaluation sets are small); the main one writes.

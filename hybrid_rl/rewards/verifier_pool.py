@@ -7,11 +7,17 @@ and replaced, and that answer is reported as `timeout`; a worker that dies
 caller is never blocked for more than the bound on any single answer beyond
 the time the queue needs.
 
+Only what needs sympy travels: the strict verifier (string rules, linear
+time) and answers that are plain integers like their gold
+(`verifiers.integer_verdict`) are judged in the caller's process, and a
+(response, gold) pair that repeats within a call is judged once.
+
 Workers are started by a forkserver that has already imported the verifiers
 and the parent's main module, so replacing one is quick and never forks the
 JAX process itself. A worker takes tasks only after it reports ready, so a
 slow start is never mistaken for a hung answer.
 """
+import atexit
 import collections
 import multiprocessing
 from multiprocessing import connection
@@ -50,6 +56,13 @@ def _worker(conn) -> None:
     conn.send((index, verdict))
 
 
+def _strict_or_error(response, gold) -> verifiers.Verdict:
+  try:
+    return verifiers.strict_verify(response, gold)
+  except Exception:  # pylint: disable=broad-except
+    return verifiers.Verdict(False, "error")
+
+
 class _Worker:
 
   def __init__(self):
@@ -85,8 +98,22 @@ class VerifierPool:
       raise ValueError(f"unknown verifier {kind!r} (choose {', '.join(verifiers.VERIFIERS)})")
     if len(responses) != len(golds):
       raise ValueError(f"{len(responses)} responses but {len(golds)} gold answers")
-    pending = collections.deque(range(len(responses)))
-    results: list[verifiers.Verdict | None] = [None] * len(responses)
+    if kind == "strict":
+      verdicts = [_strict_or_error(r, g) for r, g in zip(responses, golds)]
+      self.counts.update(v.status for v in verdicts)
+      return verdicts
+    results: list[verifiers.Verdict | None] = [
+        verifiers.integer_verdict(kind, r, g) for r, g in zip(responses, golds)]
+    first_of: dict[tuple, int] = {}  # (response, gold) -> the index that is judged
+    repeats: list[tuple[int, int]] = []
+    for i, r in enumerate(results):
+      if r is None:
+        key = (responses[i], golds[i])
+        if key in first_of:
+          repeats.append((i, first_of[key]))
+        else:
+          first_of[key] = i
+    pending = collections.deque(first_of.values())
     while pending or any(w.task is not None for w in self._workers):
       self._await_ready()
       for i, w in enumerate(self._workers):
@@ -114,6 +141,8 @@ class VerifierPool:
             self._replace(i, w.task, results, "error")
         elif time.monotonic() - w.started > self.timeout_s:
           self._replace(i, w.task, results, "timeout")
+    for i, judged in repeats:
+      results[i] = results[judged]
     self.counts.update(r.status for r in results)
     return results
 
@@ -161,3 +190,19 @@ class VerifierPool:
 
   def __exit__(self, *exc):
     self.close()
+
+
+_SHARED: dict[tuple[int, float], VerifierPool] = {}
+
+
+def shared(num_workers: int = 2, timeout_s: float = 2.0) -> VerifierPool:
+  """A pool that lives as long as the process (one per setting).
+
+  Stages run one after another by an experiment script reuse its started
+  workers instead of paying their start-up (about a second) each time.
+  """
+  key = (num_workers, float(timeout_s))
+  if key not in _SHARED or not _SHARED[key]._workers:  # pylint: disable=protected-access
+    _SHARED[key] = VerifierPool(num_workers, timeout_s)
+    atexit.register(_SHARED[key].close)
+  return _SHARED[key]

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl.eval import reward_metrics
-from hybrid_rl.rewards.verifier_pool import VerifierPool
+from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
@@ -46,22 +46,22 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tokens, valid, labels, prompt_ids = [], [], [], []
   rng = jax.random.PRNGKey(config.seed + 31)
   batch = config.eval.batch_size
-  with VerifierPool(config.verifier.num_workers, config.verifier.timeout_s) as pool:
-    for start in range(0, len(examples), batch):
-      chunk = examples[start:start + batch]
-      padded = chunk + [chunk[-1]] * (batch - len(chunk))
-      rng, key = jax.random.split(rng)
-      rollout = rollouts.sample(policy.model, policy.tokenizer,
-                                stage_io.format_prompts(padded, config, policy.tokenizer), key, sp,
-                                config.data.max_prompt_len)
-      n = len(chunk) * g
-      verdicts = pool.verify("equivalence", rollout.texts[:n],
-                             [e["answer"] for e in chunk for _ in range(g)])
-      rows = rollouts.sequence_batch(rollout)
-      tokens.append(np.asarray(rows["tokens"][:n]))
-      valid.append(np.asarray(rows["valid"][:n]))
-      labels.append(np.array([v.correct for v in verdicts], np.float32))
-      prompt_ids.append(np.repeat(np.arange(start, start + len(chunk)), g))
+  pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
+  for start in range(0, len(examples), batch):
+    chunk = examples[start:start + batch]
+    padded = chunk + [chunk[-1]] * (batch - len(chunk))
+    rng, key = jax.random.split(rng)
+    rollout = rollouts.sample(policy.model, policy.tokenizer,
+                              stage_io.format_prompts(padded, config, policy.tokenizer), key, sp,
+                              config.data.max_prompt_len)
+    n = len(chunk) * g
+    verdicts = pool.verify("equivalence", rollout.texts[:n],
+                           [e["answer"] for e in chunk for _ in range(g)])
+    rows = rollouts.sequence_batch(rollout)
+    tokens.append(np.asarray(rows["tokens"][:n]))
+    valid.append(np.asarray(rows["valid"][:n]))
+    labels.append(np.array([v.correct for v in verdicts], np.float32))
+    prompt_ids.append(np.repeat(np.arange(start, start + len(chunk)), g))
   data = {"tokens": np.concatenate(tokens), "valid": np.concatenate(valid),
           "labels": np.concatenate(labels), "prompt": np.concatenate(prompt_ids)}
   os.makedirs(workdir, exist_ok=True)
