@@ -16,6 +16,7 @@ MODEL_SIZES = {
     "micro": (64, 128, 2, 4, 2, 16),
     "tiny": (128, 384, 4, 4, 2, 32),
     "tiny_teacher": (256, 768, 6, 8, 4, 32),
+    "small_teacher": (192, 576, 4, 6, 2, 32),  # ~2x tiny: the quickstart default's teacher
     "tiny_rm": (128, 384, 4, 4, 2, 32),
 }
 
@@ -61,9 +62,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       seed=0, num_train=2400, num_validation=200, num_test=400, max_level=1, operand_scale=9,
       families="easy,hard"))
 
+  # trim_multiple: train batches drop the padding columns no row uses, keeping
+  # prompt and response widths multiples of this (0: always the full P + R).
   config.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=64, checkpoint_every=100, keep_checkpoints=2, log_every=10,
-      grad_accum_steps=1))
+      grad_accum_steps=1, trim_multiple=16))
 
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-3, schedule="cosine", warmup_steps=30, weight_decay=0.01, b1=0.9,

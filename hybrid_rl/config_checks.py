@@ -70,6 +70,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "step_sleep_s": (_non_negative, "must be >= 0"),
     "num_seeds": (_positive, "must be > 0"),
     "grad_accum_steps": (_positive, "must be > 0"),
+    "trim_multiple": (_non_negative, "must be >= 0 (0 keeps the padded width)"),
     "epochs": (_positive, "must be > 0"),
     "minibatches": (_positive, "must be > 0"),
     "hidden_size": (_positive, "must be > 0"),

@@ -7,6 +7,7 @@ import optax
 
 from hybrid_rl.algorithms import policy_gradient as pg
 from hybrid_rl.train import objectives
+from hybrid_rl.train import rollouts
 from hybrid_rl.train import steps
 from tests.train_fixtures import grpo_batch, tiny_model
 
@@ -98,3 +99,58 @@ def test_ppo_epochs_move_the_ratio_after_the_first_update():
   assert abs(float(history[0]["ratio_mean"]) - 1.0) < 1e-6
   assert abs(float(history[-1]["ratio_mean"]) - 1.0) > 1e-4
   assert int(state["step"]) == 4
+
+
+def _padded_batch(model, n=8, p=12, r=14, prompt_max=5, response_max=6, seed=3):
+  """A GRPO batch whose rows use at most prompt_max / response_max of the P / R slots
+  (row 0 uses exactly that many)."""
+  rs = np.random.RandomState(seed)
+  tokens = np.zeros((n, p + r), np.int32)
+  valid = np.zeros((n, p + r), bool)
+  mask = np.zeros((n, r), bool)
+  for i in range(n):
+    lp, lr = rs.randint(2, prompt_max + 1), rs.randint(1, response_max + 1)
+    if i == 0:
+      lp, lr = prompt_max, response_max
+    valid[i, p - lp:p + lr] = True
+    mask[i, :lr] = True
+    tokens[i, p - lp:p + lr] = rs.randint(1, model.cfg.vocab_size, lp + lr)
+  graphdef, _ = nnx.split(model)
+  old = objectives.frozen_outputs_jit(graphdef, steps.params_of(model), jnp.asarray(tokens),
+                                      jnp.asarray(valid), r, what="logprobs")["logprobs"]
+  return {"tokens": jnp.asarray(tokens), "valid": jnp.asarray(valid), "mask": jnp.asarray(mask),
+          "old_logprobs": old, "sampler_logprobs": old,
+          "advantages": jnp.asarray(rs.randn(n), jnp.float32)}
+
+
+def test_trimming_padding_columns_leaves_losses_and_gradients_unchanged():
+  for objective in ("grpo", "sft"):
+    model, graphdef, loss_fn, _, state = _setup(objective)
+    full = _padded_batch(model)
+    trimmed = rollouts.trim_padding(full, multiple=4)
+    assert trimmed["tokens"].shape == (8, 8 + 8) and trimmed["mask"].shape == (8, 8)
+    assert trimmed["sampler_logprobs"].shape == (8, 8) and trimmed["advantages"].shape == (8,)
+    # A frozen model's log-probs on the trimmed batch are the full batch's first columns.
+    old = objectives.frozen_outputs_jit(graphdef, state["params"], trimmed["tokens"],
+                                        trimmed["valid"], 8, what="logprobs")["logprobs"]
+    np.testing.assert_allclose(np.asarray(old), np.asarray(full["old_logprobs"][:, :8]),
+                               atol=1e-5)
+    (loss_full, _), g_full = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], full, None)
+    (loss_trim, _), g_trim = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], trimmed, None)
+    np.testing.assert_allclose(float(loss_trim), float(loss_full), rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_trim), jax.tree.leaves(g_full)):  # float32 summation order
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_trimming_keeps_used_columns_and_can_be_switched_off():
+  model = tiny_model()
+  full = _padded_batch(model)
+  assert rollouts.trim_padding(full, 0) is full
+  widest = _padded_batch(model, prompt_max=12, response_max=14)  # row 0 uses every slot
+  assert rollouts.trim_padding(widest, 4)["tokens"].shape == widest["tokens"].shape
+  # Widths are rounded up to the multiple, never past the full P = 12 and R = 14.
+  odd = rollouts.trim_padding(_padded_batch(model, prompt_max=9, response_max=13), 5)
+  assert odd["tokens"].shape[1] - odd["mask"].shape[1] == 10 and odd["mask"].shape[1] == 14
+  assert rollouts.trim_padding(_padded_batch(model, prompt_max=3, response_max=2), 5
+                               )["tokens"].shape[1] == 5 + 5

@@ -82,7 +82,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                 temperature=config.sampling.temperature,
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,
                                 num_samples=config.sampling.num_samples)
-  r = config.sampling.max_new_tokens
   what = TEACHER_OUTPUT[dcfg.kind]
   model_cfg, tok_path = student.model.cfg, student.tokenizer_path
   del student
@@ -101,14 +100,17 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                               config.data.max_prompt_len, mesh=mesh,
                               chunks=config.sampling.chunks)
     batch = rollouts.sequence_batch(rollout)
+    if what == "logprobs":
+      batch["sampler_logprobs"] = rollout.out.logprobs
+    batch = rollouts.trim_padding(batch, config.train.trim_multiple)
     t1 = time.perf_counter()
     if what is not None:
       out = objectives.frozen_outputs_jit(
-          teacher_graphdef, teacher_params, batch["tokens"], batch["valid"], r, what=what,
+          teacher_graphdef, teacher_params, batch["tokens"], batch["valid"],
+          batch["mask"].shape[1], what=what,
           top_k=dcfg.top_k, compute_dtype=config.model.compute_dtype)
       if what == "logprobs":
         batch["teacher_logprobs"] = out["logprobs"]
-        batch["sampler_logprobs"] = rollout.out.logprobs
       elif what == "logits":
         batch["teacher_logits"] = out["logits"]
       else:

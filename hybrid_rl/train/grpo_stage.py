@@ -34,7 +34,7 @@ from hybrid_rl.eval import evaluate
 from hybrid_rl.parallel import distributed
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import scoring
-from hybrid_rl.rewards.verifier_pool import VerifierPool
+from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
@@ -114,7 +114,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                 temperature=config.sampling.temperature,
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,
                                 num_samples=config.sampling.num_samples)
-  b, g, r = config.train.batch_size, config.sampling.num_samples, config.sampling.max_new_tokens
+  b, g = config.train.batch_size, config.sampling.num_samples
   b_local = b // nproc  # BatchIterator checks divisibility
   reward_cfg = reward_config(config)
   ada_cfg = ada_config(config)
@@ -128,10 +128,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     rm_params = steps.params_of(rm_model)
   model_cfg = model.cfg
   del model
-  pool = VerifierPool(config.verifier.num_workers, config.verifier.timeout_s)
+  pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
 
   def frozen_logprobs(params, batch):
-    return objectives.frozen_outputs_jit(graphdef, params, batch["tokens"], batch["valid"], r,
+    return objectives.frozen_outputs_jit(graphdef, params, batch["tokens"], batch["valid"],
+                                         batch["mask"].shape[1],
                                          what="logprobs", temperature=temperature,
                                          compute_dtype=config.model.compute_dtype)["logprobs"]
 
@@ -199,6 +200,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       samples, tokens = b_local * g, rollout.tokens_generated()
       lengths = rollout.local_out.lengths
       host_means = {"truncated_fraction": ~np.asarray(rollout.local_out.finished)}
+    batch = rollouts.trim_padding(batch, config.train.trim_multiple)
     batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
     if ref_params is not None:
       batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
@@ -234,15 +236,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                   config, pool, step))
     return state, metrics
 
-  try:
-    state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
-                        checkpoint_every=config.train.checkpoint_every,
-                        keep_checkpoints=config.train.keep_checkpoints,
-                        log_every=config.train.log_every, progress=config.log.progress,
-                        tensorboard=config.log.tensorboard, desc="grpo",
-                        postfix_keys=("reward_mean", "accuracy", "loss"))
-  finally:
-    pool.close()
+  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
+                      checkpoint_every=config.train.checkpoint_every,
+                      keep_checkpoints=config.train.keep_checkpoints,
+                      log_every=config.train.log_every, progress=config.log.progress,
+                      tensorboard=config.log.tensorboard, desc="grpo",
+                      postfix_keys=("reward_mean", "accuracy", "loss"))
   stage_io.export_final(workdir, model_cfg, state["params"], policy.tokenizer_path)
   return {"stage": "grpo", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
           "samples_total": float(state["stats"]["samples_total"]),

@@ -5,6 +5,7 @@ length R = sampling.max_new_tokens, fixed batch sizes), so every step reuses
 one compilation.
 """
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +118,48 @@ def sequence_batch(rollout: Rollout, *, mask_truncated: bool = False) -> dict:
   return {"tokens": jnp.concatenate([prompts, rollout.out.tokens], axis=1),
           "valid": jnp.concatenate([prompt_valid, rollout.out.mask], axis=1),
           "mask": mask}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _columns_in_use(valid: jax.Array, prompt_len: int) -> jax.Array:
+  """[2] int32: the most prompt tokens and the most response tokens of any row."""
+  counts = valid.astype(jnp.int32)
+  return jnp.stack([counts[:, :prompt_len].sum(1).max(), counts[:, prompt_len:].sum(1).max()])
+
+
+def trim_padding(batch: dict, multiple: int) -> dict:
+  """The batch without the padding columns no row uses.
+
+  Prompts are left-padded and responses right-padded to the fixed bucket
+  P + R, but a train step's cost grows with the width it is given. This drops
+  the leading prompt columns and trailing response columns that are padding in
+  every row (of the global batch), keeping each part a multiple of `multiple`
+  (few distinct shapes, so few compilations). Positions come from `valid`, so
+  the step's results are unchanged.
+
+  batch: "tokens" / "valid" [N, P + R]; "mask" [N, R]; any other array with
+    R on axis 1 (sampler or teacher log-probs, [N, R, ...]) is cut with the
+    response; the rest (advantages [N]) is kept.
+  multiple: 0 keeps the batch as it is.
+  """
+  if multiple <= 0:
+    return batch
+  r = batch["mask"].shape[1]
+  p = batch["tokens"].shape[1] - r
+  p_used, r_used = (int(x) for x in _columns_in_use(batch["valid"], p))
+  keep = lambda used, full: min(full, max(multiple, -(-used // multiple) * multiple))
+  p_keep, r_keep = keep(p_used, p), keep(r_used, r)
+  if (p_keep, r_keep) == (p, r):
+    return batch
+  out = {}
+  for k, v in batch.items():
+    if k in ("tokens", "valid"):
+      out[k] = v[:, p - p_keep:p + r_keep]
+    elif getattr(v, "ndim", 0) >= 2 and v.shape[1] == r:
+      out[k] = v[:, :r_keep]
+    else:
+      out[k] = v
+  return out
 
 
 def supervised_batch(tokenizer, prompt_texts: list[str], responses: list[str], prompt_len: int,

@@ -48,6 +48,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         [" " + e["solution"] for e in batch_examples], config.data.max_prompt_len,
         config.sampling.max_new_tokens)
     batch = {k: distributed.global_rows(mesh, v) for k, v in batch.items()}
+    batch = rollouts.trim_padding(batch, config.train.trim_multiple)
     rng, key = jax.random.split(state["rng"])
     state, metrics = train_step(state, batch, key)
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1}
