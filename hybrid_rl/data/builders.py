@@ -15,6 +15,7 @@ Malformed rows are skipped, logged with their line numbers, and recorded in
 `builder.info.metadata["skipped_rows"]`.
 """
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -124,6 +125,17 @@ class Math(_JsonlBuilder):
 
 
 BUILDERS = {"synthetic_math": SyntheticMath, "gsm8k": Gsm8k, "math": Math}
+
+
+class _QuietCustomConfig(logging.Filter):
+  """Synthetic-math configs are made from the run's config, never registered, so
+  TFDS's "Using custom data configuration" warning would repeat at every stage."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_QuietCustomConfig())
 
 
 def make_builder(name: str, data_dir: str, **config) -> tfds.core.GeneratorBasedBuilder:
