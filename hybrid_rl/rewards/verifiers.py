@@ -98,7 +98,7 @@ def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
 
 VERIFIERS = {"equivalence": equivalence_verify, "strict": strict_verify}
 
-_INTEGER = re.compile(r"\s*(-?)0*(\d+)\s*")
+_INTEGER = re.compile(r"\s*(-?)0*(\d+)\s*", re.ASCII)
 _BOXED_AT = re.compile(r"\\(?:boxed|fbox)\s*\{([^{}]*)\}")
 
 
