@@ -12,7 +12,8 @@ take overrides as usual: --config.hero.grpo.steps=20. Shared blocks (data,
 tokenizer, verifier, log) come from the top level.
 
 Presets:
-  default  one seed, short stages: the whole job in minutes on 2 CPU cores
+  default  one seed, short stages, a smaller teacher (small_teacher, ~2x the student),
+           one sample per test problem: the whole job in minutes on 2 CPU cores
   full     3 seeds at the experiment scripts' tiny sizes (95% intervals)
   micro    CI-sized
 """
@@ -42,9 +43,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.sft = ml_collections.ConfigDict(dict(
       steps=400, batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
       split="train[:50%]"))
+  # 60 x 64 prompts x 8 at lr 1e-4: the setting whose validation gain over SFT
+  # exceeded the spread over 3 seeds (higher rates or 16 prompts were worse).
   config.grpo = ml_collections.ConfigDict(dict(
-      steps=30, batch_size=64, learning_rate=1e-4, schedule="constant", warmup_steps=0,
+      steps=60, batch_size=64, learning_rate=1e-4, schedule="constant", warmup_steps=0,
       num_samples=8, split="train[50%:]"))
+  if not micro:
+    config.eval.num_samples = 8  # the slice's validation avg@8
   config.hero = hero.get_config(sub)
   config.reinforce_ada = reinforce_ada.get_config(sub)
   config.sparse_to_dense = sparse_to_dense.get_config(sub)
@@ -59,23 +64,25 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
 
 
 def _quick(config: ml_collections.ConfigDict) -> None:
-  """Short stages and small evaluations: minutes on 2 CPU cores, one seed."""
+  """Short stages, one sample per test problem, a smaller teacher: minutes on 2
+  CPU cores, one seed."""
   config.sft.steps = 300
-  config.grpo.update(steps=12, batch_size=32)
+  config.grpo.update(steps=10, batch_size=16)
   config.eval.update(max_examples=200, num_samples=2)
-  small_eval = dict(max_examples=100, num_samples=2)
+  small_eval = dict(max_examples=100, num_samples=1)
   h = config.hero
   h.hero.update(ablations=False)
-  h.rm.steps = 100
+  h.rm.steps = 60
   h.reward_model.samples_per_prompt = 2
-  h.grpo.update(steps=10, batch_size=16, num_samples=4)
+  h.grpo.update(steps=8, batch_size=16, num_samples=4)
   h.eval.update(**small_eval)
   a = config.reinforce_ada
   a.grpo.update(steps=8, batch_size=8)
   a.eval.update(every=4, **small_eval)
   s = config.sparse_to_dense
-  s.teacher_sft.update(steps=200)
-  s.teacher_grpo.update(steps=10, batch_size=16, num_samples=4)
+  s.teacher_model = default.model_block("small_teacher")
+  s.teacher_sft.update(steps=150)
+  s.teacher_grpo.update(steps=8, batch_size=16, num_samples=4)
   s.fkl.update(steps=20)
   s.opd.update(steps=10, batch_size=16, num_samples=2)
   s.student_grpo.update(steps=8, batch_size=16, num_samples=4)
