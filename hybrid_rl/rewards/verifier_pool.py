@@ -19,6 +19,7 @@ slow start is never mistaken for a hung answer.
 """
 import atexit
 import collections
+import functools
 import multiprocessing
 from multiprocessing import connection
 import time
@@ -98,12 +99,11 @@ class VerifierPool:
       raise ValueError(f"unknown verifier {kind!r} (choose {', '.join(verifiers.VERIFIERS)})")
     if len(responses) != len(golds):
       raise ValueError(f"{len(responses)} responses but {len(golds)} gold answers")
-    if kind == "strict":
-      verdicts = [_strict_or_error(r, g) for r, g in zip(responses, golds)]
-      self.counts.update(v.status for v in verdicts)
-      return verdicts
+    # None: left for a worker.
+    in_process = _strict_or_error if kind == "strict" else functools.partial(
+        verifiers.integer_verdict, kind)
     results: list[verifiers.Verdict | None] = [
-        verifiers.integer_verdict(kind, r, g) for r, g in zip(responses, golds)]
+        in_process(r, g) for r, g in zip(responses, golds)]
     first_of: dict[tuple, int] = {}  # (response, gold) -> the index that is judged
     repeats: list[tuple[int, int]] = []
     for i, r in enumerate(results):

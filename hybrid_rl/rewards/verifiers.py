@@ -102,6 +102,11 @@ _INTEGER = re.compile(r"\s*(-?)0*(\d+)\s*", re.ASCII)
 _BOXED_AT = re.compile(r"\\(?:boxed|fbox)\s*\{([^{}]*)\}")
 
 
+def _integer_value(match: re.Match) -> str:
+  """Canonical digits of an _INTEGER match: no leading zeros, no sign on zero."""
+  return ("" if match.group(2) == "0" else match.group(1)) + match.group(2)
+
+
 def integer_verdict(kind: str, response: str | bytes, gold: str) -> Verdict | None:
   """The verdict of VERIFIERS[kind] when gold and the last \\boxed{} are plain
   integers, else None.
@@ -123,6 +128,4 @@ def integer_verdict(kind: str, response: str | bytes, gold: str) -> Verdict | No
     return None
   if kind == "strict":
     return Verdict(normalize_strict(answer) == normalize_strict(gold), "ok", answer)
-  def value(m):
-    return ("" if m.group(2) == "0" else m.group(1)) + m.group(2)
-  return Verdict(value(answer_match) == value(gold_match), "ok", answer)
+  return Verdict(_integer_value(answer_match) == _integer_value(gold_match), "ok", answer)
