@@ -28,6 +28,7 @@ from ml_collections import config_flags
 
 from hybrid_rl import config_checks
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import stage_runs
 
 _OVERRIDE = re.compile(r"--(\w+)\.([\w.]+)=?")
 
@@ -86,7 +87,14 @@ def define_config(default: str, name: str = "config"):
 
 
 def run(main) -> None:
-  app.run(main)
+  """app.run(main); a stage directory started with other settings exits with one line."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except stage_runs.StageMismatchError as e:
+      sys.exit(f"FATAL {e}")
+
+  app.run(guarded)
 
 
 def resolved_config(config_flag) -> ml_collections.ConfigDict:

@@ -1,5 +1,6 @@
 """The README's first command on the micro preset, run once for all recipes: tables and
-plots written and well-formed, each recipe's arms wired as specified, stages reused."""
+plots written and well-formed, each recipe's arms wired as specified, stages reused (and
+refused when started with other settings)."""
 import csv
 import json
 import os
@@ -122,3 +123,16 @@ def test_second_start_reuses_every_stage_and_writes_the_readme_section(quickstar
   assert text.startswith("# title\n") and text.endswith("tail\n") and "\nold\n" not in text
   assert "Quickstart report of" in text and "#### HERO: regime x reward method" in text
   assert open(os.path.join(workdir, "tables", "quickstart.md")).read() in text
+
+
+def test_changed_settings_on_a_finished_stage_fail_with_one_line(quickstart):
+  workdir, _ = quickstart
+  summary = os.path.join(workdir, "seed0", "sft", "summary.json")
+  before = open(summary).read()
+  proc = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS,
+                    "--config.sft.steps=5", check=False)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  fatal = [l for l in proc.stderr.splitlines() if l.startswith("FATAL")]
+  assert len(fatal) == 1 and os.path.join("seed0", "sft") in fatal[0], proc.stderr[-3000:]
+  assert "train.steps: 4 -> 5" in proc.stderr
+  assert open(summary).read() == before  # the finished stage is kept

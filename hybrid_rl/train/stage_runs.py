@@ -38,6 +38,59 @@ def block_overrides(block: ml_collections.ConfigDict) -> dict:
   return out
 
 
+# What a stage's result depends on. Experiment-level blocks (per-stage step and
+# learning-rate blocks, seeds, logging, mesh) reach a stage through these, by derive.
+_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data", "train", "optim",
+                  "rl", "reward", "reward_model", "sampling", "distill")
+# Within those, fields that change where or how often things are written, not results.
+_BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
+                "train.keep_checkpoints", "train.log_every", "train.trim_multiple")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict:
+  if not isinstance(tree, Mapping):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+  return out
+
+
+def config_mismatches(saved: Mapping, config: ml_collections.ConfigDict) -> list[str]:
+  """Result-defining fields whose value in `config` differs from `saved` (the config.json
+  a stage directory was started with), as "field: saved -> now" lines. Fields only one
+  side has (added or removed by a code change) are not compared."""
+  fields = _RESULT_FIELDS + (("eval",) if config.stage == "eval" else ())
+  now = config.to_dict()
+  old, new = (_flatten({f: d[f] for f in fields if f in d}) for d in (saved, now))
+  # JSON turns tuples into lists.
+  norm = lambda v: json.loads(json.dumps(v, default=str))
+  return [f"{key}: {old[key]!r} -> {new[key]!r}" for key in sorted(old.keys() & new.keys())
+          if not key.startswith(_BOOKKEEPING) and norm(old[key]) != norm(new[key])]
+
+
+class StageMismatchError(ValueError):
+  """A stage directory holds a run started with other settings."""
+
+
+def check_reusable(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises if workdir holds a stage (finished or resumable) started with other
+  settings: reusing it would silently report the old run under the new settings."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  diffs = config_mismatches(saved, config)
+  if diffs:
+    shown = "\n  ".join(diffs[:12]) + (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12
+                                       else "")
+    raise StageMismatchError(
+        f"{workdir} holds a {saved.get('stage', '?')} stage started with other settings; "
+        f"reusing it would report that run under the new ones. Differences (saved -> now):"
+        f"\n  {shown}\nUse a new --workdir, or delete {workdir} to run this stage again.")
+
+
 def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
   if not os.path.exists(os.path.join(workdir, "summary.json")):
     return False
@@ -88,7 +141,9 @@ def track(progress: Progress | None) -> None:
 
 
 def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs config.stage in workdir unless it already finished there; returns its summary."""
+  """Runs config.stage in workdir unless it already finished there; returns its summary.
+  A stage directory started with other result-defining settings raises (check_reusable)."""
+  check_reusable(config, workdir)
   if is_done(config, workdir):
     with open(os.path.join(workdir, "summary.json")) as f:
       summary = json.load(f)
