@@ -6,7 +6,8 @@ Per seed: an SFT cold start of the policy, a reward model (scalar head on the
 SFT backbone) trained on the SFT policy's own samples labelled by the oracle
 on the SFT half of train (disjoint from the RL prompts and the test split),
 then one GRPO run per arm from the SFT checkpoint and an oracle evaluation on
-the test split per family. Arms:
+the test split per family (of the SFT checkpoint too: the main table's first
+row, what every arm starts from). Arms:
   main       regime (easy / hard / mixed RL prompts) x method (RM-only,
              verifier-only, HERO); the rule verifier is hero.rule_verifier;
   ablations  on hero.ablation_regime: HERO dense range none / neg / pos
@@ -85,7 +86,7 @@ def arm_config(config: ml_collections.ConfigDict, seed: int, regime: str, method
 def planned_stages(config: ml_collections.ConfigDict, shared_start: bool = False) -> int:
   """Stages run_seed runs for one seed (for progress and ETA)."""
   return (0 if shared_start else int(bool(config.sft.steps))) + int(bool(config.rm.steps)) + \
-      2 * len(arm_list(config))
+      1 + 2 * len(arm_list(config))
 
 
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
@@ -104,15 +105,16 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
         "stage": "reward_model", "seed": seed, "init_from": start,
         "reward_model.policy_from": start, **stage_runs.block_overrides(config.rm)}), d("rm"))
     rm_dir = d("rm")
+  final_eval = lambda policy, workdir: stage_runs.run_stage(stage_runs.derive(config, {
+      "stage": "eval", "seed": seed, "init_from": policy, "eval.split": config.final_eval_split,
+      "eval.max_examples": 100000}), workdir)
+  start_eval = final_eval(start, d("eval_start"))  # the row every arm starts from
   results = {}
   for arm_id, regime, method, extra in arm_list(config):
     stage_runs.run_stage(arm_config(config, seed, regime, method, extra, start, rm_dir),
                          d("arms", arm_id, "grpo"))
-    results[arm_id] = stage_runs.run_stage(stage_runs.derive(config, {
-        "stage": "eval", "seed": seed, "init_from": d("arms", arm_id, "grpo"),
-        "eval.split": config.final_eval_split, "eval.max_examples": 100000}),
-        d("arms", arm_id, "eval"))
-  return {"arms": results, "rm": rm_report}
+    results[arm_id] = final_eval(d("arms", arm_id, "grpo"), d("arms", arm_id, "eval"))
+  return {"arms": results, "rm": rm_report, "start": start_eval}
 
 
 def family_cell(evals: list[dict], family: str) -> str:
@@ -121,7 +123,10 @@ def family_cell(evals: list[dict], family: str) -> str:
 
 
 def main_table(config, per_seed: list[dict], stem: str) -> str:
-  rows = []
+  starts = [s["start"] for s in per_seed]
+  rows = [{"training regime": "none (the SFT cold start, before RL)", "method": "-",
+           "easy (ours)": family_cell(starts, "easy"), "hard (ours)": family_cell(starts, "hard"),
+           "easy (paper)": "", "hard (paper)": ""}]
   for regime in config.hero.regimes.split(","):
     for method in config.hero.methods.split(","):
       evals = [s["arms"][f"{regime}-{method}"] for s in per_seed]

@@ -47,9 +47,13 @@ def test_hero_arms_and_tables(quickstart):
   workdir, _ = quickstart
   main = _csv(workdir, "hero_main")
   assert [(r["training regime"], r["method"]) for r in main] == [
+      ("none (the SFT cold start, before RL)", "-")] + [
       (reg, m) for reg in ("easy-to-verify", "hard-to-verify")
       for m in ("RM-only", "verifier-only", "HERO")]
-  assert all(r["easy (paper)"] and r["easy (ours)"] != "-" for r in main)
+  assert all(r["easy (paper)"] and r["easy (ours)"] != "-" for r in main[1:])
+  start_eval = json.load(open(os.path.join(workdir, "hero", "seed0", "eval_start", "eval.json")))
+  assert start_eval["split"] == "test"
+  assert main[0]["easy (ours)"] == f"{100 * start_eval['family']['easy']['avg@k']:.1f}"
   by_label = {r["ablation"]: r for r in _csv(workdir, "hero_ablations")}
   assert by_label["dense both"]["arm"] == by_label["variance weighting on"]["arm"] == "easy-hero"
   assert by_label["alpha 0.2"]["arm"] == "easy-hero-alpha_0.2"
