@@ -16,9 +16,9 @@ def test_mismatches_name_result_fields_and_skip_bookkeeping():
   base = stage_runs.derive(default.get_config("tiny"), {"stage": "grpo"})
   saved = _saved(base)
   assert stage_runs.config_mismatches(saved, base) == []
-  changed = stage_runs.derive(base, {"train.steps": base.train.steps + 1, "optim.learning_rate": 0.5,
-                                     "train.log_every": 3, "data.data_dir": "/elsewhere",
-                                     "log.progress": not base.log.progress})
+  changed = stage_runs.derive(base, {
+      "train.steps": base.train.steps + 1, "optim.learning_rate": 0.5, "train.log_every": 3,
+      "data.data_dir": "/elsewhere", "log.progress": not base.log.progress})
   diffs = stage_runs.config_mismatches(saved, changed)
   assert [d.split(":")[0] for d in diffs] == ["optim.learning_rate", "train.steps"]
   assert f"train.steps: {base.train.steps} -> {base.train.steps + 1}" in diffs

@@ -61,12 +61,11 @@ def config_mismatches(saved: Mapping, config: ml_collections.ConfigDict) -> list
   a stage directory was started with), as "field: saved -> now" lines. Fields only one
   side has (added or removed by a code change) are not compared."""
   fields = _RESULT_FIELDS + (("eval",) if config.stage == "eval" else ())
-  now = config.to_dict()
+  # Through JSON as run_stage writes it (tuples become lists).
+  now = json.loads(json.dumps(config.to_dict(), default=str))
   old, new = (_flatten({f: d[f] for f in fields if f in d}) for d in (saved, now))
-  # JSON turns tuples into lists.
-  norm = lambda v: json.loads(json.dumps(v, default=str))
   return [f"{key}: {old[key]!r} -> {new[key]!r}" for key in sorted(old.keys() & new.keys())
-          if not key.startswith(_BOOKKEEPING) and norm(old[key]) != norm(new[key])]
+          if not key.startswith(_BOOKKEEPING) and old[key] != new[key]]
 
 
 class StageMismatchError(ValueError):
