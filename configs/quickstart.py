@@ -1,7 +1,8 @@
 """The README's first command: `python -m experiments.quickstart --workdir=DIR`.
 
 Runs every recipe on the embedded default, sharing one SFT cold start of the
-tiny student per seed:
+tiny student per seed (sparse-to-dense shares it in the default and micro
+presets; full runs configs/sparse_to_dense.py:tiny unchanged, with its own):
   slice            SFT -> eval -> GRPO (equivalence verifier) -> eval
   hero             reward model on the SFT policy's samples; regime x method arms
   reinforce_ada    GRPO (n) vs Ada-Pos vs Ada-Balance
@@ -60,7 +61,24 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   elif micro:
     config.sft.update(steps=4, batch_size=8)
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
+  if preset != "full":
+    _share_student_cold_start(config)
+  # full: the sparse-to-dense block stays configs/sparse_to_dense.py:tiny, whose student
+  # SFT (train[:40%]) differs from the shared one, so it trains its own.
   return config
+
+
+def _share_student_cold_start(config: ml_collections.ConfigDict) -> None:
+  """Lets sparse-to-dense start its student from the shared SFT (the quickstart
+  shares it where the student_sft block asks for the same run) and moves the
+  recipe's labelled and bridge prompts past the SFT's train[:50%], so that Stage 1,
+  direct GRPO and Stage 3 use prompts whose solutions the student never saw."""
+  s = config.sparse_to_dense
+  s.student_sft.update(**{k: config.sft[k] for k in s.student_sft})
+  s.teacher_sft.split = config.sft.split
+  s.teacher_grpo.split = "train[50%:70%]"
+  s.fkl.split = s.opd.split = "train[70%:85%]"
+  s.student_grpo.split = "train[85%:]"
 
 
 def _quick(config: ml_collections.ConfigDict) -> None:

@@ -3,9 +3,10 @@ r"""The main job on the embedded default: one command, no network, every recipe.
   python -m experiments.quickstart --workdir=/tmp/hybrid_rl
 
 Builds the synthetic data and tokenizer, cold-starts the tiny student by SFT
-(shared by all recipes), then runs per seed: the SFT -> GRPO slice, HERO
-(reward model + regime x method), Reinforce-Ada (GRPO vs Ada-Pos vs
-Ada-Balance) and the sparse-to-dense pipeline (tiny teacher -> student).
+(shared by all recipes; by sparse-to-dense's student only where its student_sft
+block asks for the same run), then runs per seed: the SFT -> GRPO slice, HERO (reward model + regime x method),
+Reinforce-Ada (GRPO vs Ada-Pos vs Ada-Balance) and the sparse-to-dense
+pipeline (tiny teacher -> student).
 Prints the tables and writes them as markdown, CSV and LaTeX to
 <workdir>/tables/ with learning curves in <workdir>/plots/. A bar shows the
 stage running and an ETA; re-running with the same --workdir reuses every
@@ -63,6 +64,14 @@ def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple
   return d("sft"), out
 
 
+def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:
+  """Whether sparse-to-dense's student_sft block asks for the shared SFT run (same
+  model, steps, batch, schedule and split); if not, the recipe trains its own."""
+  s2d = config.sparse_to_dense
+  return (s2d.student_model.to_dict() == config.model.to_dict()
+          and all(s2d.student_sft[k] == config.sft[k] for k in config.sft))
+
+
 def planned_stages(config: ml_collections.ConfigDict) -> int:
   recipes = config.recipes.split(",")
   n = 2 + (2 if "slice" in recipes else 0)
@@ -72,7 +81,8 @@ def planned_stages(config: ml_collections.ConfigDict) -> int:
     n += reinforce_ada.planned_stages(config.reinforce_ada, shared_start=True)
   if "sparse_to_dense" in recipes:
     s2d = ml_collections.ConfigDict(config.sparse_to_dense.to_dict())
-    s2d.student_init_from = "shared"
+    if shares_student_cold_start(config):
+      s2d.student_init_from = "shared"
     n += sparse_to_dense.planned_stages(s2d)
   return n * config.num_seeds
 
@@ -127,7 +137,9 @@ def main(argv):
         results["reinforce_ada"].append(reinforce_ada.run_seed(
             subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
       if "sparse_to_dense" in recipes:
-        s2d = stage_runs.derive(subs["sparse_to_dense"], {"student_init_from": sft_dir})
+        s2d = subs["sparse_to_dense"]
+        if shares_student_cold_start(config):
+          s2d = stage_runs.derive(s2d, {"student_init_from": sft_dir})
         results["sparse_to_dense"].append(sparse_to_dense.run_seed(
             s2d, os.path.join(root, "sparse_to_dense"), seed))
   finally:

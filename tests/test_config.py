@@ -69,3 +69,30 @@ def test_every_preset_is_valid(spec):
   if module == "smollm2_gsm8k":
     config.data.manual_dir = "/data"  # the one field the user must supply
   config_checks.validate(config)
+
+
+def _percent_range(split: str) -> tuple[float, float]:
+  """"train[40%:60%]" -> (40, 60); "train" -> (0, 100)."""
+  if "[" not in split:
+    return 0.0, 100.0
+  lo, hi = split[split.index("[") + 1:-1].split(":")
+  return float(lo.rstrip("%") or 0), float(hi.rstrip("%") or 100)
+
+
+@pytest.mark.parametrize("preset", ["default", "full", "micro"])
+def test_quickstart_sparse_to_dense_labelled_prompts_are_unseen_by_the_student_sft(preset):
+  from configs import quickstart
+  from configs import sparse_to_dense
+  from experiments import quickstart as quickstart_script
+  config = quickstart.get_config(preset)
+  s2d = config.sparse_to_dense
+  shared = quickstart_script.shares_student_cold_start(config)
+  sft_lo, sft_hi = _percent_range(config.sft.split if shared else s2d.student_sft.split)
+  for block in ("teacher_grpo", "fkl", "opd", "student_grpo"):
+    lo, hi = _percent_range(s2d[block].split)
+    assert lo >= sft_hi or hi <= sft_lo, (preset, block, s2d[block].split)
+  # full runs the standalone script's preset unchanged (its own student SFT), so its
+  # stages are those of `experiments.sparse_to_dense --config=...:tiny`.
+  assert shared == (preset != "full")
+  if preset == "full":
+    assert s2d.to_dict() == sparse_to_dense.get_config("tiny").to_dict()
