@@ -68,6 +68,14 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   return config
 
 
+def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:
+  """Whether sparse-to-dense's student_sft block asks for the shared SFT run (same
+  model, steps, batch, schedule and split); if not, the recipe trains its own."""
+  s2d = config.sparse_to_dense
+  return (s2d.student_model.to_dict() == config.model.to_dict()
+          and all(s2d.student_sft[k] == config.sft[k] for k in config.sft))
+
+
 def _share_student_cold_start(config: ml_collections.ConfigDict) -> None:
   """Lets sparse-to-dense start its student from the shared SFT (the quickstart
   shares it where the student_sft block asks for the same run) and moves the

@@ -64,14 +64,6 @@ def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple
   return d("sft"), out
 
 
-def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:
-  """Whether sparse-to-dense's student_sft block asks for the shared SFT run (same
-  model, steps, batch, schedule and split); if not, the recipe trains its own."""
-  s2d = config.sparse_to_dense
-  return (s2d.student_model.to_dict() == config.model.to_dict()
-          and all(s2d.student_sft[k] == config.sft[k] for k in config.sft))
-
-
 def planned_stages(config: ml_collections.ConfigDict) -> int:
   recipes = config.recipes.split(",")
   n = 2 + (2 if "slice" in recipes else 0)
@@ -81,7 +73,7 @@ def planned_stages(config: ml_collections.ConfigDict) -> int:
     n += reinforce_ada.planned_stages(config.reinforce_ada, shared_start=True)
   if "sparse_to_dense" in recipes:
     s2d = ml_collections.ConfigDict(config.sparse_to_dense.to_dict())
-    if shares_student_cold_start(config):
+    if quickstart_config.shares_student_cold_start(config):
       s2d.student_init_from = "shared"
     n += sparse_to_dense.planned_stages(s2d)
   return n * config.num_seeds
@@ -138,7 +130,7 @@ def main(argv):
             subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
       if "sparse_to_dense" in recipes:
         s2d = subs["sparse_to_dense"]
-        if shares_student_cold_start(config):
+        if quickstart_config.shares_student_cold_start(config):
           s2d = stage_runs.derive(s2d, {"student_init_from": sft_dir})
         results["sparse_to_dense"].append(sparse_to_dense.run_seed(
             s2d, os.path.join(root, "sparse_to_dense"), seed))

@@ -83,10 +83,9 @@ def _percent_range(split: str) -> tuple[float, float]:
 def test_quickstart_sparse_to_dense_labelled_prompts_are_unseen_by_the_student_sft(preset):
   from configs import quickstart
   from configs import sparse_to_dense
-  from experiments import quickstart as quickstart_script
   config = quickstart.get_config(preset)
   s2d = config.sparse_to_dense
-  shared = quickstart_script.shares_student_cold_start(config)
+  shared = quickstart.shares_student_cold_start(config)
   sft_lo, sft_hi = _percent_range(config.sft.split if shared else s2d.student_sft.split)
   for block in ("teacher_grpo", "fkl", "opd", "student_grpo"):
     lo, hi = _percent_range(s2d[block].split)
