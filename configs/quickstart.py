@@ -61,10 +61,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   elif micro:
     config.sft.update(steps=4, batch_size=8)
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
-  if preset != "full":
+  if preset != "full":  # full keeps configs/sparse_to_dense.py:tiny and its own student SFT
     _share_student_cold_start(config)
-  # full: the sparse-to-dense block stays configs/sparse_to_dense.py:tiny, whose student
-  # SFT (train[:40%]) differs from the shared one, so it trains its own.
   return config
 
 
@@ -77,8 +75,7 @@ def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:
 
 
 def _share_student_cold_start(config: ml_collections.ConfigDict) -> None:
-  """Lets sparse-to-dense start its student from the shared SFT (the quickstart
-  shares it where the student_sft block asks for the same run) and moves the
+  """Makes sparse-to-dense's student_sft block the shared SFT run and moves the
   recipe's labelled and bridge prompts past the SFT's train[:50%], so that Stage 1,
   direct GRPO and Stage 3 use prompts whose solutions the student never saw."""
   s = config.sparse_to_dense

@@ -4,9 +4,9 @@ r"""The main job on the embedded default: one command, no network, every recipe.
 
 Builds the synthetic data and tokenizer, cold-starts the tiny student by SFT
 (shared by all recipes; by sparse-to-dense's student only where its student_sft
-block asks for the same run), then runs per seed: the SFT -> GRPO slice, HERO (reward model + regime x method),
-Reinforce-Ada (GRPO vs Ada-Pos vs Ada-Balance) and the sparse-to-dense
-pipeline (tiny teacher -> student).
+block asks for the same run), then runs per seed: the SFT -> GRPO slice, HERO
+(reward model + regime x method), Reinforce-Ada (GRPO vs Ada-Pos vs
+Ada-Balance) and the sparse-to-dense pipeline (tiny teacher -> student).
 Prints the tables and writes them as markdown, CSV and LaTeX to
 <workdir>/tables/ with learning curves in <workdir>/plots/. A bar shows the
 stage running and an ETA; re-running with the same --workdir reuses every
@@ -118,6 +118,7 @@ def main(argv):
                                  enabled=config.log.progress and distributed.is_main())
   stage_runs.track(progress)
   results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
+  s2d_shares_sft = quickstart_config.shares_student_cold_start(config)
   try:
     for seed in range(config.num_seeds):
       sft_dir, slice_result = slice_seed(config, root, seed)
@@ -130,7 +131,7 @@ def main(argv):
             subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
       if "sparse_to_dense" in recipes:
         s2d = subs["sparse_to_dense"]
-        if quickstart_config.shares_student_cold_start(config):
+        if s2d_shares_sft:
           s2d = stage_runs.derive(s2d, {"student_init_from": sft_dir})
         results["sparse_to_dense"].append(sparse_to_dense.run_seed(
             s2d, os.path.join(root, "sparse_to_dense"), seed))

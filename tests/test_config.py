@@ -5,6 +5,8 @@ import os
 import pytest
 
 from configs import default
+from configs import quickstart
+from configs import sparse_to_dense
 from hybrid_rl import config_checks
 from tests.helpers import run_module
 
@@ -81,8 +83,6 @@ def _percent_range(split: str) -> tuple[float, float]:
 
 @pytest.mark.parametrize("preset", ["default", "full", "micro"])
 def test_quickstart_sparse_to_dense_labelled_prompts_are_unseen_by_the_student_sft(preset):
-  from configs import quickstart
-  from configs import sparse_to_dense
   config = quickstart.get_config(preset)
   s2d = config.sparse_to_dense
   shared = quickstart.shares_student_cold_start(config)
