@@ -13,7 +13,8 @@ take overrides as usual: --config.hero.grpo.steps=20. Shared blocks (data,
 tokenizer, verifier, log) come from the top level.
 
 Presets:
-  default  one seed, short stages, a smaller teacher (small_teacher, ~2x the student),
+  default  one seed, short stages, a smaller teacher (small_teacher, ~2x the student,
+           SFT for as many steps as the student),
            one sample per test problem: the whole job in minutes on 2 CPU cores
   full     3 seeds at the experiment scripts' tiny sizes (95% intervals)
   micro    CI-sized
@@ -104,7 +105,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   a.eval.update(every=4, **small_eval)
   s = config.sparse_to_dense
   s.teacher_model = default.model_block("small_teacher")
-  s.teacher_sft.update(steps=150)
+  s.teacher_sft.update(steps=config.sft.steps)  # as many as the student: it must start ahead
   s.teacher_grpo.update(steps=8, batch_size=16, num_samples=4)
   s.fkl.update(steps=20)
   s.opd.update(steps=10, batch_size=16, num_samples=2)

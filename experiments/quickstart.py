@@ -33,8 +33,9 @@ from hybrid_rl.train import stage_runs
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
-_README = flags.DEFINE_string("readme", "", "If set, a README whose results section (between "
-                              "its quickstart markers) is replaced by this run's report.")
+_README = flags.DEFINE_string("readme", "", "If set, a README whose results section for this "
+                              "preset (between its quickstart markers) is replaced by this run's "
+                              "report.")
 
 
 def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -165,25 +166,28 @@ def main(argv):
   with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:
     f.write(report + "\n")
   if _README.value:
-    replace_readme_section(_README.value, report)
+    replace_readme_section(_README.value, report, config.preset)
   print("\n\n".join(out + [header, f"tables in {os.path.join(root, 'tables')}, plots in "
                              f"{os.path.join(root, 'plots')}"]), flush=True)
 
 
-README_BEGIN = "<!-- quickstart results: begin (written by experiments.quickstart --readme) -->"
-README_END = "<!-- quickstart results: end -->"
+def readme_markers(preset: str) -> tuple[str, str]:
+  """The lines around a preset's results section in the README."""
+  return (f"<!-- quickstart results, preset {preset}: begin (written by experiments.quickstart "
+          f"--readme) -->", f"<!-- quickstart results, preset {preset}: end -->")
 
 
-def replace_readme_section(path: str, report: str) -> None:
-  """Puts `report` between the README's result markers (the command writes the
-  README's results; nobody types them)."""
+def replace_readme_section(path: str, report: str, preset: str) -> None:
+  """Puts `report` between the README's result markers for `preset` (the command
+  writes the README's results; nobody types them)."""
+  begin, end = readme_markers(preset)
   text = open(path).read()
-  if README_BEGIN not in text or README_END not in text:
-    raise ValueError(f"{path}: no '{README_BEGIN}' ... '{README_END}' markers")
-  head, rest = text.split(README_BEGIN, 1)
-  _, tail = rest.split(README_END, 1)
+  if begin not in text or end not in text:
+    raise ValueError(f"{path}: no '{begin}' ... '{end}' markers")
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(end, 1)
   with open(path + ".tmp", "w") as f:
-    f.write(f"{head}{README_BEGIN}\n{report}\n{README_END}{tail}")
+    f.write(f"{head}{begin}\n{report}\n{end}{tail}")
   os.replace(path + ".tmp", path)
 
 

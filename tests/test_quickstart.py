@@ -117,14 +117,18 @@ def test_sparse_to_dense_chains_checkpoints_and_accounts_labels(quickstart):
 def test_second_start_reuses_every_stage_and_writes_the_readme_section(quickstart, tmp_path):
   workdir, _ = quickstart
   readme = tmp_path / "README.md"
-  readme.write_text("# title\n<!-- quickstart results: begin (written by experiments.quickstart "
-                    "--readme) -->\nold\n<!-- quickstart results: end -->\ntail\n")
+  def section(preset, body):
+    return (f"<!-- quickstart results, preset {preset}: begin (written by "
+            f"experiments.quickstart --readme) -->\n{body}\n"
+            f"<!-- quickstart results, preset {preset}: end -->\n")
+  readme.write_text("# title\n" + section("micro", "old") + section("full", "kept") + "tail\n")
   again = run_module("experiments.quickstart", f"--workdir={workdir}", f"--readme={readme}",
                      *ARGS)
   assert "\n== " not in again.stdout  # no stage ran
   assert "### Sparse-to-dense: student accuracy" in again.stdout
   text = readme.read_text()
-  assert text.startswith("# title\n") and text.endswith("tail\n") and "\nold\n" not in text
+  assert text.startswith("# title\n") and "\nold\n" not in text
+  assert text.endswith(section("full", "kept") + "tail\n")  # another preset's section stays
   assert "Quickstart report of" in text and "#### HERO: regime x reward method" in text
   assert open(os.path.join(workdir, "tables", "quickstart.md")).read() in text
 
