@@ -155,6 +155,7 @@ def main(argv):
   if "sparse_to_dense" in recipes:
     out.append(sparse_to_dense.table(subs["sparse_to_dense"], results["sparse_to_dense"],
                                      os.path.join(root, "tables", "sparse_to_dense")))
+    sparse_to_dense.write_plots(results["sparse_to_dense"], os.path.join(root, "plots"))
   minutes = (time.perf_counter() - start_time) / 60
   header = (f"Quickstart report of {datetime.date.today().isoformat()}: preset "
             f"`{config.preset}`, {config.num_seeds} seed(s), on {os.cpu_count()} CPU core(s) "

@@ -23,7 +23,8 @@ Arms (config.arms):
   opd_only       RL teacher -> OPD from the student's cold start
 Every arm records the labelled prompts and the samples of its whole chain
 (cold starts are shared by all arms and listed apart). Writes
-<workdir>/tables/sparse_to_dense.{md,csv,tex}.
+<workdir>/tables/sparse_to_dense.{md,csv,tex} and learning curves
+<workdir>/plots/sparse_to_dense_{rl,fkl,opd}.png.
 """
 import os
 
@@ -31,6 +32,7 @@ from absl import flags
 import ml_collections
 
 from hybrid_rl import cli
+from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import stage_runs
@@ -51,6 +53,14 @@ ARM_NAMES = {
 PAPER = {"recipe": "79.3", "direct_grpo": "75.9", "pre_rl_bridge": "recipe - 7.8",
          "fkl_only": "recipe - 3.3 (no OPD)", "opd_only": "recipe - 1.7 (no FKL warmup)",
          "stage3": "78.5 (75.4 before)", "replay": "Stage 3 - 2.8"}
+
+
+# Learning curves: plot name -> (metric, stages that log it).
+CURVES = {
+    "rl": ("reward_mean", ("teacher_grpo", "direct_grpo", "bridge_rl/stage3")),
+    "fkl": ("loss", ("bridge_rl/fkl", "bridge_pre/fkl")),  # cross-entropy on teacher samples
+    "opd": ("reverse_kl", ("bridge_rl/opd", "bridge_pre/opd", "opd_only/opd", "bridge_rl/replay")),
+}
 
 
 class Chain:
@@ -167,6 +177,7 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
         "wall_seconds": sum(c.summaries[s].get("wall_seconds", 0) for s in chain)}
   out["cold_start"] = {name: c.summaries[name] for name in ("teacher_sft", "student_sft")
                        if name in c.summaries}
+  out["metrics_paths"] = {name: os.path.join(c.dir(name), "metrics.jsonl") for name in c.summaries}
   return out
 
 
@@ -200,12 +211,25 @@ def table(config: ml_collections.ConfigDict, per_seed: list[dict], stem: str) ->
                             notes=notes)["md"]
 
 
+def write_plots(per_seed: list[dict], plots_dir: str) -> list[str]:
+  """Per-step curves of each stage that ran, one line per stage and seed; returns the pngs."""
+  out = []
+  for name, (metric, stages) in CURVES.items():
+    runs = {f"{stage} s{i}": s["metrics_paths"][stage] for stage in stages
+            for i, s in enumerate(per_seed) if stage in s["metrics_paths"]}
+    if runs:
+      out.append(plots.plot_learning_curves(
+          runs, [metric], os.path.join(plots_dir, f"sparse_to_dense_{name}.png")))
+  return out
+
+
 def main(argv):
   del argv
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
   if distributed.is_main():
     print(table(config, per_seed, os.path.join(root, "tables", "sparse_to_dense")), flush=True)
+    write_plots(per_seed, os.path.join(root, "plots"))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def test_every_table_and_plot_is_written_and_printed(quickstart):
       assert os.path.getsize(os.path.join(workdir, "tables", f"{name}.{ext}")) > 0, name
     tex = open(os.path.join(workdir, "tables", f"{name}.tex")).read()
     assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
-  for png in ("grpo_curves", "hero_curves", "reinforce_ada_step", "reinforce_ada_samples"):
+  for png in ("grpo_curves", "hero_curves", "reinforce_ada_step", "reinforce_ada_samples",
+              "sparse_to_dense_rl", "sparse_to_dense_fkl", "sparse_to_dense_opd"):
     assert matplotlib.image.imread(os.path.join(workdir, "plots", f"{png}.png")).shape[0] > 100
   rows = _csv(workdir, "slice")
   assert [r["arm"] for r in rows] == ["SFT cold start", "SFT + GRPO", "GRPO - SFT (paired)"]
