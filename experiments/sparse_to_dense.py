@@ -211,16 +211,14 @@ def table(config: ml_collections.ConfigDict, per_seed: list[dict], stem: str) ->
                             notes=notes)["md"]
 
 
-def write_plots(per_seed: list[dict], plots_dir: str) -> list[str]:
-  """Per-step curves of each stage that ran, one line per stage and seed; returns the pngs."""
-  out = []
+def write_plots(per_seed: list[dict], plots_dir: str) -> None:
+  """Per-step curves of each stage that ran, one line per stage and seed."""
   for name, (metric, stages) in CURVES.items():
     runs = {f"{stage} s{i}": s["metrics_paths"][stage] for stage in stages
             for i, s in enumerate(per_seed) if stage in s["metrics_paths"]}
     if runs:
-      out.append(plots.plot_learning_curves(
-          runs, [metric], os.path.join(plots_dir, f"sparse_to_dense_{name}.png")))
-  return out
+      plots.plot_learning_curves(runs, [metric],
+                                 os.path.join(plots_dir, f"sparse_to_dense_{name}.png"))
 
 
 def main(argv):
