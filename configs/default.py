@@ -81,7 +81,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       sampling="fixed"))  # fixed (GRPO, G = sampling.num_samples) | ada_pos | ada_balance
   # Reinforce-Ada: keep n per prompt, rounds of M = round_size, at most N = max_rounds.
   config.rl.ada = ml_collections.ConfigDict(dict(
-      n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True, use_std=False))
+      n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True))
   config.rl.pg = ml_collections.ConfigDict(dict(
       epsilon_low=0.2, epsilon_high=0.28, dual_clip=0.0, kl_coef=0.0, kl_estimator="k3",
       entropy_coef=0.0, aggregation="token_mean", tis_cap=0.0))
@@ -107,7 +107,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # rollouts=teacher: kind fkl_sampled | fkl_full | fkl_topk (Stage 2a warmup);
   # rollouts=student: kind opd_pg | rkl_full | jsd (Stage 2b on-policy distillation).
   config.distill = ml_collections.ConfigDict(dict(
-      teacher_from="", rollouts="teacher", kind="fkl_sampled", top_k=8, jsd_beta=0.5))
+      teacher_from="", rollouts="teacher", kind="fkl_sampled", top_k=8, jsd_beta=0.5,
+      opd_clip_epsilon=0.0))  # opd_pg: > 0 clips rho to [1 - eps, 1 + eps]; 0 disables
 
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
 

@@ -21,8 +21,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.stage = "reinforce_ada"
   config.num_seeds = 3
   config.arms = "grpo,ada_pos,ada_balance"
-  config.rl.ada.update(n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True,
-                       use_std=False)
+  config.rl.ada.update(n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True)
   config.rl.pg.update(epsilon_low=0.2, epsilon_high=0.28, dual_clip=10.0, kl_coef=0.0,
                       aggregation="token_mean")
   config.rl.std_mode = "none"  # Reinforce-Ada's advantage: r - pool mean, no std
@@ -52,7 +51,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.sft.steps = 0  # start from the released model
     config.grpo.update(steps=400, batch_size=512, learning_rate=1e-6, split="train")
     config.optim.grad_clip_norm = 1.0
-    config.eval.update(every=50, num_samples=32, max_examples=500, batch_size=512)
+    config.eval.update(split="test", every=50, num_samples=32, max_examples=500, batch_size=512)  # MATH has no validation split
     config.model = pod_models.model_block("Qwen2.5-Math-1.5B")
     # TPU v4-64: 32 chips on 8 hosts; parameters and Adam moments FSDP-sharded 4-way.
     config.parallel.update(mesh_shape=(8, 4, 1), num_devices=32, tpu_type="v4-64")

@@ -53,7 +53,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.fkl = _block(steps=100, batch_size=32, learning_rate=3e-4, split="train[60%:80%]",
                       num_samples=1, kind="fkl_sampled", top_k=8)  # fkl_sampled | fkl_full | fkl_topk
   config.opd = _block(steps=60, batch_size=16, num_samples=4, split="train[60%:80%]",
-                      kind="opd_pg", jsd_beta=0.5)  # opd_pg | rkl_full | jsd
+                      kind="opd_pg", jsd_beta=0.5, opd_clip_epsilon=0.0)  # opd_pg | rkl_full | jsd
   config.student_grpo = _block(steps=40, batch_size=16, num_samples=8, split="train[80%:]")
   config.final_eval_split = "test"
   if micro:
@@ -88,8 +88,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                split="train[80%:]")
     config.rl.minibatches = 4
     config.train.grad_accum_steps = 16
-    config.eval.update(num_samples=16, temperature=0.6, top_p=0.95, max_examples=500,
-                       batch_size=512)
+    config.eval.update(split="test", num_samples=16, temperature=0.6, top_p=0.95, max_examples=500,
+                       batch_size=512)  # MATH has no validation split
     if llama:
       config.parallel.update(mesh_shape=(4, 16, 2), num_devices=128, tpu_type="v5p-256")
     else:

@@ -92,7 +92,8 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root:
   notes = [f"Setup: {config.data.name}, model {config.model.hidden_size}d x {config.model.num_layers} "
            f"layers; SFT {config.sft.steps} steps; GRPO {config.grpo.steps} steps x "
            f"{config.grpo.batch_size} prompts, n={config.rl.ada.n}, M={config.rl.ada.round_size}, "
-           f"N={config.rl.ada.max_rounds}; {config.num_seeds} seed(s), mean ± 95% CI.",
+           f"N={config.rl.ada.max_rounds}; rl.std_mode={config.rl.std_mode} in every arm, GRPO (n) "
+           f"included; {config.num_seeds} seed(s), mean ± 95% CI.",
            "Paper columns: Xiong et al. 2025, Qwen2.5-Math-1.5B (weighted avg@32; 8xH100 s/step).",
            ratio]
   out = tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", stem),

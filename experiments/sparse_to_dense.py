@@ -95,7 +95,9 @@ def distill_overrides(block: ml_collections.ConfigDict, init_from: str, teacher:
   return {"stage": "distill", "init_from": init_from, "model": model,
           "distill.teacher_from": teacher, "distill.rollouts": rollouts,
           "distill.kind": block.kind, "distill.top_k": block.get("top_k", 8),
-          "distill.jsd_beta": block.get("jsd_beta", 0.5), **stage_runs.block_overrides(block)}
+          "distill.jsd_beta": block.get("jsd_beta", 0.5),
+          "distill.opd_clip_epsilon": block.get("opd_clip_epsilon", 0.0),
+          **stage_runs.block_overrides(block)}
 
 
 def planned_stages(config: ml_collections.ConfigDict) -> int:

@@ -1,10 +1,12 @@
 """Reinforce-Ada rounds and groups on a simulated environment (Bernoulli pass rates, no model)."""
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hybrid_rl.adaptive import successive_elimination as se
+from hybrid_rl.algorithms import policy_gradient as pg
 
 
 def bernoulli_env(pass_rates, seed=0):
@@ -72,8 +74,9 @@ def test_finished_ada_balance_groups_are_balanced_and_advantages_use_the_pool_me
     if pool.done:
       finished += 1
       assert sum(r > cfg.threshold for r in kept) == 2 and sum(r <= cfg.threshold for r in kept) == 2
-    adv = se.group_advantages(pool.rewards, chosen, cfg)
-    np.testing.assert_allclose(adv, np.array(kept) - np.mean(pool.rewards), atol=1e-6)
+    baseline, scale = se.pool_statistics(pool.rewards, chosen, cfg)
+    assert baseline == pytest.approx(np.mean(pool.rewards))
+    assert scale == pytest.approx(np.std(pool.rewards, ddof=1))
   assert finished > 400
 
 
@@ -84,8 +87,11 @@ def test_group_fills_from_the_other_side_when_one_is_short():
   assert sorted(r for r in np.array([1, 0, 0, 0, 0, 0, 0, 0])[chosen]) == [0, 0, 0, 1]
   assert se.choose_group([0, 0, 0], cfg, rng) == [0, 1, 2]
   all_wrong = [0.0] * 32
-  adv = se.group_advantages(all_wrong, se.choose_group(all_wrong, cfg, rng), cfg)
-  assert (adv == 0).all()  # passive filtering: all-equal group, zero advantage
+  chosen = se.choose_group(all_wrong, cfg, rng)
+  baseline, scale = se.pool_statistics(all_wrong, chosen, cfg)
+  adv = pg.group_advantages(jnp.zeros((1, 4)), jnp.ones((1, 4), bool), std_mode="group",
+                            baseline=jnp.array([baseline]), scale=jnp.array([scale]))
+  assert (np.asarray(adv) == 0).all()  # passive filtering: all-equal group, zero advantage
 
 
 def test_choice_within_a_side_is_seeded():
@@ -97,20 +103,42 @@ def test_choice_within_a_side_is_seeded():
 
 
 def test_fixed_mode_is_one_round_of_n_and_group_statistics_option():
-  cfg = se.AdaConfig(mode="fixed", n=4, global_stats=False, use_std=True)
+  cfg = se.AdaConfig(mode="fixed", n=4, global_stats=False)
   sample_fn, calls = bernoulli_env([0.5] * 3)
   pools = se.sample_rounds(sample_fn, 3, cfg)
   assert len(calls) == 1 and calls[0][1] == 4 and all(len(p.rewards) == 4 for p in pools)
-  rewards = [1.0, 0.0, 0.0, 1.0]
-  adv = se.group_advantages(rewards, [0, 1, 2, 3], cfg)
-  np.testing.assert_allclose(adv, (np.array(rewards) - 0.5) / (0.5 + 1e-6), rtol=1e-5)
+  assert se.pool_statistics([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0, 1, 2, 3], cfg) == pytest.approx(
+      (0.5, np.std([1.0, 0.0, 0.0, 1.0], ddof=1)))
 
 
-def test_bad_settings_are_rejected():
-  with pytest.raises(ValueError, match="sampling mode"):
-    se.AdaConfig(mode="ada_neg")
-  with pytest.raises(ValueError, match="round_size M=2 must be >= n=4"):
-    se.AdaConfig(mode="ada_pos", n=4, round_size=2)
+@pytest.mark.parametrize("std_mode", ["group", "batch", "none"])
+def test_rl_std_mode_acts_on_pool_advantages(std_mode):
+  """Ada advantages: r - pool mean, / pool std (group, ddof 1) or batch std; the same
+  function, and the same ddof, as GRPO's group advantages."""
+  cfg = se.AdaConfig(mode="ada_balance", n=4)
+  pools = [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0]]
+  chosen = [[0, 1, 2, 4], [0, 1, 2, 3]]
+  kept = np.array([[pools[i][c] for c in chosen[i]] for i in range(2)])
+  stats = [se.pool_statistics(p, c, cfg) for p, c in zip(pools, chosen)]
+  adv = np.asarray(pg.group_advantages(
+      jnp.asarray(kept), jnp.ones((2, 4), bool), std_mode=std_mode,
+      baseline=jnp.array([m for m, _ in stats]), scale=jnp.array([s for _, s in stats])))
+  expected = kept - np.array([[np.mean(p)] for p in pools])
+  if std_mode == "group":
+    expected /= np.array([[np.std(p, ddof=1)] for p in pools]) + 1e-6
+  elif std_mode == "batch":
+    expected /= kept.std(ddof=1) + 1e-6
+  np.testing.assert_allclose(adv, expected, rtol=1e-5)
+
+
+def test_odd_n_is_rejected_for_ada_balance_and_exit_matches_the_group():
+  with pytest.raises(ValueError, match="n=3 with ada_balance: n must be even"):
+    se.AdaConfig(mode="ada_balance", n=3)
+  se.AdaConfig(mode="ada_pos", n=3)  # no balance condition: any n
+  cfg = se.AdaConfig(mode="ada_balance", n=4)
+  # Exactly n/2 correct and n/2 wrong: done, and the group takes all four, balanced.
+  assert se.is_done("ada_balance", 2, 4, 4) and not se.is_done("ada_balance", 1, 4, 4)
+  assert se.choose_group([1, 1, 0, 0], cfg, np.random.default_rng(0)) == [0, 1, 2, 3]
 
 
 def test_bucket_sizes_are_powers_of_two_capped_at_the_batch():

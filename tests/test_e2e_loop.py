@@ -103,6 +103,29 @@ def test_eval_summary_matches_hand_computation():
   assert evaluate.pass_at_k(5, 1, 2) == pytest.approx(1 - 6 / 10)
 
 
+def test_grpo_with_a_kl_reference_runs_several_steps(sft_dir, tmp_path):
+  """The reference keeps its own buffers: the train step donates the state's."""
+  workdir = str(tmp_path / "kl")
+  run_module("experiments.train", *_grpo_args(sft_dir, workdir, steps=3),
+             "--config.rl.pg.kl_coef=0.01")
+  rows = _rows(workdir)
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert rows[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6)  # the policy is the reference
+  assert all(np.isfinite(r["kl_ref"]) and r["kl_ref"] >= 0 for r in rows)
+
+
+def test_reinforce_ada_masks_truncated_responses(sft_dir, tmp_path):
+  """max_new_tokens=2 truncates every response: with rl.mask_truncated no token counts."""
+  workdir = str(tmp_path / "ada_truncated")
+  run_module("experiments.train", *_grpo_args(sft_dir, workdir, steps=1),
+             "--config.rl.sampling=ada_pos", "--config.rl.ada.n=2", "--config.rl.ada.round_size=2",
+             "--config.rl.ada.max_rounds=1", "--config.sampling.max_new_tokens=2",
+             "--config.rl.mask_truncated=True")
+  row = _rows(workdir)[0]
+  assert row["truncated_fraction"] == 1.0
+  assert row["loss"] == 0.0 and row["grad_norm"] == 0.0
+
+
 @pytest.mark.parametrize("mode", ["ada_pos", "ada_balance"])
 def test_grpo_with_reinforce_ada_sampling(sft_dir, tmp_path, mode):
   workdir = str(tmp_path / mode)
@@ -121,15 +144,21 @@ def test_grpo_with_reinforce_ada_sampling(sft_dir, tmp_path, mode):
                                                   ("student", "rkl_full", "loss")])
 def test_distill_stage_with_teacher_equal_to_student_has_zero_signal(sft_dir, tmp_path, rollouts,
                                                                      kind, metric):
+  """At a sampling temperature other than 1, student, teacher and sampler must all be
+  taken at it: otherwise opd_pg sees a teacher-sampler gap and a ratio != 1."""
   data = os.path.join(os.path.dirname(sft_dir), "data")
   workdir = str(tmp_path / kind)
+  clip = ["--config.distill.opd_clip_epsilon=0.2"] if kind == "opd_pg" else []
   run_module("experiments.train", f"--workdir={workdir}", *MICRO, "--config.stage=distill",
              f"--config.init_from={sft_dir}", f"--config.distill.teacher_from={sft_dir}",
              f"--config.distill.rollouts={rollouts}", f"--config.distill.kind={kind}",
-             f"--config.data.data_dir={data}", "--config.train.steps=2")
+             f"--config.data.data_dir={data}", "--config.train.steps=2",
+             "--config.sampling.temperature=0.7", *clip)
   rows = _rows(workdir)
   assert len(rows) == 2
   assert abs(rows[0][metric]) < 1e-5 and rows[0]["grad_norm"] < 1e-4
+  if kind == "opd_pg":
+    assert abs(rows[0]["ratio_mean"] - 1.0) < 1e-5
   assert rows[0]["samples"] == 8 * 4  # micro: 8 prompts x 4 samples
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   assert summary["labelled_prompts"] == 0 and summary["samples_total"] == 2 * rows[0]["samples"]

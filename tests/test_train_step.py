@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from hybrid_rl.algorithms import policy_gradient as pg
 from hybrid_rl.train import objectives
@@ -64,16 +65,33 @@ def test_nonfinite_batch_leaves_state_bit_identical():
   assert float(metrics["nonfinite_skipped"]) == 0.0 and int(after["step"]) == 1
 
 
-def test_gradient_accumulation_equals_one_big_batch():
-  model, _, loss_fn, optimizer, state = _setup("sft")
+@pytest.mark.parametrize("objective", ["token_mean", "seq_mean_token_mean",
+                                       "seq_mean_token_sum_norm", "sft"])
+def test_gradient_accumulation_equals_one_big_batch(objective):
+  """Micro-batches with different token counts (and an empty row) still give the
+  whole batch's loss and update, for every aggregation."""
+  model = tiny_model()
+  graphdef, _ = nnx.split(model)
+  if objective == "sft":
+    loss_fn = objectives.sft_objective(graphdef)
+  else:
+    loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(aggregation=objective,
+                                                              norm_length=7))
+  optimizer = optax.sgd(1.0)  # the update is the gradient itself
+  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
   batch = grpo_batch(model)
-  batch["mask"] = jnp.ones_like(batch["mask"])  # equal token counts per micro-batch
+  batch["mask"] = batch["mask"].at[1].set(False)
+  counts = np.asarray(batch["mask"]).sum(1)
+  assert counts[:4].sum() != counts[4:].sum()  # micro-batches of unequal token counts
   one, m1 = jax.jit(steps.make_train_step(loss_fn, optimizer))(state, batch, jax.random.PRNGKey(0))
-  two, m2 = jax.jit(steps.make_train_step(loss_fn, optimizer, grad_accum_steps=2))(
-      state, batch, jax.random.PRNGKey(0))
-  np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(two["params"])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  for accum in (2, 4):
+    many, m = jax.jit(steps.make_train_step(loss_fn, optimizer, grad_accum_steps=accum))(
+        state, batch, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(float(m["loss"]), float(m1["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(m["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(many["params"])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  assert "loss_weight" not in m1  # an accumulation detail, not a logged metric
 
 
 def test_bf16_compute_keeps_float32_master_weights():
@@ -123,24 +141,38 @@ def _padded_batch(model, n=8, p=12, r=14, prompt_max=5, response_max=6, seed=3):
           "advantages": jnp.asarray(rs.randn(n), jnp.float32)}
 
 
-def test_trimming_padding_columns_leaves_losses_and_gradients_unchanged():
-  for objective in ("grpo", "sft"):
-    model, graphdef, loss_fn, _, state = _setup(objective)
-    full = _padded_batch(model)
-    trimmed = rollouts.trim_padding(full, multiple=4)
-    assert trimmed["tokens"].shape == (8, 8 + 8) and trimmed["mask"].shape == (8, 8)
-    assert trimmed["sampler_logprobs"].shape == (8, 8) and trimmed["advantages"].shape == (8,)
-    # A frozen model's log-probs on the trimmed batch are the full batch's first columns.
-    old = objectives.frozen_outputs_jit(graphdef, state["params"], trimmed["tokens"],
-                                        trimmed["valid"], 8, what="logprobs")["logprobs"]
-    np.testing.assert_allclose(np.asarray(old), np.asarray(full["old_logprobs"][:, :8]),
-                               atol=1e-5)
-    (loss_full, _), g_full = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], full, None)
-    (loss_trim, _), g_trim = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], trimmed, None)
-    np.testing.assert_allclose(float(loss_trim), float(loss_full), rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(g_trim), jax.tree.leaves(g_full)):  # float32 summation order
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("objective", ["token_mean", "seq_mean_token_mean",
+                                       "seq_mean_token_sum_norm", "sft"])
+def test_trimming_padding_columns_leaves_losses_and_gradients_unchanged(objective):
+  model = tiny_model()
+  graphdef, _ = nnx.split(model)
+  params = steps.params_of(model)
+  if objective == "sft":
+    loss_fn = objectives.sft_objective(graphdef)
+  else:  # Dr.GRPO divides by the fixed length (the stage's max_new_tokens), not the width
+    loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(aggregation=objective,
+                                                              norm_length=14))
+  full = _padded_batch(model)
+  trimmed = rollouts.trim_padding(full, multiple=4)
+  assert trimmed["tokens"].shape == (8, 8 + 8) and trimmed["mask"].shape == (8, 8)
+  assert trimmed["sampler_logprobs"].shape == (8, 8) and trimmed["advantages"].shape == (8,)
+  # A frozen model's log-probs on the trimmed batch are the full batch's first columns.
+  old = objectives.frozen_outputs_jit(graphdef, params, trimmed["tokens"],
+                                      trimmed["valid"], 8, what="logprobs")["logprobs"]
+  np.testing.assert_allclose(np.asarray(old), np.asarray(full["old_logprobs"][:, :8]),
+                             atol=1e-5)
+  (loss_full, _), g_full = jax.value_and_grad(loss_fn, has_aux=True)(params, full, None)
+  (loss_trim, _), g_trim = jax.value_and_grad(loss_fn, has_aux=True)(params, trimmed, None)
+  np.testing.assert_allclose(float(loss_trim), float(loss_full), rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_trim), jax.tree.leaves(g_full)):  # float32 summation order
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_grpo_stage_sets_dr_grpo_divisor_to_max_new_tokens():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from hybrid_rl.train import grpo_stage  # pylint: disable=g-import-not-at-top
+  config = default.get_config("micro")
+  assert grpo_stage.pg_config(config).norm_length == config.sampling.max_new_tokens
 
 
 def test_trimming_keeps_used_columns_and_can_be_switched_off():

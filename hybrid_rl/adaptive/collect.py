@@ -23,12 +23,15 @@ def bucket_size(n: int, cap: int) -> int:
 
 def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool, verifier: str,
             cfg: se.AdaConfig, sp: sampler.SamplingParams, prompt_len: int, rng: jax.Array,
-            choice_seed: tuple[int, ...]) -> dict:
+            choice_seed: tuple[int, ...], mask_truncated: bool = False) -> dict:
   """Samples, scores and down-samples; returns a train batch of B * n rows and statistics.
 
-  Returns dict with tokens / valid [B*n, P+R], mask / sampler_logprobs [B*n, R],
-  advantages, rule, oracle [B*n], and host statistics: samples, tokens_generated,
-  rounds_mean, finished_fraction (prompts whose exit condition held).
+  Returns dict with tokens / valid [B*n, P+R], mask / sampler_logprobs [B*n, R]
+  (mask_truncated: rows that hit max_new_tokens get an all-False mask),
+  rule, oracle, finished [B*n], baseline / scale [B] (se.pool_statistics, for
+  policy_gradient.group_advantages), and host statistics: samples,
+  tokens_generated, rounds_mean, finished_fraction (prompts whose exit
+  condition held).
   """
   b = len(prompt_texts)
   prompt_tokens, prompt_valid = rollouts.encode_prompts(tokenizer, prompt_texts, prompt_len)
@@ -44,29 +47,32 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
     texts = rollouts.decode(tokenizer, out)[:n]
     scores = scoring.verify_texts(pool, verifier, texts, [golds[i] for i in active for _ in range(m)])
     toks, lps = np.asarray(out.tokens), np.asarray(out.logprobs)
-    masks = np.asarray(out.mask)
+    masks, finished = np.asarray(out.mask), np.asarray(out.finished)
     tokens_generated += int(masks[:n].sum())
-    return [[(scores.rule[k * m + j], (toks[k * m + j], lps[k * m + j], masks[k * m + j],
-                                        scores.oracle[k * m + j]))
-             for j in range(m)] for k in range(len(active))]
+    return [[(scores.rule[i], (toks[i], lps[i], masks[i], scores.oracle[i], finished[i]))
+             for i in range(k * m, (k + 1) * m)] for k in range(len(active))]
 
   pools = se.sample_rounds(sample_fn, b, cfg)
   choice_rng = np.random.default_rng(list(choice_seed))
-  rows, advantages, prompt_index = [], [], []
+  rows, statistics, prompt_index = [], [], []
   for i, p in enumerate(pools):
     chosen = se.choose_group(p.rewards, cfg, choice_rng)
-    advantages.append(se.group_advantages(p.rewards, chosen, cfg))
+    statistics.append(se.pool_statistics(p.rewards, chosen, cfg))
     rows += [(p.items[c], p.rewards[c]) for c in chosen]
     prompt_index += [i] * len(chosen)
   prompt_index = np.array(prompt_index)
   resp_tokens = np.stack([r[0][0] for r in rows])
-  resp_mask = np.stack([r[0][2] for r in rows])
+  resp_valid = np.stack([r[0][2] for r in rows])
+  finished = np.array([r[0][4] for r in rows], bool)
+  resp_mask = resp_valid & finished[:, None] if mask_truncated else resp_valid
   return {
       "tokens": jnp.concatenate([prompt_tokens[prompt_index], jnp.asarray(resp_tokens)], axis=1),
-      "valid": jnp.concatenate([prompt_valid[prompt_index], jnp.asarray(resp_mask)], axis=1),
+      "valid": jnp.concatenate([prompt_valid[prompt_index], jnp.asarray(resp_valid)], axis=1),
       "mask": jnp.asarray(resp_mask),
       "sampler_logprobs": jnp.asarray(np.stack([r[0][1] for r in rows])),
-      "advantages": jnp.asarray(np.concatenate(advantages)),
+      "baseline": np.array([m for m, _ in statistics], np.float32),
+      "scale": np.array([s for _, s in statistics], np.float32),
+      "finished": finished,
       "rule": np.array([r[1] for r in rows], np.float32),
       "oracle": np.array([r[0][3] for r in rows], np.float32),
       "samples": sum(len(p.rewards) for p in pools),

@@ -14,8 +14,10 @@ group is drawn from what the pool has (an all-equal group gets zero advantage).
 Phase 2 (groups). Each pool is down-sampled to n responses, aiming at n/2
 correct and n/2 incorrect and filling from the other side when one is short,
 choosing at random (seeded) within a side. Advantages use the statistics of
-the whole pool ("global statistics"): A_i = r_i - mean(pool) (optionally / std),
-not those of the kept n.
+the whole pool ("global statistics"): A_i = r_i - mean(pool), divided by the
+pool's std (ddof = 1) when rl.std_mode = "group" (by the batch std for
+"batch"; Reinforce-Ada's default is "none"), not those of the kept n; the GRPO
+stage applies them with policy_gradient.group_advantages.
 
 Everything here is host-side Python on reward lists; the sampler and the
 verifier are behind `sample_fn`.
@@ -35,8 +37,7 @@ class AdaConfig:
   round_size: int = 8  # M, responses per active prompt per round
   max_rounds: int = 4  # N
   threshold: float = 0.7  # reward > threshold counts as correct
-  global_stats: bool = True  # advantages from the pool's mean, else the kept group's
-  use_std: bool = False  # divide advantages by the (pool or group) std
+  global_stats: bool = True  # advantages from the pool's statistics, else the kept group's
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -45,6 +46,12 @@ class AdaConfig:
       raise ValueError("n, round_size and max_rounds must be >= 1")
     if self.mode != "fixed" and self.round_size < self.n:
       raise ValueError(f"round_size M={self.round_size} must be >= n={self.n} (Reinforce-Ada)")
+    if self.mode == "ada_balance" and self.n % 2:
+      raise ValueError(f"n={self.n} with ada_balance: n must be even (the exit condition and "
+                       "the kept group both take n/2 correct and n/2 incorrect)")
+    if not 0 <= self.threshold < 1:
+      raise ValueError(f"threshold={self.threshold}: must be in [0, 1) (reward > threshold "
+                       "counts as correct; verifier rewards are 0 or 1)")
 
 
 def is_done(mode: str, num_correct: int, num_total: int, n: int) -> bool:
@@ -53,7 +60,7 @@ def is_done(mode: str, num_correct: int, num_total: int, n: int) -> bool:
     return num_total >= n
   if mode == "ada_pos":
     return num_correct >= 1
-  half = n / 2
+  half = n // 2  # n is even for ada_balance (AdaConfig)
   return num_correct >= half and (num_total - num_correct) >= half
 
 
@@ -107,13 +114,12 @@ def choose_group(rewards: Sequence[float], cfg: AdaConfig, rng: np.random.Genera
   return sorted(int(i) for i in chosen)
 
 
-def group_advantages(pool_rewards: Sequence[float], chosen: Sequence[int], cfg: AdaConfig,
-                     eps: float = 1e-6) -> np.ndarray:
-  """A_i for the chosen members: r_i minus the pool (or group) mean, optionally / std."""
+def pool_statistics(pool_rewards: Sequence[float], chosen: Sequence[int], cfg: AdaConfig
+                    ) -> tuple[float, float]:
+  """(mean, std with ddof = 1) of the pool's rewards (global statistics) or of the
+  kept group's: the baseline and scale of policy_gradient.group_advantages. A
+  single reward has std 0."""
   pool = np.asarray(pool_rewards, np.float64)
-  kept = pool[list(chosen)]
-  stats = pool if cfg.global_stats else kept
-  adv = kept - stats.mean()
-  if cfg.use_std:
-    adv = adv / (stats.std() + eps)
-  return adv.astype(np.float32)
+  stats = pool if cfg.global_stats else pool[list(chosen)]
+  std = stats.std(ddof=1) if stats.size > 1 else 0.0
+  return float(stats.mean()), float(std)

@@ -78,7 +78,9 @@ def opd_pg_loss(student_logprobs: Array, sampler_logprobs: Array, teacher_logpro
     mask: [N, T].
     clip_epsilon: > 0 clips rho to [1 - eps, 1 + eps] (PPO style); 0 disables.
   Returns:
-    (loss, metrics); metrics["reverse_kl"] estimates KL(pS || pT) per token.
+    (loss, metrics); metrics["reverse_kl"] estimates KL(pS || pT) per token,
+    metrics["ratio_mean"] is the mean of rho (1 on the first update when the
+    learner computes what the sampler did).
   """
   advantage = jax.lax.stop_gradient(teacher_logprobs - sampler_logprobs)
   ratio = jnp.exp(student_logprobs - jax.lax.stop_gradient(sampler_logprobs))
@@ -88,7 +90,7 @@ def opd_pg_loss(student_logprobs: Array, sampler_logprobs: Array, teacher_logpro
     per_token = jnp.maximum(per_token, clipped)
   loss = _token_mean(per_token, mask)
   return loss, {"loss": loss, "reverse_kl": _token_mean(-advantage, mask),
-                "opd_reward": _token_mean(advantage, mask)}
+                "opd_reward": _token_mean(advantage, mask), "ratio_mean": _token_mean(ratio, mask)}
 
 
 def reverse_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:

@@ -20,7 +20,23 @@ Loss per token (verl / DAPO conventions):
 Aggregation over the response mask:
   token_mean            sum(l) / sum(mask)                    (DAPO, Reinforce-Ada)
   seq_mean_token_mean   mean_i [ sum_t l_it / len_i ]         (GRPO)
-  seq_mean_token_sum_norm  sum(l) / (N * R)                   (Dr.GRPO; R = max length)
+  seq_mean_token_sum_norm  sum(l) / (N * L)                   (Dr.GRPO; L = a fixed length,
+                                                              the sampler's max_new_tokens)
+Under gradient accumulation each micro-batch's loss is weighted by its share
+of the aggregation's denominator (`aggregation_weight`: tokens, sequences with
+tokens, or rows), so k micro-batches give the gradient of the whole batch.
+
+Standard deviations (std_mode "group" and "batch") use ddof = 1, as torch.std
+in TRL and verl.
+
+KL terms, used as loss terms on samples y ~ pi (ratio = pi_ref / pi):
+  k1 = log pi - log pi_ref: gradient grad log pi, zero in expectation
+       (E_pi[grad log pi] = 0); it acts only through sampling noise and
+       off-policy ratios.
+  k3 = ratio - 1 - log ratio: an unbiased, non-negative estimate of
+       KL(pi || pi_ref), but its gradient (1 - ratio) grad log pi has
+       expectation -E_{pi_ref}[grad log pi] = grad KL(pi_ref || pi): as a loss
+       it regularizes the reverse direction, KL(pi_ref || pi).
 """
 import dataclasses
 from typing import Mapping
@@ -45,6 +61,9 @@ class PGConfig:
   entropy_coef: float = 0.0
   aggregation: str = "token_mean"
   tis_cap: float = 0.0  # > 0: truncated importance weight cap; 0 disables
+  # Dr.GRPO's constant divisor L; 0 = the batch's response width. The GRPO stage
+  # sets it to sampling.max_new_tokens so trimming padding changes nothing.
+  norm_length: int = 0
 
   def __post_init__(self):
     if self.kl_estimator not in KL_ESTIMATORS:
@@ -106,8 +125,11 @@ def kl_penalty(logprobs: Array, ref_logprobs: Array, estimator: str) -> Array:
   raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
-def aggregate(per_token: Array, mask: Array, aggregation: str) -> Array:
-  """Reduce [N, R] per-token losses to a scalar over `mask` [N, R]."""
+def aggregate(per_token: Array, mask: Array, aggregation: str, norm_length: int = 0) -> Array:
+  """Reduce [N, R] per-token losses to a scalar over `mask` [N, R].
+
+  norm_length: seq_mean_token_sum_norm's fixed L (0: R, the given width).
+  """
   mask = mask.astype(jnp.float32)
   if aggregation == "token_mean":
     return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
@@ -116,7 +138,21 @@ def aggregate(per_token: Array, mask: Array, aggregation: str) -> Array:
     has_tokens = (mask.sum(-1) > 0).astype(jnp.float32)
     return (per_seq * has_tokens).sum() / jnp.maximum(has_tokens.sum(), 1.0)
   if aggregation == "seq_mean_token_sum_norm":
-    return (per_token * mask).sum() / (mask.shape[0] * mask.shape[1])
+    return (per_token * mask).sum() / (mask.shape[0] * (norm_length or mask.shape[1]))
+  raise ValueError(f"unknown aggregation {aggregation!r}")
+
+
+def aggregation_weight(mask: Array, aggregation: str) -> Array:
+  """The denominator `aggregate` divides by, up to a constant: response tokens
+  (token_mean), sequences with tokens (seq_mean_token_mean) or rows
+  (seq_mean_token_sum_norm). Gradient accumulation weights micro-batches by it."""
+  mask = mask.astype(jnp.float32)
+  if aggregation == "token_mean":
+    return mask.sum()
+  if aggregation == "seq_mean_token_mean":
+    return (mask.sum(-1) > 0).astype(jnp.float32).sum()
+  if aggregation == "seq_mean_token_sum_norm":
+    return jnp.asarray(mask.shape[0], jnp.float32)
   raise ValueError(f"unknown aggregation {aggregation!r}")
 
 
@@ -137,7 +173,8 @@ def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array
       old_logprobs (when the sampler differs numerically from the learner).
     entropy: [N, R] per-token policy entropy, for the bonus.
   Returns:
-    (scalar loss, metrics).
+    (scalar loss, metrics); metrics["loss_weight"] is the micro-batch weight
+    for gradient accumulation (see `aggregation_weight`).
   """
   adv = advantages if advantages.ndim == 2 else advantages[:, None]
   adv = jax.lax.stop_gradient(adv.astype(jnp.float32))
@@ -157,7 +194,7 @@ def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array
   maskf = mask.astype(jnp.float32)
   n_tokens = jnp.maximum(maskf.sum(), 1.0)
   metrics = {
-      "pg_loss": aggregate(per_token, mask, cfg.aggregation),
+      "pg_loss": aggregate(per_token, mask, cfg.aggregation, cfg.norm_length),
       "clip_fraction": ((loss_clipped > loss_unclipped) * maskf).sum() / n_tokens,
       "ratio_mean": (ratio * maskf).sum() / n_tokens,
       "approx_kl_old": (0.5 * log_ratio**2 * maskf).sum() / n_tokens,
@@ -169,6 +206,7 @@ def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array
   if entropy is not None and cfg.entropy_coef:
     per_token = per_token - cfg.entropy_coef * entropy
     metrics["entropy"] = (entropy * maskf).sum() / n_tokens
-  loss = aggregate(per_token, mask, cfg.aggregation)
+  loss = aggregate(per_token, mask, cfg.aggregation, cfg.norm_length)
   metrics["loss"] = loss
+  metrics["loss_weight"] = aggregation_weight(mask, cfg.aggregation)
   return loss, metrics

@@ -10,8 +10,10 @@ config.distill.rollouts picks whose samples the student trains on:
            advantage (opd_pg), or the full-vocabulary reverse KL (rkl_full) or
            generalized JSD(beta) (jsd) as a direct loss.
 Per step: draw `train.batch_size` prompts, sample `sampling.num_samples`
-responses each, run the teacher on the rows, one jitted update. Answers are
-never read: the stage uses no labels (its summary says so).
+responses each, run the teacher on the rows, one jitted update. Student and
+teacher distributions are taken at the sampling temperature, the one the
+sampler's logprobs come from. Answers are never read: the stage uses no
+labels (its summary says so).
 """
 import time
 
@@ -43,6 +45,9 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   if cfg.kind not in allowed:
     raise ValueError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
                      f"choose {', '.join(allowed)}")
+  if cfg.opd_clip_epsilon and cfg.kind != "opd_pg":
+    raise ValueError(f"config.distill.opd_clip_epsilon={cfg.opd_clip_epsilon} with kind="
+                     f"{cfg.kind!r}: the ratio clip applies to opd_pg only (set it to 0)")
   if not cfg.teacher_from:
     raise ValueError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
                      "directory or .gguf file)")
@@ -74,8 +79,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                           jax.random.PRNGKey(config.seed),
                           stats={"samples_total": 0.0, "tokens_total": 0.0})
   init = distributed.put_global(init, steps.state_shardings(init, mesh))
+  temperature = rollouts.learner_temperature(config.sampling)
   train_step = steps.jit_train_step(steps.make_train_step(
       objectives.distill_objective(graphdef, dcfg.kind, jsd_beta=dcfg.jsd_beta,
+                                   opd_clip_epsilon=dcfg.opd_clip_epsilon,
+                                   temperature=temperature,
                                    compute_dtype=config.model.compute_dtype),
       optimizer, config.train.grad_accum_steps), init, mesh=mesh)
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
@@ -107,8 +115,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     if what is not None:
       out = objectives.frozen_outputs_jit(
           teacher_graphdef, teacher_params, batch["tokens"], batch["valid"],
-          batch["mask"].shape[1], what=what,
-          top_k=dcfg.top_k, compute_dtype=config.model.compute_dtype)
+          batch["mask"].shape[1], what=what, top_k=dcfg.top_k, temperature=temperature,
+          compute_dtype=config.model.compute_dtype)
       if what == "logprobs":
         batch["teacher_logprobs"] = out["logprobs"]
       elif what == "logits":

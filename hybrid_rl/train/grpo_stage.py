@@ -4,7 +4,8 @@ Per step (host loop around jitted pieces):
   1. draw `train.batch_size` prompts at the state's data position;
   2. sample G = sampling.num_samples responses each (jitted KV-cache sampler),
      or, with rl.sampling = ada_pos | ada_balance, run Reinforce-Ada's rounds
-     and keep balanced groups of rl.ada.n (hybrid_rl/adaptive/);
+     and keep balanced groups of rl.ada.n (hybrid_rl/adaptive/), whose
+     advantages take the pool's mean (and std, with rl.std_mode = group);
   3. score them in the verifier pool (rule verifier: rl.verifier; the
      equivalence oracle is logged too) and, for reward modes other than
      "verifier", with the reward model in reward.rm_from; combine them
@@ -45,7 +46,9 @@ from hybrid_rl.train import steps
 
 
 def pg_config(config: ml_collections.ConfigDict) -> policy_gradient.PGConfig:
-  return policy_gradient.PGConfig(**config.rl.pg.to_dict())
+  """config.rl.pg; Dr.GRPO's constant divisor is the sampler's max_new_tokens."""
+  return policy_gradient.PGConfig(**config.rl.pg.to_dict(),
+                                  norm_length=config.sampling.max_new_tokens)
 
 
 def reward_config(config: ml_collections.ConfigDict) -> hero.RewardConfig:
@@ -58,10 +61,6 @@ def ada_config(config: ml_collections.ConfigDict) -> se.AdaConfig | None:
   if config.rl.sampling == "fixed":
     return None
   return se.AdaConfig(mode=config.rl.sampling, **config.rl.ada.to_dict())
-
-
-def learner_temperature(config: ml_collections.ConfigDict) -> float:
-  return config.sampling.temperature or 1.0
 
 
 def eval_metrics(model, tokenizer, examples, config, pool, step: int) -> dict:
@@ -93,7 +92,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
-  temperature = learner_temperature(config)
+  temperature = rollouts.learner_temperature(config.sampling)
   cfg = pg_config(config)
   init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
                           stats={"samples_total": 0.0, "tokens_total": 0.0,
@@ -104,7 +103,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       objectives.grpo_objective(graphdef, cfg, temperature=temperature,
                                 compute_dtype=config.model.compute_dtype),
       optimizer, config.train.grad_accum_steps), init, mesh=mesh)
-  ref_params = init["params"] if cfg.kl_coef else None
+  # Its own buffers: the train step donates the state's.
+  ref_params = jax.tree.map(jnp.copy, init["params"]) if cfg.kl_coef else None
   nproc, pidx = jax.process_count(), jax.process_index()
   # Host-side models (Reinforce-Ada's sampler, the reward model) run on this
   # process's own devices.
@@ -161,15 +161,20 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         res = adaptive_collect.collect(
             sampler_policy, tokenizer, prompt_texts, golds, pool=pool, verifier=config.rl.verifier,
             cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len, rng=key,
-            choice_seed=(config.seed, int(state["data_position"]), pidx))
+            choice_seed=(config.seed, int(state["data_position"]), pidx),
+            mask_truncated=config.rl.mask_truncated)
       t1 = t2 = time.perf_counter()
-      batch = {k: rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs",
-                                         "advantages")}
+      batch = {k: rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs")}
       rule, oracle = np.asarray(res["rule"]), np.asarray(res["oracle"])
-      advantages = rows(np.asarray(res["advantages"]).reshape(b_local, ada_cfg.n))
+      # The pool's statistics as baseline and scale (Reinforce-Ada's global statistics).
+      advantages = policy_gradient.group_advantages(
+          rows(rule.reshape(b_local, ada_cfg.n)), rows(np.ones((b_local, ada_cfg.n), bool)),
+          std_mode=config.rl.std_mode, baseline=rows(res["baseline"]), scale=rows(res["scale"]))
+      batch["advantages"] = advantages.reshape(-1)
       rewards, rm_scores, reward_metrics = rows(rule), None, {}
       host_means = {"ada_rounds_mean": res["rounds_mean"],
-                    "ada_finished_fraction": res["finished_fraction"]}
+                    "ada_finished_fraction": res["finished_fraction"],
+                    "truncated_fraction": ~res["finished"]}
       samples, tokens, statuses = res["samples"], res["tokens_generated"], {}
       lengths = np.asarray(res["mask"]).sum(-1)
     else:

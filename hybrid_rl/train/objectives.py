@@ -16,6 +16,7 @@ from typing import Mapping
 
 from flax import nnx
 import jax
+import jax.numpy as jnp
 
 from hybrid_rl.algorithms import distillation
 from hybrid_rl.algorithms import policy_gradient
@@ -76,18 +77,27 @@ def sft_objective(graphdef: nnx.GraphDef, *, compute_dtype: str = "float32"):
     model = _model(graphdef, params, compute_dtype)
     logits = response_logits(model, batch["tokens"], batch["valid"], r)
     loss = distillation.cross_entropy(logits, batch["tokens"][:, -r:], batch["mask"])
-    return loss, {"loss": loss}
+    return loss, {"loss": loss, "loss_weight": _token_count(batch["mask"])}
   return loss_fn
 
 
+def _token_count(mask: Array) -> Array:
+  """Gradient-accumulation weight of a token-mean loss (see steps.make_train_step)."""
+  return mask.astype(jnp.float32).sum()
+
+
 def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.5,
-                      opd_clip_epsilon: float = 0.0, compute_dtype: str = "float32"):
+                      opd_clip_epsilon: float = 0.0, temperature: float = 1.0,
+                      compute_dtype: str = "float32"):
   """Student-side distillation losses (see hybrid_rl.algorithms.distillation).
 
   Batch fields by kind: fkl_sampled: (teacher rollouts) tokens, valid, mask;
   fkl_full / rkl_full / jsd: + teacher_logits [N, R, V]; fkl_topk:
   + teacher_top_logprobs, teacher_top_ids [N, R, k]; opd_pg (student
   rollouts): + teacher_logprobs, sampler_logprobs [N, R].
+  temperature: the student's logits are divided by the sampling temperature,
+  as the sampler's and (frozen_outputs) the teacher's are, so every
+  distribution compared is the one that samples.
   """
   if kind not in DISTILL_LOSSES:
     raise ValueError(f"distillation loss {kind!r}: choose {DISTILL_LOSSES}")
@@ -96,12 +106,12 @@ def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.
     del rng
     r = batch["mask"].shape[1]
     model = _model(graphdef, params, compute_dtype)
-    logits = response_logits(model, batch["tokens"], batch["valid"], r)
+    logits = response_logits(model, batch["tokens"], batch["valid"], r, temperature)
     targets, mask = batch["tokens"][:, -r:], batch["mask"]
+    weight = {"loss_weight": _token_count(mask)}
     if kind == "fkl_sampled":
       loss = distillation.cross_entropy(logits, targets, mask)
-      return loss, {"loss": loss}
-    if kind == "fkl_full":
+    elif kind == "fkl_full":
       loss = distillation.forward_kl(logits, batch["teacher_logits"], mask)
     elif kind == "fkl_topk":
       loss = distillation.top_k_forward_kl(logits, batch["teacher_top_logprobs"],
@@ -112,9 +122,10 @@ def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.
       loss = distillation.generalized_jsd(logits, batch["teacher_logits"], mask, jsd_beta)
     else:  # opd_pg
       logprobs = transformer.gather_logprobs(logits, targets)
-      return distillation.opd_pg_loss(logprobs, batch["sampler_logprobs"],
-                                      batch["teacher_logprobs"], mask, opd_clip_epsilon)
-    return loss, {"loss": loss}
+      loss, metrics = distillation.opd_pg_loss(logprobs, batch["sampler_logprobs"],
+                                               batch["teacher_logprobs"], mask, opd_clip_epsilon)
+      return loss, {**metrics, **weight}
+    return loss, {"loss": loss, **weight}
   return loss_fn
 
 

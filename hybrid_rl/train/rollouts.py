@@ -107,6 +107,12 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
   return Rollout(global_tokens, global_valid, out, decode(tokenizer, local), sp.num_samples, local)
 
 
+def learner_temperature(sampling) -> float:
+  """The temperature the learner divides logits by (config.sampling): the sampler's;
+  greedy (0) counts as 1."""
+  return sampling.temperature or 1.0
+
+
 def sequence_batch(rollout: Rollout, *, mask_truncated: bool = False) -> dict:
   """tokens / valid [N, P+R] and response mask [N, R] for the rollout's rows."""
   g = rollout.group_size
@@ -134,8 +140,10 @@ def trim_padding(batch: dict, multiple: int) -> dict:
   P + R, but a train step's cost grows with the width it is given. This drops
   the leading prompt columns and trailing response columns that are padding in
   every row (of the global batch), keeping each part a multiple of `multiple`
-  (few distinct shapes, so few compilations). Positions come from `valid`, so
-  the step's results are unchanged.
+  (few distinct shapes, so few compilations). Positions come from `valid`, and
+  every loss aggregation divides by counts that do not depend on the width
+  (Dr.GRPO's by the fixed PGConfig.norm_length), so the step's results are
+  unchanged up to float rounding.
 
   batch: "tokens" / "valid" [N, P + R]; "mask" [N, R]; any other array with
     R on axis 1 (sampler or teacher log-probs, [N, R, ...]) is cut with the

@@ -72,28 +72,39 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   """A pure step applying `optimizer` to the gradient of `loss_fn`.
 
   loss_fn(params, batch, rng) -> (loss, metrics). With grad_accum_steps = k the
-  batch is split into k micro-batches along axis 0 whose gradients (and
-  metrics) are averaged before one optimizer update.
+  batch is split into k micro-batches along axis 0. A loss that is a mean over
+  a count (tokens, sequences) reports that count as metrics["loss_weight"]
+  (a float32 scalar); micro-batch losses, gradients and metrics are averaged
+  with these weights (equal weights when absent), so the update equals the one
+  on the whole batch whatever each micro-batch holds.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def weighted_grad(params, batch, rng):
+    (loss, metrics), grads = grad_fn(params, batch, rng)
+    metrics = dict(metrics)
+    weight = jnp.asarray(metrics.pop("loss_weight", 1.0), jnp.float32)
+    return loss, metrics, grads, weight
 
   def step(state: dict, batch: Mapping[str, jax.Array], rng: jax.Array):
     params = state["params"]
     if grad_accum_steps == 1:
-      (loss, metrics), grads = grad_fn(params, batch, rng)
+      loss, metrics, grads, _ = weighted_grad(params, batch, rng)
     else:
       micro = _split_micro(batch, grad_accum_steps)
       rngs = jax.random.split(rng, grad_accum_steps)
 
       def body(acc, inputs):
         mb, key = inputs
-        (l, m), g = grad_fn(params, mb, key)
-        return jax.tree.map(jnp.add, acc, (l, m, g)), None
+        l, m, g, w = weighted_grad(params, mb, key)
+        weighted = jax.tree.map(lambda x: w * x, (l, m, g))
+        return jax.tree.map(jnp.add, acc, (*weighted, w)), None
 
-      (l0, m0), g0 = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rngs[0])
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l0, m0, g0))
-      (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (micro, rngs))
-      loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum_steps, (loss, metrics, grads))
+      shapes = jax.eval_shape(weighted_grad, params, jax.tree.map(lambda x: x[0], micro), rngs[0])
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+      (loss, metrics, grads, total), _ = jax.lax.scan(body, zeros, (micro, rngs))
+      total = jnp.where(total > 0, total, 1.0)  # no tokens anywhere: every term is 0
+      loss, metrics, grads = jax.tree.map(lambda x: x / total, (loss, metrics, grads))
 
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
