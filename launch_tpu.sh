@@ -10,7 +10,10 @@
 # (copy of this checkout by default, or --clone=URL), install requirements
 # (--install), run `python3 -m MODULE ARGS` on all workers with the output
 # streamed to a local log (worker 0's output is the run's log), and delete the
-# VM (--delete: only a VM this script created, recorded in .launch_tpu/).
+# VM (--delete: only a VM this script created, recorded in .launch_tpu/; with
+# --delete a VM created by this call is deleted on any failure too).
+# --delete with no module after -- only deletes (a VM this script created).
+# --remote-dir is a relative path under each worker's home (default hybrid_rl).
 # Flags fall back to $TPU_NAME, $ZONE, $PROJECT, $TPU_TYPE, $TPU_RUNTIME.
 # --dry-run prints every command and runs none.
 set -euo pipefail
@@ -30,7 +33,7 @@ remote_dir="hybrid_rl"
 log_file=""
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --name --zone --project --type --runtime --create --spot --clone=URL"
   echo "         --remote-dir=DIR --install --log=FILE --delete --dry-run -- MODULE [ARGS...]"
 }
@@ -62,13 +65,26 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-[[ $# -ge 1 ]] || { usage >&2; die "no experiment module given (e.g. -- experiments.train ...)"; }
+delete_only=0
+if [[ $# -eq 0 && $delete -eq 1 && $create -eq 0 && $install -eq 0 ]]; then
+  delete_only=1
+fi
+[[ $# -ge 1 || $delete_only -eq 1 ]] || {
+  usage >&2; die "no experiment module given (e.g. -- experiments.train ...)"; }
 [[ -n $name ]] || die "set --name or \$TPU_NAME"
+[[ $name =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] ||
+  die "--name='$name': expected a TPU name (lower-case letters, digits and -)"
 [[ -n $zone ]] || die "set --zone or \$ZONE"
-[[ $1 =~ ^[A-Za-z_][A-Za-z0-9_.]*$ ]] || die "module '$1' is not a Python module path"
-
-module=$1
-shift
+# It goes into `rm -rf ~/DIR` on every worker: a plain relative path only.
+[[ $remote_dir =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$ &&
+   ! $remote_dir =~ (^|/)\.\.?(/|$) ]] ||
+  die "--remote-dir='$remote_dir': expected a relative path under the workers' home (letters, digits, _ . - and /; no .., spaces or shell characters)"
+module=""
+if [[ $delete_only -eq 0 ]]; then
+  [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_.]*$ ]] || die "module '$1' is not a Python module path"
+  module=$1
+  shift
+fi
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 state_file="$repo_root/.launch_tpu/$name.created"
 log_file=${log_file:-"$repo_root/logs/$name-$(date +%Y%m%d-%H%M%S).log"}
@@ -89,34 +105,68 @@ on_all_workers() {
   run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="$1"
 }
 
+delete_vm() {
+  if [[ -f $state_file || ($dry_run -eq 1 && $create -eq 1) ]]; then
+    run "${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet
+    run rm -f "$state_file"
+  else
+    echo "launch_tpu.sh: not deleting $name: this script did not create it ($state_file missing)" >&2
+  fi
+}
+
+tarball=""
+created_now=0
+finished=0
+# On any exit: remove the tarball; with --delete, a VM this call created is
+# deleted even when a step failed (it would otherwise keep running and billing).
+# shellcheck disable=SC2329  # invoked by the trap
+cleanup() {
+  local rc=$?
+  [[ -z $tarball ]] || rm -f "$tarball"
+  if [[ $rc -ne 0 && $finished -eq 0 && $delete -eq 1 && $created_now -eq 1 ]]; then
+    echo "launch_tpu.sh: a step failed (exit $rc); deleting $name, which this call created" >&2
+    delete_vm || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+if [[ $delete_only -eq 1 ]]; then
+  delete_vm
+  exit 0
+fi
+
 if [[ $create -eq 1 ]]; then
   create_cmd=("${gcloud_tpu[@]}" create "$name" "${where[@]}" --accelerator-type="$tpu_type"
               --version="$runtime")
   [[ $spot -eq 1 ]] && create_cmd+=(--spot)
   run "${create_cmd[@]}"
+  created_now=1
   run mkdir -p "$(dirname "$state_file")"
   [[ $dry_run -eq 1 ]] || date -u +%FT%TZ > "$state_file"
 fi
 
+# Expanded on the workers, not here.
+# shellcheck disable=SC2088
+rdir="~/$(printf '%q' "$remote_dir")"
 if [[ -n $clone_url ]]; then
-  on_all_workers "rm -rf ~/$remote_dir && git clone --depth=1 $(printf '%q' "$clone_url") ~/$remote_dir"
+  on_all_workers "rm -rf $rdir && git clone --depth=1 $(printf '%q' "$clone_url") $rdir"
 else
   # The tracked files of this checkout (uncommitted edits included), as one tarball.
   tarball=$(mktemp -t hybrid_rl.XXXXXX.tar.gz)
-  trap 'rm -f "$tarball"' EXIT
   run bash -c "cd $(printf '%q' "$repo_root") && git ls-files -z | xargs -0 tar -czf $(printf '%q' "$tarball")"
   run "${gcloud_tpu[@]}" scp "$tarball" "$name:~/hybrid_rl.tar.gz" "${where[@]}" --worker=all
-  on_all_workers "rm -rf ~/$remote_dir && mkdir -p ~/$remote_dir && tar -xzf ~/hybrid_rl.tar.gz -C ~/$remote_dir"
+  on_all_workers "rm -rf $rdir && mkdir -p $rdir && tar -xzf ~/hybrid_rl.tar.gz -C $rdir"
 fi
 
 if [[ $install -eq 1 ]]; then
-  on_all_workers "cd ~/$remote_dir && python3 -m pip install -q -U pip && python3 -m pip install -q 'jax[tpu]' -r requirements.txt"
+  on_all_workers "cd $rdir && python3 -m pip install -q -U pip && python3 -m pip install -q 'jax[tpu]' -r requirements.txt"
 fi
 
 args=""
 [[ $# -gt 0 ]] && printf -v args ' %q' "$@"
 run mkdir -p "$(dirname "$log_file")"
-remote="cd ~/$remote_dir && python3 -m ${module}${args}"
+remote="cd $rdir && python3 -m ${module}${args}"
 echo "+ (output of all workers -> $log_file)"
 status=0
 if [[ $dry_run -eq 1 ]]; then
@@ -125,12 +175,6 @@ else
   on_all_workers "$remote" 2>&1 | tee "$log_file" || status=$?
 fi
 
-if [[ $delete -eq 1 ]]; then
-  if [[ -f $state_file || ($dry_run -eq 1 && $create -eq 1) ]]; then
-    run "${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet
-    run rm -f "$state_file"
-  else
-    echo "launch_tpu.sh: not deleting $name: this script did not create it ($state_file missing)" >&2
-  fi
-fi
+[[ $delete -eq 0 ]] || delete_vm
+finished=1
 exit "$status"

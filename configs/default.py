@@ -66,7 +66,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # prompt and response widths multiples of this (0: always the full P + R).
   config.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=64, checkpoint_every=100, keep_checkpoints=2, log_every=10,
-      grad_accum_steps=1, trim_multiple=16))
+      grad_accum_steps=1, trim_multiple=16,
+      max_consecutive_skips=10))  # stop after this many non-finite steps in a row (0: never)
 
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-3, schedule="cosine", warmup_steps=30, weight_decay=0.01, b1=0.9,

@@ -76,8 +76,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                        num_samples=8)
     config.rl.minibatches = 4  # 512 x 8 rows, mini-batch 128 prompts
     config.train.grad_accum_steps = 16
-    config.eval.update(num_samples=8, temperature=0.6, top_p=0.95, max_examples=500,
-                       batch_size=512)
+    config.eval.update(split="test", num_samples=8, temperature=0.6, top_p=0.95, max_examples=500,
+                       batch_size=512)  # MATH has no validation split
     # TPU v5p-64: 32 chips on 8 hosts; FSDP over 8 within a host's slice rows.
     config.parallel.update(mesh_shape=(4, 8, 1), num_devices=32, tpu_type="v5p-64")
     rm_block = pod_models.model_block("Skywork-Reward-V2-Qwen3-4B", num_labels=1)

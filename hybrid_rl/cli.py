@@ -28,6 +28,8 @@ from ml_collections import config_flags
 
 from hybrid_rl import config_checks
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import loop
+from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
 
 _OVERRIDE = re.compile(r"--(\w+)\.([\w.]+)=?")
@@ -71,30 +73,59 @@ def _unknown_field_message(argv: list[str], flag_name: str, default: str) -> str
   return None
 
 
+_CONFIG_FLAGS: dict[str, str] = {}  # flag name -> default spec, for error messages
+
+
+def _config_error_line(argv: list[str], name: str, error: Exception) -> str:
+  """One line for a config file that fails to load or take its overrides."""
+  message = _unknown_field_message(argv, name, _CONFIG_FLAGS.get(name, ""))
+  if message:
+    return message
+  # The innermost cause: config_flags wraps it in a multi-line report.
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  causes = [l for l in lines if re.match(r"^\w+(Error|Exception): ", l) or "[Errno" in l]
+  return f"--{name}: {(causes or lines or [repr(error)])[-1]}"
+
+
 def define_config(default: str, name: str = "config"):
-  """config_flags.DEFINE_config_file, with one clear line for an unknown field.
+  """config_flags.DEFINE_config_file, with one clear line for a bad file, preset or field.
 
   ml_collections applies `--config.x.y=` overrides while the flag is defined
-  (at import), where an unknown field would otherwise surface as a traceback.
+  (at import) or, with a preset, while flags are parsed (`run`); either way an
+  error would otherwise surface as a traceback.
   """
+  _CONFIG_FLAGS[name] = default
   try:
     return config_flags.DEFINE_config_file(
         name, default, "Config file and preset, e.g. configs/hero.py:tiny; "
         f"override any field with --{name}.a.b=value.")
-  except (AttributeError, KeyError) as e:
-    message = _unknown_field_message(sys.argv, name, default)
-    sys.exit(f"FATAL {message or f'config error: {e}'}")
+  except Exception as e:  # pylint: disable=broad-except
+    sys.exit(f"FATAL {_config_error_line(sys.argv, name, e)}")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, where a config flag with a preset loads its file and
+  applies its overrides; any failure there is one line."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    named = [n for n in _CONFIG_FLAGS if any(a.startswith(f"--{n}") for a in argv[1:])]
+    if not named:
+      sys.exit(f"FATAL {str(e).splitlines()[0] if str(e) else repr(e)}")
+    sys.exit(f"FATAL {_config_error_line(argv, named[0], e)}")
 
 
 def run(main) -> None:
-  """app.run(main); a stage directory started with other settings exits with one line."""
+  """app.run(main); bad flags, an invalid config raised inside a stage and a stage
+  directory started with other settings each exit with one line."""
   def guarded(argv):
     try:
       return main(argv)
-    except stage_runs.StageMismatchError as e:
+    except (stage_runs.StageMismatchError, config_checks.ConfigError,
+            loop.TrainingDiverged, stage_io.CorruptCheckpointError) as e:
       sys.exit(f"FATAL {e}")
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=_parse_flags)
 
 
 def resolved_config(config_flag) -> ml_collections.ConfigDict:
@@ -102,9 +133,15 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
   if not flags.FLAGS["verbosity"].present:
     # Orbax logs every checkpoint operation at INFO; --verbosity=0 shows them.
     logging.set_verbosity(logging.WARNING)
-  config = config_flag.value
+  try:  # config_flags reports a file that failed to load only on first use
+    config = config_flag.value
+    config.keys()
+  except Exception as e:  # pylint: disable=broad-except
+    cause = e.__cause__ or e
+    sys.exit(f"FATAL {_config_error_line(sys.argv, config_flag.name, cause)}")
   try:
     config_checks.validate(config)
+    config_checks.check_paths(config)
   except config_checks.ConfigError as e:
     sys.exit(f"FATAL invalid config: {e}")
   if "distributed" in config:
@@ -112,6 +149,12 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
       distributed.initialize(config.distributed)
     except ValueError as e:
       sys.exit(f"FATAL invalid config: {e}")
+  if "parallel" in config:
+    try:
+      distributed.make_mesh(config.parallel.mesh_shape)
+    except ValueError as e:
+      sys.exit(f"FATAL invalid config: config.parallel.mesh_shape="
+               f"{tuple(config.parallel.mesh_shape)}: {e}")
   return config
 
 
@@ -119,9 +162,31 @@ def config_as_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
+def _workdir_problem(workdir: str) -> str | None:
+  if not workdir or not workdir.strip():
+    return "expected a directory path"
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    return "is a file, expected a directory"
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    return f"cannot be created ({e.strerror})"
+  probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+  try:  # os.access says yes to root even on a read-only mount
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    return f"is not writable ({e.strerror})"
+  return None
+
+
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates workdir, prints the resolved config and writes <workdir>/config.json."""
-  os.makedirs(workdir, exist_ok=True)
+  """Creates workdir, prints the resolved config and writes <workdir>/config.json;
+  exits with one line if workdir cannot be written."""
+  problem = _workdir_problem(workdir)
+  if problem:
+    sys.exit(f"FATAL --workdir={workdir!r}: {problem}")
   if not distributed.is_main():
     return
   text = config_as_json(config)
@@ -150,6 +215,8 @@ def experiment_setup(config_flag, workdir: str) -> tuple[ml_collections.ConfigDi
   unless config.data.data_dir says otherwise.
   """
   config = resolved_config(config_flag)
+  if not workdir or not workdir.strip():
+    sys.exit(f"FATAL --workdir={workdir!r}: expected a directory path")
   root = os.path.abspath(workdir)
   prepare_workdir(config, root)
   use_compilation_cache(os.path.join(root, "jax_cache"))

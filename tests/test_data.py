@@ -105,7 +105,7 @@ def test_gsm8k_and_math_rows_parse_and_malformed_rows_are_skipped_with_line_numb
   assert len(train) == 2
   assert train[0]["answer"] == "1203" and "<<" not in train[0]["solution"]
   assert train[0]["solution"].endswith("\\boxed{1203}.")
-  builder = builders.make_builder("gsm8k", data_dir)
+  builder = builders.make_builder("gsm8k", data_dir, str(manual))
   skipped = builder.info.metadata["skipped_rows"]["train"]
   assert [line for line, _ in skipped] == [2, 3, 4, 5]
   assert "####" in skipped[1][1] and "question" in skipped[3][1]
@@ -119,6 +119,39 @@ def test_gsm8k_and_math_rows_parse_and_malformed_rows_are_skipped_with_line_numb
   _, skipped = jsonl_sources.read_jsonl(str(manual / "math500_test.jsonl"),
                                         jsonl_sources.parse_math_row)
   assert [line for line, _ in skipped] == [3, 4]
+
+
+def test_rows_python_json_refuses_are_skipped_not_fatal(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  good = json.dumps({"question": "What is 1 + 1?", "answer": "So 2.\n#### 2"})
+  _write_lines(manual / "gsm8k_train.jsonl", [
+      good,
+      '{"question": "q", "answer": "#### 1", "n": ' + "9" * 5000 + "}",  # int over 4,300 digits
+      "[" * 100_000 + "]" * 100_000,  # past the recursion limit
+      json.dumps({"question": "q", "answer": "a\n#### 3"}).replace('"q"', '"q\\ud800"'),  # lone surrogate
+      good,
+  ])
+  data_dir = str(tmp_path / "tfds")
+  train = pipeline.load_examples("gsm8k", "train", data_dir, manual_dir=str(manual))
+  assert len(train) == 2
+  skipped = builders.make_builder("gsm8k", data_dir, str(manual)).info.metadata["skipped_rows"]
+  reasons = dict(skipped["train"])
+  assert sorted(reasons) == [2, 3, 4]
+  assert "4300 digits" in reasons[2] and "RecursionError" in reasons[3]
+  assert "lone surrogate" in reasons[4]
+
+
+def test_a_changed_source_file_is_built_again(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  row = lambda n: json.dumps({"question": f"What is {n}?", "answer": f"It is.\n#### {n}"})
+  _write_lines(manual / "gsm8k_train.jsonl", [row(1), row(2)])
+  data_dir = str(tmp_path / "tfds")
+  assert len(pipeline.load_examples("gsm8k", "train", data_dir, manual_dir=str(manual))) == 2
+  _write_lines(manual / "gsm8k_train.jsonl", [row(1), row(2), row(3)])
+  rebuilt = pipeline.load_examples("gsm8k", "train", data_dir, manual_dir=str(manual))
+  assert [e["answer"] for e in rebuilt] == ["1", "2", "3"]
 
 
 def test_missing_manual_files_are_named(tmp_path):

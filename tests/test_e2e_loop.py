@@ -103,6 +103,30 @@ def test_eval_summary_matches_hand_computation():
   assert evaluate.pass_at_k(5, 1, 2) == pytest.approx(1 - 6 / 10)
 
 
+def test_a_run_that_only_skips_steps_stops_with_one_line_and_keeps_its_checkpoints(tmp_path):
+  """lr=1e30: the first update blows the weights up (finite), every later loss is
+  non-finite and skipped; two in a row stop the run before it exports anything."""
+  data = str(tmp_path / "data")
+  workdir = tmp_path / "diverged"
+  proc = run_module("experiments.train", f"--workdir={workdir}", *MICRO,
+                    f"--config.data.data_dir={data}", "--config.optim.learning_rate=1e30",
+                    "--config.optim.warmup_steps=0", "--config.optim.schedule=constant",
+                    "--config.train.max_consecutive_skips=2", check=False)
+  assert proc.returncode != 0
+  fatal = [l for l in proc.stderr.splitlines() if l.startswith("FATAL")]
+  assert len(fatal) == 1 and "2 consecutive steps (up to step 3)" in fatal[0], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert os.path.isdir(workdir / "checkpoints" / "2")  # finished work stays
+  assert not (workdir / "final").exists() and not (workdir / "summary.json").exists()
+  # Without the stop, the summary counts the skipped steps.
+  counted = tmp_path / "counted"
+  run_module("experiments.train", f"--workdir={counted}", *MICRO, f"--config.data.data_dir={data}",
+             "--config.optim.learning_rate=1e30", "--config.optim.warmup_steps=0",
+             "--config.optim.schedule=constant", "--config.train.max_consecutive_skips=0")
+  summary = json.load(open(counted / "summary.json"))
+  assert summary["skipped_steps"] == 3 and summary["steps"] == 1
+
+
 def test_grpo_with_a_kl_reference_runs_several_steps(sft_dir, tmp_path):
   """The reference keeps its own buffers: the train step donates the state's."""
   workdir = str(tmp_path / "kl")
@@ -169,5 +193,5 @@ def test_distill_stage_rejects_a_loss_that_does_not_fit_the_rollouts(sft_dir, tm
                     "--config.stage=distill", f"--config.init_from={sft_dir}",
                     f"--config.distill.teacher_from={sft_dir}", "--config.distill.rollouts=teacher",
                     "--config.distill.kind=opd_pg", check=False)
-  assert proc.returncode != 0
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
   assert "config.distill.kind='opd_pg' with rollouts='teacher'" in proc.stderr

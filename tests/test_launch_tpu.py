@@ -10,9 +10,12 @@ from tests import helpers
 SCRIPT = os.path.join(helpers.REPO, "launch_tpu.sh")
 
 
-def _run(*args, cwd=None):
+def _run(*args, cwd=None, path=None):
+  env = dict(os.environ, TPU_NAME="", ZONE="")
+  if path:
+    env["PATH"] = path + os.pathsep + env["PATH"]
   return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, timeout=60,
-                        cwd=cwd or helpers.REPO, env=dict(os.environ, TPU_NAME="", ZONE=""))
+                        cwd=cwd or helpers.REPO, env=env)
 
 
 def test_dry_run_prints_the_whole_round_trip():
@@ -44,6 +47,56 @@ def test_delete_only_a_vm_it_created_and_bad_input_is_refused():
   bad = _run("--dry-run", "--name=x", "--zone=z", "--", "rm -rf /;x")
   assert bad.returncode == 2 and "not a Python module path" in bad.stderr
   assert "unknown option --worker" in _run("--worker=3", "--", "experiments.train").stderr
+
+
+@pytest.mark.parametrize("remote_dir", ["", "a b", "../up", "/abs", "x/../..", "a;rm -rf ~",
+                                        "$(id)", "~"])
+def test_remote_dir_that_could_delete_the_wrong_path_is_refused(remote_dir):
+  proc = _run("--dry-run", "--name=x", "--zone=z", f"--remote-dir={remote_dir}", "--",
+              "experiments.train")
+  assert proc.returncode == 2 and "rm -rf" not in proc.stdout
+  assert proc.stderr.strip().startswith(f"launch_tpu.sh: --remote-dir='{remote_dir}': expected")
+
+
+def _fake_gcloud(tmp_path, fail_on: str):
+  """A gcloud that logs its arguments and fails when they contain `fail_on`."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "gcloud.log"
+  script = bin_dir / "gcloud"
+  script.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {log}
+[[ "$*" == *{fail_on!r}* ]] && exit 1
+exit 0
+""")
+  script.chmod(0o755)
+  return str(bin_dir), log
+
+
+def test_a_failed_step_deletes_the_vm_this_call_created(tmp_path):
+  name = f"trap-test-{os.getpid()}"
+  bin_dir, log = _fake_gcloud(tmp_path, "pip install")
+  proc = _run(f"--name={name}", "--zone=z", "--create", "--install", "--delete",
+              f"--log={tmp_path / 'run.log'}", "--", "experiments.train", path=bin_dir)
+  calls = log.read_text().splitlines()
+  assert proc.returncode != 0
+  assert any(" create " in c for c in calls) and "pip install" in calls[-2]
+  assert calls[-1].startswith(f"compute tpus tpu-vm delete {name}")
+  assert not any("experiments.train" in c for c in calls)  # never ran
+  assert not os.path.exists(os.path.join(helpers.REPO, ".launch_tpu", f"{name}.created"))
+
+
+def test_delete_only_mode(tmp_path):
+  name = f"delete-only-{os.getpid()}"
+  state = os.path.join(helpers.REPO, ".launch_tpu", f"{name}.created")
+  os.makedirs(os.path.dirname(state), exist_ok=True)
+  with open(state, "w") as f:
+    f.write("2026-01-01T00:00:00Z\n")
+  bin_dir, log = _fake_gcloud(tmp_path, "never")
+  proc = _run(f"--name={name}", "--zone=z", "--delete", path=bin_dir)
+  assert proc.returncode == 0, proc.stderr
+  assert log.read_text().splitlines() == [f"compute tpus tpu-vm delete {name} --zone=z --quiet"]
+  assert not os.path.exists(state)
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")

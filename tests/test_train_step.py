@@ -65,6 +65,20 @@ def test_nonfinite_batch_leaves_state_bit_identical():
   assert float(metrics["nonfinite_skipped"]) == 0.0 and int(after["step"]) == 1
 
 
+def test_an_update_that_makes_parameters_non_finite_is_skipped():
+  """Finite loss and gradients, but an infinite step size: the update is not applied."""
+  model, _, loss_fn, _, state = _setup()
+  optimizer = optax.sgd(float("inf"))
+  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  before = jax.device_get(state["params"])
+  after, metrics = jax.jit(steps.make_train_step(loss_fn, optimizer))(
+      state, grpo_batch(model), jax.random.PRNGKey(1))
+  assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+  assert float(metrics["nonfinite_skipped"]) == 1.0 and int(after["step"]) == 0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(after["params"]))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.parametrize("objective", ["token_mean", "seq_mean_token_mean",
                                        "seq_mean_token_sum_norm", "sft"])
 def test_gradient_accumulation_equals_one_big_batch(objective):

@@ -1,9 +1,11 @@
 """Equivalence and strict verifiers; the time-bounded pool under adversarial answers."""
+import signal
 import threading
 import time
 
 import pytest
 
+from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.rewards import verifiers
 from hybrid_rl.rewards.verifier_pool import VerifierPool
 
@@ -147,8 +149,8 @@ def test_adversarial_answers_return_within_the_bound():
     t0 = time.monotonic()
     verdicts = pool.verify("equivalence", ADVERSARIAL, ["3"] * len(ADVERSARIAL))
     elapsed = time.monotonic() - t0
-    # worst case: every answer times out, two at a time
-    assert elapsed < bound * (len(ADVERSARIAL) / 2 + 1) + 2
+    # worst case: every answer runs to the wall-clock safety bound, two at a time
+    assert elapsed < pool.wall_timeout_s * (len(ADVERSARIAL) / 2 + 1) + 2
     for answer, verdict in zip(ADVERSARIAL, verdicts):
       assert verdict.status in verifiers.STATUSES
       if verdict.status in ("timeout", "error"):
@@ -159,6 +161,26 @@ def test_adversarial_answers_return_within_the_bound():
     # the pool replaced its hung workers and still answers
     assert [v.correct for v in pool.verify("equivalence", ["\\boxed{0.5}"] * 3,
                                            ["\\frac{1}{2}"] * 3)] == [True] * 3
+
+
+def test_the_bound_is_the_worker_cpu_time_not_wall_time(monkeypatch):
+  """_judge, as a worker runs it: 1 s of waiting (no CPU: what a loaded machine does
+  to a check) stays within a 0.3 s bound; 1 s of computing does not."""
+  def spin(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+      pass
+    return verifiers.Verdict(True, "ok")
+  monkeypatch.setitem(verifiers.VERIFIERS, "waits", lambda r, g: time.sleep(1.0) or
+                      verifiers.Verdict(True, "ok"))
+  monkeypatch.setitem(verifiers.VERIFIERS, "computes", lambda r, g: spin(1.0))
+  previous = signal.signal(signal.SIGPROF, verifier_pool._on_cpu_limit)
+  try:
+    assert verifier_pool._judge("waits", "", "", 0.3) == verifiers.Verdict(True, "ok")
+    assert verifier_pool._judge("computes", "", "", 0.3) == verifiers.Verdict(False, "timeout")
+    assert verifier_pool._judge("computes", "", "", 0.3).status == "timeout"  # same again
+  finally:
+    signal.signal(signal.SIGPROF, previous)
 
 
 def test_crashed_worker_is_replaced_and_reported_as_error():

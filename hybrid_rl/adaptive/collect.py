@@ -4,6 +4,7 @@ All active prompts of a round go through one sampler call. The call's batch
 is padded up to a power of two (at most the prompt batch), so the rounds of a
 whole run compile the sampler at most log2(B) + 1 times.
 """
+import collections
 import dataclasses
 
 import jax
@@ -30,12 +31,12 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
   (mask_truncated: rows that hit max_new_tokens get an all-False mask),
   rule, oracle, finished [B*n], baseline / scale [B] (se.pool_statistics, for
   policy_gradient.group_advantages), and host statistics: samples,
-  tokens_generated, rounds_mean, finished_fraction (prompts whose exit
-  condition held).
+  tokens_generated, statuses (verdict counts, scoring.Scores.statuses),
+  rounds_mean, finished_fraction (prompts whose exit condition held).
   """
   b = len(prompt_texts)
   prompt_tokens, prompt_valid = rollouts.encode_prompts(tokenizer, prompt_texts, prompt_len)
-  tokens_generated = 0
+  tokens_generated, statuses = 0, collections.Counter()
 
   def sample_fn(active, m, t):
     nonlocal tokens_generated
@@ -46,6 +47,7 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
     n = len(active) * m
     texts = rollouts.decode(tokenizer, out)[:n]
     scores = scoring.verify_texts(pool, verifier, texts, [golds[i] for i in active for _ in range(m)])
+    statuses.update(scores.statuses)
     toks, lps = np.asarray(out.tokens), np.asarray(out.logprobs)
     masks, finished = np.asarray(out.mask), np.asarray(out.finished)
     tokens_generated += int(masks[:n].sum())
@@ -76,6 +78,7 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
       "rule": np.array([r[1] for r in rows], np.float32),
       "oracle": np.array([r[0][3] for r in rows], np.float32),
       "samples": sum(len(p.rewards) for p in pools),
+      "statuses": statuses,
       "tokens_generated": tokens_generated,
       "rounds_mean": float(np.mean([p.rounds for p in pools])),
       "finished_fraction": float(np.mean([p.done for p in pools])),

@@ -9,12 +9,13 @@ kind, level.
   source = builder.as_data_source()["train"]  # random access, len()
 
 GSM8K / MATH read `manual_dir` (files named as in ../shared/data):
-  builder = make_builder("gsm8k", data_dir)
+  builder = make_builder("gsm8k", data_dir, DIR)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=DIR))
 Malformed rows are skipped, logged with their line numbers, and recorded in
 `builder.info.metadata["skipped_rows"]`.
 """
 import dataclasses
+import hashlib
 import logging
 import os
 
@@ -138,8 +139,27 @@ class _QuietCustomConfig(logging.Filter):
 logging.getLogger("absl").addFilter(_QuietCustomConfig())
 
 
-def make_builder(name: str, data_dir: str, **config) -> tfds.core.GeneratorBasedBuilder:
-  """A builder writing ArrayRecord (TensorFlow-free). `config`: SyntheticMathConfig fields."""
+def source_digest(builder_cls, manual_dir: str) -> str:
+  """sha256 (12 hex digits) of the source files a JSONL builder reads from manual_dir."""
+  digest = hashlib.sha256()
+  for split, filename in sorted(builder_cls.SPLIT_FILES.items()):
+    path = os.path.join(manual_dir, filename)
+    if os.path.exists(path):
+      digest.update(f"{split}:{filename}\n".encode())
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+  return digest.hexdigest()[:12]
+
+
+def make_builder(name: str, data_dir: str, manual_dir: str | None = None,
+                 **config) -> tfds.core.GeneratorBasedBuilder:
+  """A builder writing ArrayRecord (TensorFlow-free). `config`: SyntheticMathConfig fields.
+
+  A JSONL dataset is built once per content of its source files (the builder
+  config is named src_<digest>), so editing or replacing them in manual_dir
+  builds it again instead of reusing the old build.
+  """
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r} (choose {', '.join(BUILDERS)})")
   kwargs = dict(data_dir=data_dir, file_format="array_record")
@@ -147,4 +167,7 @@ def make_builder(name: str, data_dir: str, **config) -> tfds.core.GeneratorBased
     kwargs["config"] = SyntheticMathConfig(**config)
   elif config:
     raise ValueError(f"dataset {name!r} takes no config fields, got {sorted(config)}")
+  elif manual_dir is not None:
+    digest = source_digest(BUILDERS[name], manual_dir)
+    kwargs["config"] = tfds.core.BuilderConfig(name=f"src_{digest}")
   return BUILDERS[name](**kwargs)

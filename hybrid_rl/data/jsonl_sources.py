@@ -59,9 +59,26 @@ def parse_math_row(row: dict, line_no: int) -> Example:
           "kind": str(row.get("subject", "")), "level": int(level)}
 
 
+def _check_encodable(example: Example) -> Example:
+  """JSON escapes can spell lone surrogates ("\\ud800"), which no UTF-8 writer accepts."""
+  for key, value in example.items():
+    if isinstance(value, str):
+      try:
+        value.encode("utf-8")
+      except UnicodeEncodeError as e:
+        raise RowError(f"field {key!r} is not valid Unicode (a lone surrogate escape)") from e
+  return example
+
+
 def read_jsonl(path: str, parse_row: Callable[[dict, int], Example]
                ) -> tuple[list[Example], list[tuple[int, str]]]:
-  """(examples, skipped) where skipped lists (1-based line number, reason)."""
+  """(examples, skipped) where skipped lists (1-based line number, reason).
+
+  A row is skipped, never fatal, when it is not UTF-8 or not JSON, when Python's
+  json refuses it (an integer of more than 4,300 digits: ValueError; arrays
+  nested past the recursion limit: RecursionError), or when it lacks what its
+  parser needs.
+  """
   examples, skipped = [], []
   with open(path, "rb") as f:
     for line_no, raw in enumerate(f, start=1):
@@ -71,9 +88,10 @@ def read_jsonl(path: str, parse_row: Callable[[dict, int], Example]
         row = json.loads(raw.decode("utf-8"))
         if not isinstance(row, dict):
           raise RowError("row is not a JSON object")
-        examples.append(parse_row(row, line_no))
-      except (UnicodeDecodeError, json.JSONDecodeError, RowError) as e:
-        skipped.append((line_no, f"{type(e).__name__}: {e}"))
+        examples.append(_check_encodable(parse_row(row, line_no)))
+      except (ValueError, RecursionError) as e:  # JSON, UTF-8 and row errors are ValueErrors
+        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        skipped.append((line_no, f"{type(e).__name__}: {reason}"))
   for line_no, reason in skipped:
     logging.warning("%s:%d skipped: %s", path, line_no, reason)
   return examples, skipped

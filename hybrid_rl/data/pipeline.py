@@ -31,12 +31,13 @@ def load_examples(name: str, split: str, data_dir: str, *, manual_dir: str | Non
   use disjoint parts of one split (SFT, RL and reward-model data).
 
   Builds the dataset on first use (synthetic_math: generated; gsm8k / math:
-  from manual_dir) and reuses it afterwards.
+  from manual_dir, once per content of its files) and reuses it afterwards.
   """
-  builder = builders.make_builder(name, data_dir, **config)
   download_config = None
   if manual_dir is not None:
-    download_config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir))
+    manual_dir = os.path.expanduser(manual_dir)
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  builder = builders.make_builder(name, data_dir, manual_dir, **config)
   builder.download_and_prepare(download_config=download_config)
   base = split.split("[", 1)[0]
   if base not in builder.info.splits:

@@ -1,11 +1,16 @@
 """Time-bounded verification in a pool of worker processes.
 
-Each answer is checked in a worker process with a wall-clock bound. A worker
-that runs past the bound (sympy asked to expand 10^{10^{10^{10}}}) is killed
-and replaced, and that answer is reported as `timeout`; a worker that dies
-(crash, out of memory) is replaced and its answer reported as `error`. The
-caller is never blocked for more than the bound on any single answer beyond
-the time the queue needs.
+Each answer is checked in a worker process under a CPU-time bound
+(`timeout_s` of the worker's own CPU time, ITIMER_PROF): an answer that needs
+more (sympy asked to expand 10^{10^{10^{10}}}) is reported as `timeout`. CPU
+time does not depend on how loaded the machine is, so the verdict is the same
+on a busy machine as on an idle one (a wall-clock bound flipped borderline
+answers with the load). Computation inside C code ignores the signal, so a
+wall-clock bound (`wall_timeout_s`, 2 x timeout_s + 1 s) stays as a safety
+net: a worker past it is killed and replaced and its answer reported as
+`timeout`. A worker that dies (crash, out of memory) is replaced and its answer
+reported as `error`. The caller is never blocked for more than the wall bound
+on any single answer beyond the time the queue needs.
 
 Only what needs sympy travels: the strict verifier (string rules, linear
 time) and answers that are plain integers like their gold
@@ -22,6 +27,7 @@ import collections
 import functools
 import multiprocessing
 from multiprocessing import connection
+import signal
 import time
 from typing import Sequence
 
@@ -40,7 +46,38 @@ def _context():
   return _CONTEXT
 
 
-def _worker(conn) -> None:
+class _CpuTimeExceeded(BaseException):
+  """Raised in a worker by its CPU-time timer (a BaseException, so sympy's and
+  math-verify's `except Exception` blocks cannot swallow it)."""
+
+
+_armed = False  # a late SIGPROF after the task finished must not raise
+
+
+def _on_cpu_limit(signum, frame):
+  del signum, frame
+  if _armed:
+    raise _CpuTimeExceeded()
+
+
+def _judge(kind: str, response, gold, cpu_limit_s: float) -> verifiers.Verdict:
+  global _armed
+  try:
+    _armed = True
+    signal.setitimer(signal.ITIMER_PROF, cpu_limit_s)
+    verdict = verifiers.VERIFIERS[kind](response, gold)
+  except _CpuTimeExceeded:
+    verdict = verifiers.Verdict(False, "timeout")
+  except Exception:  # pylint: disable=broad-except
+    verdict = verifiers.Verdict(False, "error")
+  finally:
+    _armed = False
+    signal.setitimer(signal.ITIMER_PROF, 0)
+  return verdict
+
+
+def _worker(conn, cpu_limit_s: float) -> None:
+  signal.signal(signal.SIGPROF, _on_cpu_limit)
   conn.send("ready")
   while True:
     try:
@@ -50,11 +87,7 @@ def _worker(conn) -> None:
     if task is None:
       return
     index, kind, response, gold = task
-    try:
-      verdict = verifiers.VERIFIERS[kind](response, gold)
-    except Exception:  # pylint: disable=broad-except
-      verdict = verifiers.Verdict(False, "error")
-    conn.send((index, verdict))
+    conn.send((index, _judge(kind, response, gold, cpu_limit_s)))
 
 
 def _strict_or_error(response, gold) -> verifiers.Verdict:
@@ -66,9 +99,9 @@ def _strict_or_error(response, gold) -> verifiers.Verdict:
 
 class _Worker:
 
-  def __init__(self):
+  def __init__(self, cpu_limit_s: float):
     self.conn, child = _context().Pipe()
-    self.process = _context().Process(target=_worker, args=(child,), daemon=True)
+    self.process = _context().Process(target=_worker, args=(child, cpu_limit_s), daemon=True)
     self.process.start()
     child.close()
     self.ready = False
@@ -87,9 +120,10 @@ class VerifierPool:
   def __init__(self, num_workers: int = 2, timeout_s: float = 2.0, start_timeout_s: float = 120.0):
     if num_workers < 1 or timeout_s <= 0:
       raise ValueError("num_workers must be >= 1 and timeout_s > 0")
-    self.timeout_s = timeout_s
+    self.timeout_s = timeout_s  # CPU seconds per answer
+    self.wall_timeout_s = 2 * timeout_s + 1.0  # for C code that ignores the CPU timer
     self.start_timeout_s = start_timeout_s
-    self._workers = [_Worker() for _ in range(num_workers)]
+    self._workers = [_Worker(timeout_s) for _ in range(num_workers)]
     self.counts = collections.Counter()  # status -> number of verdicts so far
 
   def verify(self, kind: str, responses: Sequence[str | bytes], golds: Sequence[str]
@@ -128,7 +162,7 @@ class VerifierPool:
       busy = [w for w in self._workers if w.task is not None]
       if not busy:
         continue
-      deadline = min(w.started for w in busy) + self.timeout_s
+      deadline = min(w.started for w in busy) + self.wall_timeout_s
       ready = connection.wait([w.conn for w in busy], timeout=max(0.0, deadline - time.monotonic()))
       for i, w in enumerate(self._workers):
         if w.task is None:
@@ -139,7 +173,7 @@ class VerifierPool:
             results[index], w.task = verdict, None
           except (EOFError, OSError):
             self._replace(i, w.task, results, "error")
-        elif time.monotonic() - w.started > self.timeout_s:
+        elif time.monotonic() - w.started > self.wall_timeout_s:
           self._replace(i, w.task, results, "timeout")
     for i, judged in repeats:
       results[i] = results[judged]
@@ -170,7 +204,7 @@ class VerifierPool:
 
   def _replace(self, i: int, index: int, results: list, status: str) -> None:
     self._workers[i].kill()
-    self._workers[i] = _Worker()
+    self._workers[i] = _Worker(self.timeout_s)
     results[index] = verifiers.Verdict(False, status)
 
   def close(self) -> None:

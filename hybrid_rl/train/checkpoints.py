@@ -4,19 +4,38 @@ A checkpoint holds one pytree (params, optimizer state, step, RNG key, data
 position, running statistics: whatever the stage puts in its state) plus a
 small JSON dict of host-side metadata. Orbax writes each step to a temporary
 directory and renames it when complete, so a run killed mid-save leaves no
-half-written step behind; a step that was completed but later damaged
-(truncated file, bad bytes) fails to restore, is reported, moved aside to
-`<dir>/corrupt/`, and the previous step is used instead.
+half-written step behind. Bytes damaged after the save need not make orbax
+fail, so every save also records a checksum of each array (`fingerprints`,
+computed on device, in the step's metadata) and a restore recomputes and
+compares them. A step that fails to restore or to match is reported, moved
+aside to `<workdir>/corrupt_checkpoints/`, and the previous step is used.
 """
-import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 PyTree = Any
+
+
+def _drop_closed_loop_noise(previous):
+  """After a failed restore, TensorStore completes the reads orbax started on an
+  event loop that orbax has already closed; each completion reports an
+  unraisable 'Event loop is closed' RuntimeError (dozens of tracebacks for one
+  damaged step). They carry no information: the failure itself is reported."""
+  def hook(unraisable):
+    if (unraisable.exc_type is RuntimeError
+        and str(unraisable.exc_value) == "Event loop is closed"):
+      return
+    previous(unraisable)
+  return hook
+
+
+sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
 
 
 def make_manager(directory: str, *, save_every: int, keep: int,
@@ -31,14 +50,57 @@ def make_manager(directory: str, *, save_every: int, keep: int,
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def _words(x: jax.Array) -> jax.Array:
+  """The array's bits as a flat uint32 vector (typed PRNG keys by their key data)."""
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  x = jnp.asarray(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32).reshape(-1)
+  size = x.dtype.itemsize
+  if size < 4:
+    unsigned = {1: jnp.uint8, 2: jnp.uint16}[size]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).reshape(-1)
+  return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+
+
+@jax.jit
+def _fingerprint_leaves(leaves: list) -> jax.Array:
+  """[n_leaves, 2] uint32: the sum of each array's words and their position-weighted
+  sum, both mod 2^32 (any changed word changes the first; swapped words the second)."""
+  out = []
+  for x in leaves:
+    w = _words(x)
+    weights = jnp.arange(1, w.size + 1, dtype=jnp.uint32)
+    out.append(jnp.stack([w.sum(dtype=jnp.uint32), (w * weights).sum(dtype=jnp.uint32)]))
+  return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+
+
+def fingerprints(tree: PyTree) -> dict[str, list[int]]:
+  """{key path: [sum, weighted sum]} of every array in `tree` (JSON-ready)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  paths, leaves = [p for p, _ in flat], [x for _, x in flat]
+  values = jax.device_get(_fingerprint_leaves(leaves))
+  return {jax.tree_util.keystr(p): [int(a), int(b)] for p, (a, b) in zip(paths, values)}
+
+
+def mismatched(tree: PyTree, expected: dict[str, list[int]]) -> list[str]:
+  """Key paths of arrays in `tree` whose fingerprint differs from `expected`."""
+  now = fingerprints(tree)
+  return sorted(k for k, v in expected.items() if now.get(k) != list(v))
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
          meta: dict | None = None, *, force: bool = False) -> bool:
-  """Saves `state` at `step` if the manager's interval says so (or `force`)."""
+  """Saves `state` at `step` if the manager's interval says so (or `force`), with
+  the arrays' fingerprints in the metadata."""
+  if not (force or manager.should_save(step)):
+    return False
   return manager.save(
       step,
       args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
-          meta=ocp.args.JsonSave(meta or {}),
+          meta=ocp.args.JsonSave({**(meta or {}), "checksums": fingerprints(state)}),
       ),
       force=force,
   )
@@ -54,7 +116,8 @@ def restore_latest(manager: ocp.CheckpointManager, state_template: PyTree
 
   `state_template` is a pytree with the structure, shapes, dtypes and
   shardings of the state (a freshly initialised state works). Steps that fail
-  to restore are reported and moved aside, and older ones are tried.
+  to restore, or whose arrays do not match the checksums saved with them, are
+  reported and moved aside, and older ones are tried.
   """
   for step in sorted(manager.all_steps(), reverse=True):
     try:
@@ -65,10 +128,15 @@ def restore_latest(manager: ocp.CheckpointManager, state_template: PyTree
               meta=ocp.args.JsonRestore(),
           ),
       )
+      meta = dict(restored.meta or {})
+      bad = mismatched(restored.state, meta.pop("checksums", {}))
+      if bad:
+        raise ValueError(f"checksum mismatch in {', '.join(bad[:3])}"
+                         + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
     except Exception as e:  # pylint: disable=broad-except
       _quarantine(manager, step, e)
       continue
-    return step, restored.state, dict(restored.meta or {})
+    return step, restored.state, meta
   return None
 
 
@@ -83,7 +151,6 @@ def _quarantine(manager: ocp.CheckpointManager, step: int, error: Exception):
   message = (f"checkpoint step {step} in {root} is unreadable "
              f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
              f"moved to {dst}, trying the previous one")
-  logging.warning(message)
   print(f"WARNING {message}", flush=True)
   if os.path.exists(src):
     shutil.move(src, dst)

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from hybrid_rl import config_checks
 from hybrid_rl.data import pipeline
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import loop
@@ -41,15 +42,15 @@ TEACHER_OUTPUT = {"fkl_sampled": None, "fkl_full": "logits", "fkl_topk": "top_k"
 def check(cfg: ml_collections.ConfigDict) -> None:
   allowed = TEACHER_ROLLOUT_KINDS if cfg.rollouts == "teacher" else STUDENT_ROLLOUT_KINDS
   if cfg.rollouts not in ("teacher", "student"):
-    raise ValueError(f"config.distill.rollouts={cfg.rollouts!r}: choose teacher or student")
+    raise config_checks.ConfigError(f"config.distill.rollouts={cfg.rollouts!r}: choose teacher or student")
   if cfg.kind not in allowed:
-    raise ValueError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
+    raise config_checks.ConfigError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
                      f"choose {', '.join(allowed)}")
   if cfg.opd_clip_epsilon and cfg.kind != "opd_pg":
-    raise ValueError(f"config.distill.opd_clip_epsilon={cfg.opd_clip_epsilon} with kind="
+    raise config_checks.ConfigError(f"config.distill.opd_clip_epsilon={cfg.opd_clip_epsilon} with kind="
                      f"{cfg.kind!r}: the ratio clip applies to opd_pg only (set it to 0)")
   if not cfg.teacher_from:
-    raise ValueError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
+    raise config_checks.ConfigError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
                      "directory or .gguf file)")
 
 
@@ -65,7 +66,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   student = stage_io.build_or_load(config, workdir)
   teacher = stage_io.build_or_load(config, workdir, init_from=dcfg.teacher_from)
   if len(teacher.tokenizer) != len(student.tokenizer):
-    raise ValueError(f"teacher vocabulary ({len(teacher.tokenizer)}) differs from the student's "
+    raise config_checks.ConfigError(f"teacher vocabulary ({len(teacher.tokenizer)}) differs from the student's "
                      f"({len(student.tokenizer)}): token-level distillation needs one vocabulary")
   tokenizer = student.tokenizer
   graphdef, _ = nnx.split(student.model)
@@ -138,14 +139,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     metrics.update({**host, **stats, "seconds_sampling": t1 - t0, "seconds_training": t2 - t1})
     return state, metrics
 
-  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
-                      checkpoint_every=config.train.checkpoint_every,
-                      keep_checkpoints=config.train.keep_checkpoints,
-                      log_every=config.train.log_every, progress=config.log.progress,
-                      tensorboard=config.log.tensorboard, desc=f"distill/{dcfg.kind}")
+  state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc=f"distill/{dcfg.kind}",
+                         **loop.options(config))
   stage_io.export_final(workdir, model_cfg, state["params"], tok_path)
   return {"stage": "distill", "kind": dcfg.kind, "rollouts": dcfg.rollouts,
           "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
           "samples_total": float(state["stats"]["samples_total"]),
           "prompts_total": int(state["step"]) * config.train.batch_size,
-          "labelled_prompts": 0}
+          "labelled_prompts": 0, "skipped_steps": info["skipped_steps"]}

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hybrid_rl import config_checks
 from hybrid_rl.adaptive import collect as adaptive_collect
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
@@ -87,7 +88,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   examples = stage_io.select_families(
       stage_io.load_split(config, workdir, config.data.train_split), config.data.train_families)
   if config.eval.every and jax.process_count() > 1:
-    raise ValueError("config.eval.every > 0 with several processes: run the eval stage on the "
+    raise config_checks.ConfigError("config.eval.every > 0 with several processes: run the eval stage on the "
                      "exported checkpoint instead")
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
@@ -119,7 +120,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   reward_cfg = reward_config(config)
   ada_cfg = ada_config(config)
   if ada_cfg is not None and reward_cfg.mode != "verifier":
-    raise ValueError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
+    raise config_checks.ConfigError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
                      f"{reward_cfg.mode!r}: adaptive sampling uses verifier rewards only for now")
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":
@@ -175,7 +176,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       host_means = {"ada_rounds_mean": res["rounds_mean"],
                     "ada_finished_fraction": res["finished_fraction"],
                     "truncated_fraction": ~res["finished"]}
-      samples, tokens, statuses = res["samples"], res["tokens_generated"], {}
+      samples, tokens, statuses = res["samples"], res["tokens_generated"], res["statuses"]
       lengths = np.asarray(res["mask"]).sum(-1)
     else:
       rollout = rollouts.sample(policy_now, tokenizer, prompt_texts, sample_key, sp,
@@ -241,13 +242,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                   config, pool, step))
     return state, metrics
 
-  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
-                      checkpoint_every=config.train.checkpoint_every,
-                      keep_checkpoints=config.train.keep_checkpoints,
-                      log_every=config.train.log_every, progress=config.log.progress,
-                      tensorboard=config.log.tensorboard, desc="grpo",
-                      postfix_keys=("reward_mean", "accuracy", "loss"))
+  state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc="grpo",
+                         postfix_keys=("reward_mean", "accuracy", "loss"), **loop.options(config))
   stage_io.export_final(workdir, model_cfg, state["params"], policy.tokenizer_path)
   return {"stage": "grpo", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
           "samples_total": float(state["stats"]["samples_total"]),
-          "labelled_prompts": int(state["step"]) * config.train.batch_size}
+          "labelled_prompts": int(state["step"]) * config.train.batch_size,
+          "skipped_steps": info["skipped_steps"]}

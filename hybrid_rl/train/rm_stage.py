@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hybrid_rl import config_checks
 from hybrid_rl.eval import reward_metrics
 from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import loop
@@ -36,7 +37,7 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return dict(np.load(path))
   rm = config.reward_model
   if not rm.policy_from:
-    raise ValueError("config.reward_model.policy_from='': set it to the policy whose samples "
+    raise config_checks.ConfigError("config.reward_model.policy_from='': set it to the policy whose samples "
                      "the reward model learns to judge (e.g. the SFT stage workdir)")
   policy = stage_io.build_or_load(config, workdir, init_from=rm.policy_from)
   examples = stage_io.load_split(config, workdir, rm.split)
@@ -140,11 +141,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {**state, "rng": rng, "data_position": state["data_position"] + 1}, metrics
 
   init = steps.init_state(steps.params_of(policy.model), optimizer, jax.random.PRNGKey(config.seed))
-  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
-                      checkpoint_every=config.train.checkpoint_every,
-                      keep_checkpoints=config.train.keep_checkpoints,
-                      log_every=config.train.log_every, progress=config.log.progress,
-                      tensorboard=config.log.tensorboard, desc="reward_model")
+  state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc="reward_model",
+                         **loop.options(config))
   scores = score_rows(graphdef, state["params"], held["tokens"], held["valid"])
   report = reward_metrics.classification_report(scores, held["labels"])
   report.update({"train_samples": int(len(train["labels"])), "loss": rm.loss,
@@ -152,4 +150,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with open(os.path.join(workdir, "rm_eval.json"), "w") as f:
     json.dump(report, f, indent=2)
   stage_io.export_final(workdir, policy.model.cfg, state["params"], policy.tokenizer_path)
-  return {"stage": "reward_model", "steps": int(state["step"]), **report}
+  return {"stage": "reward_model", "steps": int(state["step"]),
+          "skipped_steps": info["skipped_steps"], **report}

@@ -54,11 +54,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1}
     return state, metrics
 
-  state, _ = loop.run(workdir, init_state=init, step_fn=step_fn, steps=config.train.steps,
-                      checkpoint_every=config.train.checkpoint_every,
-                      keep_checkpoints=config.train.keep_checkpoints,
-                      log_every=config.train.log_every, progress=config.log.progress,
-                      tensorboard=config.log.tensorboard, desc="sft")
+  state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc="sft",
+                         **loop.options(config))
   stage_io.export_final(workdir, model.cfg, state["params"], policy.tokenizer_path)
   return {"stage": "sft", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
-          "params": int(sum(x.size for x in jax.tree.leaves(state["params"])))}
+          "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
+          "skipped_steps": info["skipped_steps"]}

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from hybrid_rl import config_checks
 from hybrid_rl.data import pipeline
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.data import tokenizer as tokenizer_lib
@@ -22,7 +23,12 @@ from hybrid_rl.models import gguf_io
 from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import checkpoints
 from hybrid_rl.train import steps
+
+
+class CorruptCheckpointError(ValueError):
+  """A stage's exported parameters do not match the checksums written with them."""
 
 
 def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -52,7 +58,7 @@ def select_families(examples: list[dict], families: str) -> list[dict]:
   kept = [e for e in examples if e["family"] in wanted]
   if not kept:
     present = sorted({e["family"] for e in examples})
-    raise ValueError(f"config.data.train_families={families!r}: no example of these families "
+    raise config_checks.ConfigError(f"config.data.train_families={families!r}: no example of these families "
                      f"(the split has {', '.join(present)})")
   return kept
 
@@ -168,11 +174,13 @@ def export_final(workdir: str, model_cfg: transformer.ModelConfig, params, tok_p
   os.makedirs(out, exist_ok=True)
   # Host values: the export loads on any device count. Every process calls
   # save (orbax synchronises them); only the main one writes model.json.
+  sums = checkpoints.fingerprints(params)
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(os.path.join(out, "params"), distributed.host_copy(params), force=True)
   if distributed.is_main():
     with open(os.path.join(out, "model.json.tmp"), "w") as f:
-      json.dump({"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path}, f, indent=2)
+      json.dump({"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path,
+                 "checksums": sums}, f, indent=2)
     os.replace(os.path.join(out, "model.json.tmp"), os.path.join(out, "model.json"))
   distributed.barrier("export_final")
   return out
@@ -197,8 +205,17 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
   graphdef, abstract_state = nnx.split(abstract)
   template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                           nnx.to_pure_dict(abstract_state))
-  with ocp.StandardCheckpointer() as ckpt:
-    params = ckpt.restore(os.path.join(path, "params"), template)
+  try:
+    with ocp.StandardCheckpointer() as ckpt:
+      params = ckpt.restore(os.path.join(path, "params"), template)
+  except Exception as e:  # pylint: disable=broad-except
+    raise CorruptCheckpointError(f"{path}/params is unreadable ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200]}); run its stage again") from e
+  bad = checkpoints.mismatched(params, meta.get("checksums", {}))
+  if bad:
+    raise CorruptCheckpointError(f"{path}/params does not match the checksums in model.json "
+                                 f"({', '.join(bad[:3])}): the files were damaged after the "
+                                 "export; run its stage again")
   return nnx.merge(graphdef, params), meta["tokenizer"]
 
 

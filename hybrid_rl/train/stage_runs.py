@@ -44,7 +44,8 @@ _RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data", "t
                   "rl", "reward", "reward_model", "sampling", "distill")
 # Within those, fields that change where or how often things are written, not results.
 _BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.log_every", "train.trim_multiple")
+                "train.keep_checkpoints", "train.log_every", "train.trim_multiple",
+                "train.max_consecutive_skips")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:

@@ -12,8 +12,9 @@ Frozen models (reference policy, teacher) do not live in the state: their
 outputs are computed by a separate jitted forward and enter through the
 batch, so gradients reach only the trained model.
 
-A step whose loss or gradients are non-finite leaves params and optimizer
-state unchanged and reports `nonfinite_skipped = 1`.
+A step whose loss, gradients or updated parameters are non-finite (an
+infinite learning rate, an overflow) leaves params and optimizer state
+unchanged and reports `nonfinite_skipped = 1`.
 """
 from typing import Any, Callable, Mapping
 
@@ -108,7 +109,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
 
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = dict(state)
     new_state["params"] = keep(new_params, params)

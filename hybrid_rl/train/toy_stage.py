@@ -57,11 +57,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       time.sleep(config.toy.step_sleep_s)
     return state, scalars
 
-  state, _ = loop.run(
-      workdir, init_state=init_state(config, optimizer), step_fn=step_fn, steps=config.train.steps,
-      checkpoint_every=config.train.checkpoint_every,
-      keep_checkpoints=config.train.keep_checkpoints,
-      log_every=config.train.log_every, progress=config.log.progress,
-      tensorboard=config.log.tensorboard, desc="toy")
+  state, info = loop.run(workdir, init_state=init_state(config, optimizer), step_fn=step_fn,
+                         desc="toy", **loop.options(config))
   err = float(jnp.linalg.norm(state["params"]["w"] - w_true))
-  return {"weight_error": err, "steps": int(state["data_position"])}
+  return {"weight_error": err, "steps": int(state["data_position"]),
+          "skipped_steps": info["skipped_steps"]}
