@@ -68,7 +68,9 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
                "extracted": verdicts[i * k].extracted, "correct": verdicts[i * k].correct}
               for i, e in enumerate(chunk)][: max(0, 5 - len(shown))]
     correct.append(np.array([v.correct for v in verdicts]).reshape(len(chunk), k))
-  result = summarize(np.concatenate(correct), examples, k)
+  correct = np.concatenate(correct)
+  result = summarize(correct, examples, k)
+  result["correct_per_example"] = correct.sum(1).tolist()  # for paired comparisons
   result["verifier_statuses"] = dict(statuses)
   result["examples"] = shown  # the first few responses, for reading
   return result
