@@ -1,7 +1,6 @@
 """Bad input from the command line: one line naming the field or path and what is
 expected, a nonzero exit, nothing built, and an existing workdir left as it was."""
 import json
-import os
 
 import pytest
 
