@@ -215,10 +215,8 @@ def experiment_setup(config_flag, workdir: str) -> tuple[ml_collections.ConfigDi
   unless config.data.data_dir says otherwise.
   """
   config = resolved_config(config_flag)
-  if not workdir or not workdir.strip():
-    sys.exit(f"FATAL --workdir={workdir!r}: expected a directory path")
+  prepare_workdir(config, workdir)  # before abspath, which would turn '' into the cwd
   root = os.path.abspath(workdir)
-  prepare_workdir(config, root)
   use_compilation_cache(os.path.join(root, "jax_cache"))
   with config.unlocked():
     config.data.data_dir = config.data.data_dir or os.path.join(root, "data")

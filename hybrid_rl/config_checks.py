@@ -125,6 +125,13 @@ def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):
       yield path, key, value
 
 
+def _group_size(config: ml_collections.ConfigDict) -> int:
+  """Responses per prompt in a GRPO update: sampling.num_samples, or rl.ada.n under
+  Reinforce-Ada sampling."""
+  fixed = config.rl.get("sampling", "fixed") == "fixed"
+  return config.sampling.num_samples if fixed else config.rl.ada.n
+
+
 def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
   data = config.get("data")
   if data is not None and data.get("name") in ("gsm8k", "math") and not data.get("manual_dir"):
@@ -134,10 +141,8 @@ def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
   if reward is not None and reward.mode != "verifier" and not reward.rm_from:
     raise ConfigError(f"config.reward.rm_from='': reward mode {reward.mode!r} needs a reward "
                       "model (a reward_model stage workdir)")
-  sampling = config.get("sampling")
-  if sampling is not None and config.get("rl") is not None:
-    group = sampling.num_samples if config.rl.get("sampling", "fixed") == "fixed" else config.rl.ada.n
-    if group * config.train.batch_size % config.rl.minibatches:
+  if config.get("sampling") is not None and config.get("rl") is not None:
+    if _group_size(config) * config.train.batch_size % config.rl.minibatches:
       raise ConfigError(f"config.rl.minibatches={config.rl.minibatches}: must divide "
                         "train.batch_size x sampling.num_samples")
 
@@ -228,8 +233,7 @@ def _accumulation_checks(config: ml_collections.ConfigDict) -> None:
   rows, what = train.batch_size, "train.batch_size"
   stage, rl = config.get("stage"), config.get("rl")
   if stage == "grpo" and rl is not None:
-    group = config.sampling.num_samples if rl.get("sampling", "fixed") == "fixed" else rl.ada.n
-    rows = train.batch_size * group // rl.minibatches
+    rows = train.batch_size * _group_size(config) // rl.minibatches
     what = "train.batch_size x group size / rl.minibatches"
   elif stage == "distill":
     rows = train.batch_size * config.sampling.num_samples
