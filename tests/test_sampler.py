@@ -113,3 +113,19 @@ def test_chunked_generation_is_per_chunk_generation_concatenated(model):
       np.testing.assert_array_equal(np.asarray(got)[4 * i:4 * i + 4], np.asarray(want))
   with pytest.raises(ValueError, match="do not split into 3"):
     rollouts.generate_chunked(model, prompts, valid, key, sp, chunks=3)
+
+
+@pytest.mark.parametrize("t", [1, 3])
+def test_cached_attention_equals_attention_on_the_same_keys(t):
+  """The decode path (cache [B, K, S, D], multiply-and-sum at T=1) against the
+  training path's attention ([B, S, K, D] keys, einsum) with the same mask."""
+  b, n, k, s, d = 2, 6, 2, 7, 4
+  rng = np.random.RandomState(0)
+  q = jnp.asarray(rng.randn(b, t, n, d), jnp.float32)
+  keys = jnp.asarray(rng.randn(b, s, k, d), jnp.float32)
+  values = jnp.asarray(rng.randn(b, s, k, d), jnp.float32)
+  mask = jnp.asarray(rng.rand(b, t, s) < 0.7).at[:, :, 0].set(True)
+  want = transformer.attention(q, keys, values, mask)
+  got = transformer.cached_attention(q, keys.transpose(0, 2, 1, 3), values.transpose(0, 2, 1, 3),
+                                     mask)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ AXES = ("data", "fsdp", "tensor")
 BATCH = ("data", "fsdp")
 
 ACTIVATION_SPEC = P(BATCH, None, None)  # residual stream [B, T, H]
-CACHE_SPEC = P(None, BATCH, None, "tensor", None)  # [L, B, S, K, D]
+CACHE_SPEC = P(BATCH, "tensor", None, None)  # one layer's KV cache [B, K, S, D]
 
 # (regex on the "/"-joined path, spec). First match wins. Paths end with the
 # parameter's name, also inside optimizer states ("opt_state/0/mu/layers/q").

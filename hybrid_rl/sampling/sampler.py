@@ -91,11 +91,12 @@ def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
   cache = jax.tree.map(lambda c: sharding.constrain(c, sharding.CACHE_SPEC), cache)
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(prompt_valid)
   positions = transformer.positions_from_valid(prompt_valid)
-  hidden, cache = model(prompts, positions, kv_valid, cache, 0)
+  layer_params = model.layer_params()  # sliced once, outside the decode loop
+  hidden, cache = model(prompts, positions, kv_valid, cache, 0, layer_params)
   logits = model.logits(hidden[:, -1])
 
   repeat = lambda x, axis=0: jnp.repeat(x, g, axis=axis)
-  cache = jax.tree.map(lambda c: sharding.constrain(repeat(c, 1), sharding.CACHE_SPEC), cache)
+  cache = jax.tree.map(lambda c: sharding.constrain(repeat(c), sharding.CACHE_SPEC), cache)
   rows = b * g
   carry = dict(
       t=jnp.zeros((), jnp.int32),
@@ -122,7 +123,8 @@ def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
     logprob = jnp.where(c["done"], 0.0, logprob)
     done = c["done"] | jnp.isin(token, stop_ids)
     kv_valid = c["kv_valid"].at[:, p + t].set(True)
-    hidden, cache = model(token[:, None], c["position"][:, None], kv_valid, c["cache"], p + t)
+    hidden, cache = model(token[:, None], c["position"][:, None], kv_valid, c["cache"], p + t,
+                          layer_params)
     return dict(
         t=t + 1,
         logits=model.logits(hidden[:, 0]),

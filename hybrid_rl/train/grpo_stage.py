@@ -1,6 +1,8 @@
 """GRPO stage: sample G responses per prompt, verify, compute advantages, update.
 
-Per step (host loop around jitted pieces):
+Per step (host loop around jitted pieces), one function per phase:
+collect (`collect_fixed` | `collect_adaptive`) -> `score` -> `advantages` ->
+`update` -> `step_metrics`:
   1. draw `train.batch_size` prompts at the state's data position;
   2. sample G = sampling.num_samples responses each (jitted KV-cache sampler),
      or, with rl.sampling = ada_pos | ada_balance, run Reinforce-Ada's rounds
@@ -19,6 +21,7 @@ adaptive sampling the verifier time is inside seconds_sampling) is in every
 step's metrics. Everything the next step needs lives in the state, so
 a killed run resumes exactly.
 """
+import dataclasses
 import time
 
 from flax import nnx
@@ -81,6 +84,175 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _run(config, workdir, mesh)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """What every step reads and none changes (built once by `_run`)."""
+  config: ml_collections.ConfigDict
+  graphdef: nnx.GraphDef
+  tokenizer: object
+  mesh: jax.sharding.Mesh
+  local_mesh: jax.sharding.Mesh  # this process's devices: host-side models run here
+  pool: verifier_pool.VerifierPool
+  sp: object  # sampler.SamplingParams
+  reward_cfg: hero.RewardConfig
+  ada_cfg: se.AdaConfig | None
+  temperature: float  # the learner's, see rollouts.learner_temperature
+  rm_graphdef: nnx.GraphDef | None = None
+  rm_params: dict | None = None
+  ref_params: dict | None = None
+
+  def rows(self, x):
+    """This process's rows -> the global array over the mesh."""
+    return distributed.global_rows(self.mesh, x)
+
+
+@dataclasses.dataclass
+class Scored:
+  """One step's responses with their rewards, this process's rows.
+
+  batch: tokens, valid, mask [R, ...] and sampler_logprobs (global arrays);
+  rule, oracle: [R] rule-verifier and equivalence-oracle rewards;
+  rm_scores: [B, G] reward-model scores (global) or None;
+  pool_stats: Reinforce-Ada's pool baseline and scale per prompt, or None.
+  """
+  batch: dict
+  rule: np.ndarray
+  oracle: np.ndarray
+  statuses: dict
+  samples: int
+  tokens_generated: int
+  lengths: np.ndarray
+  host_means: dict
+  rm_scores: jax.Array | None = None
+  pool_stats: dict | None = None
+
+
+def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: list[str],
+                     key: jax.Array, choice_seed: tuple) -> Scored:
+  """Reinforce-Ada's rounds, verifying as they go; keeps groups of rl.ada.n."""
+  # Rounds differ per prompt, so each process samples its own prompts with a
+  # host-local replica of the policy (several processes) outside the global mesh.
+  nproc = jax.process_count()
+  sampler_policy = nnx.merge(ctx.graphdef, params)
+  key = jax.random.fold_in(key, jax.process_index())
+  if nproc > 1:
+    host_params, host_key = distributed.host_copy((params, key))
+  with jax.set_mesh(ctx.local_mesh):
+    if nproc > 1:  # made under the local mesh, so they live on this process's devices
+      sampler_policy = nnx.merge(ctx.graphdef, jax.tree.map(jnp.asarray, host_params))
+      key = jnp.asarray(host_key)
+    res = adaptive_collect.collect(
+        sampler_policy, ctx.tokenizer, prompt_texts, golds, pool=ctx.pool,
+        verifier=ctx.config.rl.verifier, cfg=ctx.ada_cfg, sp=ctx.sp,
+        prompt_len=ctx.config.data.max_prompt_len, rng=key, choice_seed=choice_seed,
+        mask_truncated=ctx.config.rl.mask_truncated)
+  return Scored(
+      batch={k: ctx.rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs")},
+      rule=np.asarray(res["rule"]), oracle=np.asarray(res["oracle"]), statuses=res["statuses"],
+      samples=res["samples"], tokens_generated=res["tokens_generated"],
+      lengths=np.asarray(res["mask"]).sum(-1),
+      host_means={"ada_rounds_mean": res["rounds_mean"],
+                  "ada_finished_fraction": res["finished_fraction"],
+                  "truncated_fraction": ~res["finished"]},
+      pool_stats={"baseline": res["baseline"], "scale": res["scale"]})
+
+
+def collect_fixed(ctx: StepContext, params, prompt_texts: list[str], key: jax.Array
+                  ) -> rollouts.Rollout:
+  """G = sampling.num_samples responses per prompt (the jitted sampler)."""
+  return rollouts.sample(nnx.merge(ctx.graphdef, params), ctx.tokenizer, prompt_texts, key,
+                         ctx.sp, ctx.config.data.max_prompt_len, mesh=ctx.mesh,
+                         chunks=ctx.config.sampling.chunks)
+
+
+def score(ctx: StepContext, rollout: rollouts.Rollout, golds: list[str]) -> Scored:
+  """Verifier rewards (and reward-model scores when reward.mode uses them)."""
+  g = ctx.config.sampling.num_samples
+  scores = scoring.verify_texts(ctx.pool, ctx.config.rl.verifier, rollout.texts,
+                                [a for a in golds for _ in range(g)])
+  batch = rollouts.sequence_batch(rollout, mask_truncated=ctx.config.rl.mask_truncated)
+  batch["sampler_logprobs"] = rollout.out.logprobs
+  rm_scores = None
+  if ctx.rm_params is not None:
+    tokens_local = distributed.local_rows(ctx.mesh, batch["tokens"])
+    valid_local = distributed.local_rows(ctx.mesh, batch["valid"])
+    with jax.set_mesh(ctx.local_mesh):
+      local_scores = rm_stage.score_rows(ctx.rm_graphdef, ctx.rm_params, tokens_local,
+                                         valid_local)
+    rm_scores = ctx.rows(local_scores.reshape(len(golds), g))
+  return Scored(batch=batch, rule=scores.rule, oracle=scores.oracle, statuses=scores.statuses,
+                samples=len(golds) * g, tokens_generated=rollout.tokens_generated(),
+                lengths=rollout.local_out.lengths,
+                host_means={"truncated_fraction": ~np.asarray(rollout.local_out.finished)},
+                rm_scores=rm_scores)
+
+
+def advantages(ctx: StepContext, scored: Scored, sigma_bar: float
+               ) -> tuple[jax.Array, jax.Array, float, dict]:
+  """(advantages [B, G], rewards, HERO's new sigma_bar, reward metrics), on global arrays
+  so batch statistics (HERO's sigma_bar, rl.std_mode=batch) span every process."""
+  config = ctx.config
+  b_local = config.train.batch_size // jax.process_count()
+  if scored.pool_stats is not None:
+    # The pool's statistics as baseline and scale (Reinforce-Ada's global statistics).
+    n = ctx.ada_cfg.n
+    adv = policy_gradient.group_advantages(
+        ctx.rows(scored.rule.reshape(b_local, n)), ctx.rows(np.ones((b_local, n), bool)),
+        std_mode=config.rl.std_mode, baseline=ctx.rows(scored.pool_stats["baseline"]),
+        scale=ctx.rows(scored.pool_stats["scale"]))
+    return adv, ctx.rows(scored.rule), sigma_bar, {}
+  g = config.sampling.num_samples
+  adv, rewards, new_sigma_bar, reward_metrics = hero.shaped_advantages(
+      ctx.reward_cfg, ctx.rows(scored.rule.reshape(b_local, g)), scored.rm_scores,
+      ctx.rows(np.ones((b_local, g), bool)), jnp.asarray(sigma_bar, jnp.float32),
+      std_mode=config.rl.std_mode)
+  return adv, rewards, float(new_sigma_bar), reward_metrics
+
+
+def update(ctx: StepContext, train_step, state: dict, batch: dict, key: jax.Array
+           ) -> tuple[dict, list[dict]]:
+  """Old (and reference) logprobs, then rl.epochs x rl.minibatches updates."""
+  config = ctx.config
+  batch = rollouts.trim_padding(batch, config.train.trim_multiple)
+
+  def frozen_logprobs(params):
+    return objectives.frozen_outputs_jit(ctx.graphdef, params, batch["tokens"], batch["valid"],
+                                         batch["mask"].shape[1], what="logprobs",
+                                         temperature=ctx.temperature,
+                                         compute_dtype=config.model.compute_dtype)["logprobs"]
+  batch["old_logprobs"] = frozen_logprobs(state["params"])
+  if ctx.ref_params is not None:
+    batch["ref_logprobs"] = frozen_logprobs(ctx.ref_params)
+  state, history = steps.ppo_epochs(train_step, state, batch, key, epochs=config.rl.epochs,
+                                    minibatches=config.rl.minibatches)
+  jax.block_until_ready(state["params"])
+  return state, history
+
+
+def step_metrics(scored: Scored, adv: jax.Array, rewards: jax.Array, reward_metrics: dict,
+                 history: list[dict], stats: dict, seconds: dict) -> tuple[dict, dict]:
+  """(metrics, updated running totals) for one step; host values reduced over processes."""
+  host = distributed.reduce_host_values(
+      means={"rule_reward_mean": scored.rule, "accuracy": scored.oracle,
+             "response_length": scored.lengths, **scored.host_means},
+      sums={"samples": scored.samples, "tokens_generated": scored.tokens_generated,
+            "verifier_timeouts": sum(v for k, v in scored.statuses.items() if "timeout" in k)})
+  stats = {**stats, "samples_total": stats["samples_total"] + host["samples"],
+           "tokens_total": stats["tokens_total"] + host["tokens_generated"]}
+  metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
+             if k != "epoch"}
+  metrics.update({k: float(v) for k, v in reward_metrics.items()})
+  if scored.rm_scores is not None:
+    metrics["rm_score_mean"] = float(scored.rm_scores.mean())
+  metrics.update(host)
+  metrics.update({
+      "reward_mean": float(rewards.mean()),
+      "zero_adv_fraction": float(jnp.mean(jnp.ptp(adv, axis=1) == 0)),
+      "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
+      **seconds})
+  return metrics, stats
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   policy = stage_io.build_or_load(config, workdir)
   model, tokenizer = policy.model, policy.tokenizer
@@ -104,21 +276,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       objectives.grpo_objective(graphdef, cfg, temperature=temperature,
                                 compute_dtype=config.model.compute_dtype),
       optimizer, config.train.grad_accum_steps), init, mesh=mesh)
-  # Its own buffers: the train step donates the state's.
-  ref_params = jax.tree.map(jnp.copy, init["params"]) if cfg.kl_coef else None
   nproc, pidx = jax.process_count(), jax.process_index()
-  # Host-side models (Reinforce-Ada's sampler, the reward model) run on this
-  # process's own devices.
-  local_mesh = (mesh if nproc == 1 else
-                distributed.sharding.make_mesh((-1, 1, 1), devices=jax.local_devices()))
-  sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
-                                temperature=config.sampling.temperature,
-                                top_p=config.sampling.top_p, top_k=config.sampling.top_k,
-                                num_samples=config.sampling.num_samples)
-  b, g = config.train.batch_size, config.sampling.num_samples
-  b_local = b // nproc  # BatchIterator checks divisibility
-  reward_cfg = reward_config(config)
-  ada_cfg = ada_config(config)
+  reward_cfg, ada_cfg = reward_config(config), ada_config(config)
   if ada_cfg is not None and reward_cfg.mode != "verifier":
     raise config_checks.ConfigError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
                      f"{reward_cfg.mode!r}: adaptive sampling uses verifier rewards only for now")
@@ -127,119 +286,54 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     rm_model, _ = stage_io.load_final(config.reward.rm_from)
     rm_graphdef, _ = nnx.split(rm_model)
     rm_params = steps.params_of(rm_model)
+  ctx = StepContext(
+      config=config, graphdef=graphdef, tokenizer=tokenizer, mesh=mesh,
+      local_mesh=(mesh if nproc == 1 else
+                  distributed.sharding.make_mesh((-1, 1, 1), devices=jax.local_devices())),
+      pool=verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s),
+      sp=rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
+                                  temperature=config.sampling.temperature,
+                                  top_p=config.sampling.top_p, top_k=config.sampling.top_k,
+                                  num_samples=config.sampling.num_samples),
+      reward_cfg=reward_cfg, ada_cfg=ada_cfg, temperature=temperature,
+      rm_graphdef=rm_graphdef, rm_params=rm_params,
+      # Its own buffers: the train step donates the state's.
+      ref_params=jax.tree.map(jnp.copy, init["params"]) if cfg.kl_coef else None)
   model_cfg = model.cfg
   del model
-  pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
-
-  def frozen_logprobs(params, batch):
-    return objectives.frozen_outputs_jit(graphdef, params, batch["tokens"], batch["valid"],
-                                         batch["mask"].shape[1],
-                                         what="logprobs", temperature=temperature,
-                                         compute_dtype=config.model.compute_dtype)["logprobs"]
 
   def step_fn(state, step):
-    it = pipeline.BatchIterator(examples, b, seed=config.seed, position=int(state["data_position"]),
-                                shard_index=pidx, shard_count=nproc)
-    batch_examples = next(it)
+    batch_examples = next(pipeline.BatchIterator(
+        examples, config.train.batch_size, seed=config.seed,
+        position=int(state["data_position"]), shard_index=pidx, shard_count=nproc))
     rng, sample_key, train_key = jax.random.split(state["rng"], 3)
-    policy_now = nnx.merge(graphdef, state["params"])
-    rows = lambda x: distributed.global_rows(mesh, x)
     prompt_texts = stage_io.format_prompts(batch_examples, config, tokenizer)
     golds = [e["answer"] for e in batch_examples]
     # Host copies: the train step donates the state's buffers.
     stats = {k: float(v) for k, v in state["stats"].items()}
     t0 = time.perf_counter()
-    if ada_cfg is not None:
-      # Rounds differ per prompt, so each process samples its own prompts with a
-      # host-local replica of the policy (several processes) outside the global mesh.
-      sampler_policy, key = policy_now, jax.random.fold_in(sample_key, pidx)
-      if nproc > 1:
-        host_params, host_key = distributed.host_copy((state["params"], key))
-      with jax.set_mesh(local_mesh):
-        if nproc > 1:  # made under the local mesh, so they live on this process's devices
-          sampler_policy = nnx.merge(graphdef, jax.tree.map(jnp.asarray, host_params))
-          key = jnp.asarray(host_key)
-        res = adaptive_collect.collect(
-            sampler_policy, tokenizer, prompt_texts, golds, pool=pool, verifier=config.rl.verifier,
-            cfg=ada_cfg, sp=sp, prompt_len=config.data.max_prompt_len, rng=key,
-            choice_seed=(config.seed, int(state["data_position"]), pidx),
-            mask_truncated=config.rl.mask_truncated)
+    if ada_cfg is not None:  # verification happens inside the rounds
+      scored = collect_adaptive(ctx, state["params"], prompt_texts, golds, sample_key,
+                                (config.seed, int(state["data_position"]), pidx))
       t1 = t2 = time.perf_counter()
-      batch = {k: rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs")}
-      rule, oracle = np.asarray(res["rule"]), np.asarray(res["oracle"])
-      # The pool's statistics as baseline and scale (Reinforce-Ada's global statistics).
-      advantages = policy_gradient.group_advantages(
-          rows(rule.reshape(b_local, ada_cfg.n)), rows(np.ones((b_local, ada_cfg.n), bool)),
-          std_mode=config.rl.std_mode, baseline=rows(res["baseline"]), scale=rows(res["scale"]))
-      batch["advantages"] = advantages.reshape(-1)
-      rewards, rm_scores, reward_metrics = rows(rule), None, {}
-      host_means = {"ada_rounds_mean": res["rounds_mean"],
-                    "ada_finished_fraction": res["finished_fraction"],
-                    "truncated_fraction": ~res["finished"]}
-      samples, tokens, statuses = res["samples"], res["tokens_generated"], res["statuses"]
-      lengths = np.asarray(res["mask"]).sum(-1)
     else:
-      rollout = rollouts.sample(policy_now, tokenizer, prompt_texts, sample_key, sp,
-                                config.data.max_prompt_len, mesh=mesh,
-                                chunks=config.sampling.chunks)
+      rollout = collect_fixed(ctx, state["params"], prompt_texts, sample_key)
       t1 = time.perf_counter()
-      scores = scoring.verify_texts(pool, config.rl.verifier, rollout.texts,
-                                    [a for a in golds for _ in range(g)])
+      scored = score(ctx, rollout, golds)
       t2 = time.perf_counter()
-      batch = rollouts.sequence_batch(rollout, mask_truncated=config.rl.mask_truncated)
-      rm_scores = None
-      if rm_params is not None:
-        tokens_local = distributed.local_rows(mesh, batch["tokens"])
-        valid_local = distributed.local_rows(mesh, batch["valid"])
-        with jax.set_mesh(local_mesh):
-          local_scores = rm_stage.score_rows(rm_graphdef, rm_params, tokens_local, valid_local)
-        rm_scores = rows(local_scores.reshape(b_local, g))
-      # On global [B, G] arrays, so HERO's sigma_bar is a statistic of the global batch.
-      advantages, rewards, sigma_bar, reward_metrics = hero.shaped_advantages(
-          reward_cfg, rows(scores.rule.reshape(b_local, g)), rm_scores,
-          rows(np.ones((b_local, g), bool)), jnp.asarray(stats["sigma_bar"], jnp.float32),
-          std_mode=config.rl.std_mode)
-      stats["sigma_bar"] = float(sigma_bar)
-      batch["advantages"] = advantages.reshape(-1)
-      batch["sampler_logprobs"] = rollout.out.logprobs
-      rule, oracle, statuses = scores.rule, scores.oracle, scores.statuses
-      samples, tokens = b_local * g, rollout.tokens_generated()
-      lengths = rollout.local_out.lengths
-      host_means = {"truncated_fraction": ~np.asarray(rollout.local_out.finished)}
-    batch = rollouts.trim_padding(batch, config.train.trim_multiple)
-    batch["old_logprobs"] = frozen_logprobs(state["params"], batch)
-    if ref_params is not None:
-      batch["ref_logprobs"] = frozen_logprobs(ref_params, batch)
-    # Every host value of the step's metrics, reduced over processes at once.
-    host = distributed.reduce_host_values(
-        means={"rule_reward_mean": rule, "accuracy": oracle, "response_length": lengths,
-               **host_means},
-        sums={"samples": samples, "tokens_generated": tokens, "verifier_timeouts": sum(
-            v for k, v in statuses.items() if "timeout" in k)})
-    stats["samples_total"] = stats["samples_total"] + host["samples"]
-    stats["tokens_total"] = stats["tokens_total"] + host["tokens_generated"]
-    state, history = steps.ppo_epochs(train_step, state, batch, train_key,
-                                      epochs=config.rl.epochs, minibatches=config.rl.minibatches)
-    jax.block_until_ready(state["params"])
+    adv, rewards, stats["sigma_bar"], reward_metrics = advantages(ctx, scored, stats["sigma_bar"])
+    state, history = update(ctx, train_step, state,
+                            {**scored.batch, "advantages": adv.reshape(-1)}, train_key)
     t3 = time.perf_counter()
+    metrics, stats = step_metrics(
+        scored, adv, rewards, reward_metrics, history, stats,
+        {"seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
+         "seconds_rollout_and_update": t3 - t0})  # the step's cost without periodic evaluation
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
              "stats": distributed.put_replicated(mesh, stats)}
-    metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
-               if k != "epoch"}
-    metrics.update({k: float(v) for k, v in reward_metrics.items()})
-    if rm_scores is not None:
-      metrics["rm_score_mean"] = float(rm_scores.mean())
-    metrics.update(host)
-    metrics.update({
-        "reward_mean": float(rewards.mean()),
-        "zero_adv_fraction": float(jnp.mean(jnp.ptp(advantages, axis=1) == 0)),
-        "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
-        "seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
-        "seconds_rollout_and_update": t3 - t0,  # the step's cost without periodic evaluation
-    })
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
       metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
-                                  config, pool, step))
+                                  config, ctx.pool, step))
     return state, metrics
 
   state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc="grpo",
