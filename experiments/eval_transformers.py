@@ -1,0 +1,84 @@
+r"""Greedy accuracy of an exported checkpoint under transformers' `generate` (PyTorch).
+
+  python -m experiments.export_hf --from=/tmp/smollm2_grpo --out=/tmp/smollm2_grpo_hf
+  python -m experiments.eval_transformers --hf_dir=/tmp/smollm2_grpo_hf \
+      --config=configs/smollm2_gsm8k.py:cpu --workdir=/tmp/smollm2_eval_hf \
+      --compare=/tmp/smollm2_eval/eval.json
+
+The problems, prompt format, max_new_tokens and verifier are those of the
+config's eval stage (`config.eval.split`, `config.eval.max_examples`), so the
+result is comparable problem by problem with our own greedy `eval.json`
+(`--compare`). Writes <workdir>/eval_transformers.json. A benchmark and
+round-trip check: PyTorch is never a dependency of hybrid_rl itself.
+"""
+import json
+import os
+
+from absl import flags
+import numpy as np
+
+from hybrid_rl import cli
+from hybrid_rl.rewards import verifier_pool
+from hybrid_rl.train import stage_io
+
+_CONFIG = cli.define_config("configs/smollm2_gsm8k.py:cpu")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the data lives and the result goes.",
+                               required=True)
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "Exported checkpoint (experiments.export_hf).",
+                              required=True)
+_COMPARE = flags.DEFINE_string("compare", "", "Our eval.json on the same problems (greedy).")
+
+
+def greedy_texts(hf_dir: str, prompt_texts: list[str], max_new_tokens: int,
+                 batch_size: int = 16) -> list[str]:
+  """transformers' greedy continuations of `prompt_texts` (left-padded batches)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  tokenizer.padding_side = "left"
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+  out = []
+  for start in range(0, len(prompt_texts), batch_size):
+    enc = tokenizer(prompt_texts[start:start + batch_size], return_tensors="pt", padding=True,
+                    add_special_tokens=False)
+    with torch.no_grad():
+      generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    out += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:],
+                                  skip_special_tokens=True)
+  return out
+
+
+def main(argv):
+  del argv
+  config = cli.resolved_config(_CONFIG)
+  workdir = _WORKDIR.value
+  cli.prepare_workdir(config, workdir)
+  examples = stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
+  import transformers  # pylint: disable=g-import-not-at-top
+  tokenizer = transformers.AutoTokenizer.from_pretrained(_HF_DIR.value)
+  texts = greedy_texts(_HF_DIR.value, stage_io.format_prompts(examples, config, tokenizer),
+                       config.sampling.max_new_tokens, config.eval.batch_size)
+  pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
+  verdicts = pool.verify("equivalence", texts, [e["answer"] for e in examples])
+  correct = [int(v.correct) for v in verdicts]
+  result = {"hf_dir": os.path.abspath(_HF_DIR.value), "split": config.eval.split,
+            "n": len(examples), "accuracy": float(np.mean(correct)),
+            "correct_per_example": correct}
+  if _COMPARE.value:
+    with open(_COMPARE.value) as f:
+      ours = json.load(f)["correct_per_example"]
+    if len(ours) != len(correct):
+      raise SystemExit(f"FATAL: --compare={_COMPARE.value} has {len(ours)} problems, "
+                       f"this evaluation {len(correct)}: run both with the same config.eval")
+    ours = [int(c > 0) for c in ours]
+    result["ours_accuracy"] = float(np.mean(ours))
+    result["problems_disagreeing"] = int(sum(a != b for a, b in zip(ours, correct)))
+  with open(os.path.join(workdir, "eval_transformers.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps({k: v for k, v in result.items() if k != "correct_per_example"}))
+
+
+if __name__ == "__main__":
+  cli.run(main)
