@@ -18,6 +18,7 @@ from absl import flags
 import numpy as np
 
 from hybrid_rl import cli
+from hybrid_rl.eval import transformers_reference
 from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import stage_io
 
@@ -29,27 +30,6 @@ _HF_DIR = flags.DEFINE_string("hf_dir", None, "Exported checkpoint (experiments.
 _COMPARE = flags.DEFINE_string("compare", "", "Our eval.json on the same problems (greedy).")
 
 
-def greedy_texts(hf_dir: str, prompt_texts: list[str], max_new_tokens: int,
-                 batch_size: int = 16) -> list[str]:
-  """transformers' greedy continuations of `prompt_texts` (left-padded batches)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
-  tokenizer.padding_side = "left"
-  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-  out = []
-  for start in range(0, len(prompt_texts), batch_size):
-    enc = tokenizer(prompt_texts[start:start + batch_size], return_tensors="pt", padding=True,
-                    add_special_tokens=False)
-    with torch.no_grad():
-      generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-    out += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:],
-                                  skip_special_tokens=True)
-  return out
-
-
 def main(argv):
   del argv
   config = cli.resolved_config(_CONFIG)
@@ -58,7 +38,7 @@ def main(argv):
   examples = stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
   import transformers  # pylint: disable=g-import-not-at-top
   tokenizer = transformers.AutoTokenizer.from_pretrained(_HF_DIR.value)
-  texts = greedy_texts(_HF_DIR.value, stage_io.format_prompts(examples, config, tokenizer),
+  texts = transformers_reference.greedy_texts(_HF_DIR.value, stage_io.format_prompts(examples, config, tokenizer),
                        config.sampling.max_new_tokens, config.eval.batch_size)
   pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
   verdicts = pool.verify("equivalence", texts, [e["answer"] for e in examples])

