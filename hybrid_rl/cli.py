@@ -115,6 +115,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"FATAL {_config_error_line(argv, named[0], e)}")
 
 
+def out_of_memory_detail(error: Exception) -> str:
+  """The allocation XLA could not make, from its RESOURCE_EXHAUSTED message."""
+  match = re.search(r"allocating (\d+) bytes", str(error))
+  if match:
+    return f"an allocation of {int(match.group(1)) / 2**30:.1f} GiB failed"
+  return str(error).splitlines()[0][:200]
+
+
 def run(main) -> None:
   """app.run(main); bad flags, an invalid config raised inside a stage and a stage
   directory started with other settings each exit with one line."""
@@ -124,6 +132,13 @@ def run(main) -> None:
     except (stage_runs.StageMismatchError, config_checks.ConfigError,
             loop.TrainingDiverged, stage_io.CorruptCheckpointError) as e:
       sys.exit(f"FATAL {e}")
+    except Exception as e:  # pylint: disable=broad-except
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      sys.exit(f"FATAL out of device memory ({out_of_memory_detail(e)}); finished checkpoints "
+               "are kept. Lower train.batch_size or sampling.max_new_tokens, or raise "
+               "train.grad_accum_steps (the update) or sampling.chunks (the sampler), "
+               "then run the same command again to resume")
 
   app.run(guarded, flags_parser=_parse_flags)
 

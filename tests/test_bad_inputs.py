@@ -1,10 +1,14 @@
 """Bad input from the command line: one line naming the field or path and what is
 expected, a nonzero exit, nothing built, and an existing workdir left as it was."""
 import json
+import subprocess
+import sys
 
 import pytest
 
+from tests.helpers import REPO
 from tests.helpers import run_module
+from tests.helpers import subprocess_env
 
 MICRO = ["--config=configs/default.py:micro", "--config.log.progress=False"]
 
@@ -99,3 +103,17 @@ def test_bad_override_leaves_an_existing_run_as_it_was(tmp_path):
                     "--config.optim.learning_rate=nan", check=False)
   assert proc.returncode != 0 and "must be a finite number" in proc.stderr
   assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+
+
+def test_out_of_device_memory_is_one_line_naming_the_knobs():
+  """XLA's RESOURCE_EXHAUSTED inside a stage: one line with the failed allocation and the
+  settings that shrink it, instead of a traceback."""
+  script = ("import jax.numpy as jnp\nfrom hybrid_rl import cli\n"
+            "cli.run(lambda argv: jnp.ones((2**40,), jnp.float32).block_until_ready())\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith(("I1", "W1"))]
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith("FATAL out of device memory (an allocation of 4096.0 GiB failed)")
+  assert "train.grad_accum_steps" in lines[0] and "sampling.chunks" in lines[0]

@@ -8,10 +8,10 @@ Layer parameters are stacked along a leading [num_layers] axis. Without a KV
 cache (training, scoring) the layers run under `jax.lax.scan`, so compile time
 does not grow with depth. With a cache (sampling) the layers are unrolled and
 each layer owns its [batch, kv_heads, slots, head_dim] k and v buffers: a
-decode step writes one slot of each buffer in place and attends to it
-directly, where a stacked [layers, ...] cache carried through a scan costs a
-copy of every layer's cache per token (measured: decode time per token grew
-with the cache length).
+decode step writes one slot of each in place and attends to it in that layout
+(`cached_attention`). A stacked [layers, batch, slots, ...] cache carried
+through the scan was sliced per layer and transposed for the attention
+products on every token (results/bench_decode/).
 
 Shapes: B batch, T tokens in this call, S cache slots (keys), H hidden,
 N query heads, K kv heads, D head dim, F MLP width, V vocab, L layers.
