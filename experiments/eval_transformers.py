@@ -48,7 +48,12 @@ def main(argv):
             "correct_per_example": correct}
   if _COMPARE.value:
     with open(_COMPARE.value) as f:
-      ours = json.load(f)["correct_per_example"]
+      ours_eval = json.load(f)
+    if ours_eval.get("k") != 1:
+      raise SystemExit(f"FATAL: --compare={_COMPARE.value} holds {ours_eval.get('k')} samples "
+                       "per problem: compare with a greedy eval (config.eval.num_samples=1, "
+                       "config.eval.temperature=0)")
+    ours = ours_eval["correct_per_example"]
     if len(ours) != len(correct):
       raise SystemExit(f"FATAL: --compare={_COMPARE.value} has {len(ours)} problems, "
                        f"this evaluation {len(correct)}: run both with the same config.eval")
