@@ -30,34 +30,44 @@ _HF_DIR = flags.DEFINE_string("hf_dir", None, "Exported checkpoint (experiments.
 _COMPARE = flags.DEFINE_string("compare", "", "Our eval.json on the same problems (greedy).")
 
 
+def _greedy_eval_to_compare(path: str, n: int) -> list[int] | None:
+  """Our eval.json's per-problem correctness (0/1), checked before any generation."""
+  if not path:
+    return None
+  try:
+    with open(path) as f:
+      ours = json.load(f)
+  except (OSError, ValueError) as e:
+    raise SystemExit(f"FATAL: --compare={path}: not a readable eval.json ({e})") from e
+  if ours.get("k") != 1 or "correct_per_example" not in ours:
+    raise SystemExit(f"FATAL: --compare={path} holds {ours.get('k')} samples per problem: "
+                     "compare with a greedy eval (config.eval.num_samples=1, "
+                     "config.eval.temperature=0)")
+  if len(ours["correct_per_example"]) != n:
+    raise SystemExit(f"FATAL: --compare={path} has {len(ours['correct_per_example'])} problems, "
+                     f"this evaluation {n}: run both with the same config.eval")
+  return [int(c > 0) for c in ours["correct_per_example"]]
+
+
 def main(argv):
   del argv
   config = cli.resolved_config(_CONFIG)
   workdir = _WORKDIR.value
   cli.prepare_workdir(config, workdir)
   examples = stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
+  ours = _greedy_eval_to_compare(_COMPARE.value, len(examples))
   import transformers  # pylint: disable=g-import-not-at-top
   tokenizer = transformers.AutoTokenizer.from_pretrained(_HF_DIR.value)
-  texts = transformers_reference.greedy_texts(_HF_DIR.value, stage_io.format_prompts(examples, config, tokenizer),
-                       config.sampling.max_new_tokens, config.eval.batch_size)
+  texts = transformers_reference.greedy_texts(
+      _HF_DIR.value, stage_io.format_prompts(examples, config, tokenizer),
+      config.sampling.max_new_tokens, config.eval.batch_size)
   pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
   verdicts = pool.verify("equivalence", texts, [e["answer"] for e in examples])
   correct = [int(v.correct) for v in verdicts]
   result = {"hf_dir": os.path.abspath(_HF_DIR.value), "split": config.eval.split,
             "n": len(examples), "accuracy": float(np.mean(correct)),
             "correct_per_example": correct}
-  if _COMPARE.value:
-    with open(_COMPARE.value) as f:
-      ours_eval = json.load(f)
-    if ours_eval.get("k") != 1:
-      raise SystemExit(f"FATAL: --compare={_COMPARE.value} holds {ours_eval.get('k')} samples "
-                       "per problem: compare with a greedy eval (config.eval.num_samples=1, "
-                       "config.eval.temperature=0)")
-    ours = ours_eval["correct_per_example"]
-    if len(ours) != len(correct):
-      raise SystemExit(f"FATAL: --compare={_COMPARE.value} has {len(ours)} problems, "
-                       f"this evaluation {len(correct)}: run both with the same config.eval")
-    ours = [int(c > 0) for c in ours]
+  if ours is not None:
     result["ours_accuracy"] = float(np.mean(ours))
     result["problems_disagreeing"] = int(sum(a != b for a, b in zip(ours, correct)))
   with open(os.path.join(workdir, "eval_transformers.json"), "w") as f:
