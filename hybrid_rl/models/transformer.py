@@ -176,7 +176,7 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array) -> A
   For one new token (decode), both products are written as broadcast
   multiply-and-sum: XLA on CPU fuses them into loops that read the cache once
   at memory speed, where the same products as batched dots (3 query rows per
-  head group) ran 4x slower at 640 slots. For a prompt (T > 1) they are dots.
+  head group) ran 4x slower at 640 slots. A prompt (T > 1) goes to `attention`.
 
   Args:
     q: [B, T, N, D]; k_cache, v_cache: [B, K, S, D].
@@ -185,22 +185,15 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array) -> A
     [B, T, N, D] in q's dtype.
   """
   b, t, n, d = q.shape
+  if t > 1:
+    return attention(q, k_cache.transpose(0, 2, 1, 3), v_cache.transpose(0, 2, 1, 3), mask)
   kv_heads = k_cache.shape[1]
-  g = n // kv_heads
-  q = q.reshape(b, t, kv_heads, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kv_heads, t * g, d)
-  if t == 1:
-    scores = jnp.sum(q[:, :, :, None, :].astype(jnp.float32)
-                     * k_cache[:, :, None].astype(jnp.float32), axis=-1)
-  else:
-    scores = jnp.einsum("bkqd,bksd->bkqs", q, k_cache, preferred_element_type=jnp.float32)
-  mask = jnp.repeat(mask, g, axis=1)[:, None]  # [B, 1, T*G, S], row t*G + g
-  scores = jnp.where(mask, scores / math.sqrt(d), jnp.finfo(jnp.float32).min)
+  q = q.reshape(b, kv_heads, n // kv_heads, 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
+  scores = jnp.sum(q * k_cache[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)
+  scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)  # [B, K, G, S]
   probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
-  if t == 1:
-    out = jnp.sum(probs[..., None] * v_cache[:, :, None], axis=3)
-  else:
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, v_cache)
-  return out.reshape(b, kv_heads, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, n, d)
+  out = jnp.sum(probs[..., None] * v_cache[:, :, None], axis=3)  # [B, K, G, D]
+  return out.reshape(b, 1, n, d)
 
 
 def _layer(cfg: ModelConfig, p: dict[str, Array], x: Array, positions: Array,

