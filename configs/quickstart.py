@@ -64,7 +64,22 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
   if preset != "full":  # full keeps configs/sparse_to_dense.py:tiny and its own student SFT
     _share_student_cold_start(config)
+  if not micro:
+    _learning_curves(config)
   return config
+
+
+def _learning_curves(config: ml_collections.ConfigDict, points: int = 5) -> None:
+  """Every RL stage logs each step and evaluates on validation at least `points`
+  times (eval.every, its last step included), so each curve it plots has that many
+  points."""
+  s = config.sparse_to_dense
+  rl_steps = [(config, config.grpo.steps), (config.hero, config.hero.grpo.steps),
+              (config.reinforce_ada, config.reinforce_ada.grpo.steps),
+              (s, min(s.teacher_grpo.steps, s.student_grpo.steps))]
+  for block, steps in rl_steps:
+    block.train.log_every = 1
+    block.eval.every = max(1, steps // points)
 
 
 def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:

@@ -12,7 +12,9 @@ row, what every arm starts from). Arms:
              verifier-only, HERO); the rule verifier is hero.rule_verifier;
   ablations  on hero.ablation_regime: HERO dense range none / neg / pos
              (both = the main HERO arm), alpha = beta in hero.alphas, variance
-             weighting off, naive weighted sum of rule and RM rewards.
+             weighting off, rl.std_mode=batch (one advantage std over the
+             batch instead of per group), naive weighted sum of rule and RM
+             rewards.
 Finished stages are reused when the script is started again. Writes
 <workdir>/tables/hero_main.{md,csv,tex}, hero_ablations.*, and hero_rm.json.
 """
@@ -67,6 +69,9 @@ def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, str, str, dic
                      {"reward.alpha": alpha, "reward.beta": alpha}))
     arms.append((f"{r}-hero-no_variance_weighting", r, "hero",
                  {"reward.variance_weighting": False}))
+    # Group std division rescales each group's dense spread back up, undoing alpha;
+    # one std over the batch keeps the strata's scale (and lets the weights act).
+    arms.append((f"{r}-hero-std_batch", r, "hero", {"rl.std_mode": "batch"}))
     arms.append((f"{r}-naive", r, "naive", {}))
   return arms
 
@@ -148,7 +153,9 @@ def ablation_table(config, per_seed: list[dict], stem: str) -> str:
     named.append((f"alpha {alpha:g}", main_hero if alpha == main_alpha(config, r)
                   else f"{r}-hero-alpha_{alpha:g}"))
   named += [("variance weighting off", f"{r}-hero-no_variance_weighting"),
-            ("variance weighting on", main_hero), ("naive sum", f"{r}-naive")]
+            ("variance weighting on", main_hero), ("advantage std over the batch",
+                                                    f"{r}-hero-std_batch"),
+            ("naive sum", f"{r}-naive")]
   rows = []
   for label, arm_id in named:
     evals = [s["arms"][arm_id] for s in per_seed if arm_id in s["arms"]]
@@ -200,7 +207,7 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], runs_
   curves = {f"{arm} s{i}": os.path.join(runs_root, f"seed{i}", "arms", arm, "grpo",
                                         "metrics.jsonl")
             for i in range(len(per_seed)) for arm in per_seed[i]["arms"] if arm.count("-") == 1}
-  plots.plot_learning_curves(curves, ["accuracy", "reward_mean"],
+  plots.plot_learning_curves(curves, ["accuracy", "reward_mean", "eval/avg@k"],
                              os.path.join(out_root, "plots", f"{prefix}_curves.png"))
   return out
 

@@ -14,6 +14,8 @@ finished stage. --config=configs/quickstart.py:full runs 3 seeds at the
 experiment scripts' sizes.
 """
 import datetime
+import json
+import math
 import os
 import time
 
@@ -108,6 +110,53 @@ def slice_table(results: list[dict], config: ml_collections.ConfigDict, stem: st
                             notes=notes)["md"]
 
 
+def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: float) -> dict:
+  """The run's headline numbers as per-seed lists (accuracies in %, avg@k of each
+  table's split), for programs; `<workdir>/tables/summary.json`."""
+  pct = lambda ev, family=None: round(
+      100 * (ev["family"][family] if family else ev["overall"])["avg@k"], 2)
+  out = {"preset": config.preset, "seeds": list(range(config.num_seeds)),
+         "stage_minutes": round(stage_minutes, 2)}
+  if results["slice"]:
+    sl = results["slice"]
+    out["slice"] = {"split": config.eval.split, "k": config.eval.num_samples,
+                    "sft": [pct(r["sft"]) for r in sl]}
+    if "grpo" in sl[0]:
+      out["slice"]["grpo"] = [pct(r["grpo"]) for r in sl]
+      out["slice"]["gain"] = [round(g - s, 2) for g, s in zip(out["slice"]["grpo"],
+                                                               out["slice"]["sft"])]
+    # The strict checker on the SFT policy's own hard-family samples, pooled over seeds.
+    hard = [r["sft"]["strict_vs_oracle"]["hard"] for r in sl
+            if "hard" in r["sft"].get("strict_vs_oracle", {})]
+    if any(h["n_correct"] for h in hard):
+      out["strict_recall_hard"] = round(sum(h["recall"] * h["n_correct"] for h in hard if
+                                            h["n_correct"]) / sum(h["n_correct"] for h in hard), 4)
+    precisions = [h["precision"] for h in hard if h["precision"] is not None]
+    if precisions:
+      out["strict_precision_hard"] = round(min(precisions), 4)  # the worst seed
+  if results["hero"]:
+    he = results["hero"]
+    # None where a seed's held-out samples hold one class only (AUC undefined).
+    out["rm_auc"] = [round(r["rm"]["auc"], 4) if math.isfinite(r["rm"]["auc"]) else None
+                     for r in he if r["rm"]]
+    out["hero"] = {"split": config.hero.final_eval_split, "start": {
+        f: [pct(r["start"], f) for r in he] for f in ("easy", "hard")}}
+    for arm in he[0]["arms"]:
+      out["hero"][arm] = {f: [pct(r["arms"][arm], f) for r in he] for f in ("easy", "hard")}
+  if results["reinforce_ada"]:
+    ra = results["reinforce_ada"]
+    out["reinforce_ada"] = {"split": config.reinforce_ada.final_eval_split, **{
+        arm: [pct(r[arm]["eval"]) for r in ra] for arm in ra[0]}}
+  if results["sparse_to_dense"]:
+    sd = results["sparse_to_dense"]
+    out["student_cold_start"] = [pct(r["arms"]["start"]["eval"]) for r in sd]
+    out["teacher"] = {"cold_start": [pct(r["teacher_before"]) for r in sd],
+                      "after_stage1": [pct(r["teacher_after"]) for r in sd]}
+    out["sparse_to_dense"] = {"split": config.sparse_to_dense.final_eval_split, **{
+        arm: [pct(r["arms"][arm]["eval"]) for r in sd] for arm in sd[0]["arms"]}}
+  return out
+
+
 def main(argv):
   del argv
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
@@ -146,7 +195,7 @@ def main(argv):
     out.append(slice_table(results["slice"], config, os.path.join(root, "tables", "slice")))
     plots.plot_learning_curves(
         {f"seed{s}": os.path.join(root, f"seed{s}", "grpo", "metrics.jsonl")
-         for s in range(config.num_seeds)}, ["reward_mean", "loss"],
+         for s in range(config.num_seeds)}, ["reward_mean", "eval/avg@k"],
         os.path.join(root, "plots", "grpo_curves.png"))
   if "hero" in recipes:
     out += hero.write_outputs(subs["hero"], results["hero"], os.path.join(root, "hero"), root)
@@ -163,6 +212,8 @@ def main(argv):
             f"{sum(progress.stage_times.values()) / 60:.1f} min of wall time when they ran; "
             f"this call ran "
             f"{progress.ran} and reused {progress.done - progress.ran} in {minutes:.1f} min.")
+  with open(os.path.join(root, "tables", "summary.json"), "w") as f:
+    json.dump(summary(config, results, sum(progress.stage_times.values()) / 60), f, indent=1)
   report = "\n\n".join([header] + [t.replace("### ", "#### ") for t in out])
   with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:
     f.write(report + "\n")

@@ -101,7 +101,7 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root:
   curves = {f"{ARM_NAMES[a]} s{i}": s[a]["metrics_path"] for a in arms
             for i, s in enumerate(per_seed)}
   for x in ("step", "samples_total"):
-    plots.plot_learning_curves(curves, ["eval/avg@k"], os.path.join(
+    plots.plot_learning_curves(curves, ["reward_mean", "eval/avg@k"], os.path.join(
         root, "plots", f"{stem}_{'step' if x == 'step' else 'samples'}.png"), x_key=x)
   return out["md"]
 

@@ -57,9 +57,10 @@ PAPER = {"recipe": "79.3", "direct_grpo": "75.9", "pre_rl_bridge": "recipe - 7.8
 
 # Learning curves: plot name -> (metric, stages that log it).
 CURVES = {
-    "rl": ("reward_mean", ("teacher_grpo", "direct_grpo", "bridge_rl/stage3")),
-    "fkl": ("loss", ("bridge_rl/fkl", "bridge_pre/fkl")),  # cross-entropy on teacher samples
-    "opd": ("reverse_kl", ("bridge_rl/opd", "bridge_pre/opd", "opd_only/opd", "bridge_rl/replay")),
+    "rl": (("reward_mean", "eval/avg@k"), ("teacher_grpo", "direct_grpo", "bridge_rl/stage3")),
+    "fkl": (("loss",), ("bridge_rl/fkl", "bridge_pre/fkl")),  # cross-entropy on teacher samples
+    "opd": (("reverse_kl",), ("bridge_rl/opd", "bridge_pre/opd", "opd_only/opd",
+                              "bridge_rl/replay")),
 }
 
 
@@ -215,11 +216,11 @@ def table(config: ml_collections.ConfigDict, per_seed: list[dict], stem: str) ->
 
 def write_plots(per_seed: list[dict], plots_dir: str) -> None:
   """Per-step curves of each stage that ran, one line per stage and seed."""
-  for name, (metric, stages) in CURVES.items():
+  for name, (metrics, stages) in CURVES.items():
     runs = {f"{stage} s{i}": s["metrics_paths"][stage] for stage in stages
             for i, s in enumerate(per_seed) if stage in s["metrics_paths"]}
     if runs:
-      plots.plot_learning_curves(runs, [metric],
+      plots.plot_learning_curves(runs, list(metrics),
                                  os.path.join(plots_dir, f"sparse_to_dense_{name}.png"))
 
 

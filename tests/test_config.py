@@ -127,3 +127,14 @@ def test_quickstart_sparse_to_dense_labelled_prompts_are_unseen_by_the_student_s
   assert shared == (preset != "full")
   if preset == "full":
     assert s2d.to_dict() == sparse_to_dense.get_config("tiny").to_dict()
+
+
+@pytest.mark.parametrize("preset", ["default", "full"])
+def test_quickstart_rl_stages_give_curves_of_five_points_or_more(preset):
+  config = quickstart.get_config(preset)
+  s = config.sparse_to_dense
+  for block, steps in [(config, config.grpo.steps), (config.hero, config.hero.grpo.steps),
+                       (config.reinforce_ada, config.reinforce_ada.grpo.steps),
+                       (s, s.teacher_grpo.steps), (s, s.student_grpo.steps)]:
+    assert block.train.log_every == 1
+    assert steps // block.eval.every >= 5, (steps, block.eval.every)

@@ -1,4 +1,5 @@
 """TFDS builders (synthetic, GSM8K, MATH), malformed rows, batch iterator, prompts."""
+import collections
 import json
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_synthetic_splits_are_deterministic_disjoint_and_complete(synthetic, tmp
   sizes = {s: len(v) for s, v in synthetic.items()}
   assert sizes == {"train": 120, "validation": 30, "test": 30}
   questions = {s: {e["question"] for e in v} for s, v in synthetic.items()}
-  assert all(len(q) == sizes[s] for s, q in questions.items())  # unique within a split
+  assert len(questions["validation"]) == 30 and len(questions["test"]) == 30  # unique
   assert not questions["train"] & questions["validation"]
   assert not questions["train"] & questions["test"]
   assert not questions["validation"] & questions["test"]
@@ -36,6 +37,24 @@ def test_synthetic_splits_are_deterministic_disjoint_and_complete(synthetic, tmp
   assert {e["level"] for e in train} == {1, 2, 3}
   for e in train:
     assert e["question"] and e["answer"] and e["solution"].endswith("}.")
+
+
+def test_train_is_a_stream_that_leaves_validation_and_test_unchanged(synthetic, tmp_path):
+  longer = {**SMALL, "num_train": 3000}
+  for split in ("validation", "test"):
+    assert pipeline.load_examples("synthetic_math", split, str(tmp_path), **longer) == \
+        synthetic[split]
+  stream = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **longer)
+  kinds = collections.Counter(e["kind"] for e in stream)
+  radicals = {e["question"] for e in stream if e["kind"] == "radical"}
+  arith = [e["question"] for e in stream if e["kind"] == "arith_chain"]
+  # Every kind keeps its share (the level-1..3 radical space is small, so its
+  # questions repeat) while a large space stays nearly fresh.
+  assert min(kinds.values()) > 3000 / 2 / 6 * 0.7, kinds
+  assert len(radicals) < kinds["radical"]
+  assert len(set(arith)) > 0.9 * len(arith)
+  held_out = {e["question"] for s in ("validation", "test") for e in synthetic[s]}
+  assert not held_out & {e["question"] for e in stream}
 
 
 def test_split_slices_are_disjoint_parts(synthetic, tmp_path):

@@ -103,6 +103,17 @@ def test_eval_summary_matches_hand_computation():
   assert evaluate.pass_at_k(5, 1, 2) == pytest.approx(1 - 6 / 10)
 
 
+def test_strict_vs_oracle_counts_per_family():
+  examples = [{"family": "easy"}, {"family": "hard"}, {"family": "hard"}]
+  oracle = np.array([[1, 0], [1, 1], [1, 0]], bool)
+  strict = np.array([[1, 0], [1, 0], [0, 1]], bool)  # the last: strict accepts a wrong one
+  out = evaluate.strict_vs_oracle(strict, oracle, examples)
+  assert out["easy"] == {"precision": 1.0, "recall": 1.0, "n_correct": 1}
+  assert out["hard"] == {"precision": 0.5, "recall": pytest.approx(1 / 3), "n_correct": 3}
+  none = evaluate.strict_vs_oracle(np.zeros((1, 2), bool), np.zeros((1, 2), bool), examples[:1])
+  assert none["easy"] == {"precision": None, "recall": None, "n_correct": 0}
+
+
 def test_a_run_that_only_skips_steps_stops_with_one_line_and_keeps_its_checkpoints(tmp_path):
   """lr=1e30: the first update blows the weights up (finite), every later loss is
   non-finite and skipped; two in a row stop the run before it exports anything."""

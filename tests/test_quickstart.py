@@ -3,6 +3,7 @@ plots written and well-formed, each recipe's arms wired as specified, stages reu
 refused when started with other settings)."""
 import csv
 import json
+import math
 import os
 
 import matplotlib.image
@@ -42,6 +43,33 @@ def test_every_table_and_plot_is_written_and_printed(quickstart):
   rows = _csv(workdir, "slice")
   assert [r["arm"] for r in rows] == ["SFT cold start", "SFT + GRPO", "GRPO - SFT (paired)"]
   assert all(0.0 <= float(r["avg@2"]) <= 100.0 for r in rows[:2])
+
+
+def test_summary_json_holds_the_tables_numbers_per_seed(quickstart):
+  workdir, _ = quickstart
+  summary = json.load(open(os.path.join(workdir, "tables", "summary.json")))
+  pct = lambda *path: round(100 * json.load(open(os.path.join(workdir, *path, "eval.json")))[
+      "overall"]["avg@k"], 2)
+  assert summary["preset"] == "micro" and summary["seeds"] == [0]
+  assert summary["slice"]["sft"] == [pct("seed0", "eval_sft")]
+  assert summary["slice"]["grpo"] == [pct("seed0", "eval_grpo")]
+  assert summary["slice"]["gain"] == [round(pct("seed0", "eval_grpo") - pct("seed0", "eval_sft"), 2)]
+  s2d = ("sparse_to_dense", "seed0", "eval")
+  assert summary["student_cold_start"] == [pct(*s2d, "start")]
+  assert summary["teacher"] == {"cold_start": [pct(*s2d, "teacher_start")],
+                                "after_stage1": [pct(*s2d, "teacher_grpo")]}
+  assert summary["sparse_to_dense"]["recipe"] == [pct(*s2d, "recipe")]
+  rm = json.load(open(os.path.join(workdir, "tables", "hero_rm.json")))
+  assert summary["rm_auc"] == [None if math.isnan(rm[0]["auc"]) else round(rm[0]["auc"], 4)]
+  assert summary["hero"]["easy-hero"]["hard"] == [round(100 * json.load(open(os.path.join(
+      workdir, "hero", "seed0", "arms", "easy-hero", "eval", "eval.json")))["family"]["hard"][
+          "avg@k"], 2)]
+  assert set(summary["reinforce_ada"]) == {"split", "grpo", "ada_pos", "ada_balance"}
+  strict = json.load(open(os.path.join(workdir, "seed0", "eval_sft", "eval.json")))[
+      "strict_vs_oracle"]["hard"]
+  assert summary.get("strict_recall_hard") == (round(strict["recall"], 4) if strict["n_correct"]
+                                               else None)
+  assert summary["stage_minutes"] > 0
 
 
 def test_hero_arms_and_tables(quickstart):

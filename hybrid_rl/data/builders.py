@@ -57,7 +57,8 @@ class SyntheticMathConfig(tfds.core.BuilderConfig):
 
 class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Procedurally generated easy- and hard-to-verify math problems."""
-  VERSION = tfds.core.Version("1.0.0")
+  # 1.1.0: fixed hash shares (synthetic_math.HASH_FRACTIONS) and a train stream.
+  VERSION = tfds.core.Version("1.1.0")
   BUILDER_CONFIGS = [SyntheticMathConfig(name="default")]
 
   def _info(self):
@@ -67,9 +68,8 @@ class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     del dl_manager
     c = self.builder_config
     sizes = {"train": c.num_train, "validation": c.num_validation, "test": c.num_test}
-    total = sum(sizes.values())
-    fractions = {k: v / total for k, v in sizes.items()}
-    return {split: self._generate_examples(split, n, fractions) for split, n in sizes.items()}
+    return {split: self._generate_examples(split, n, synthetic_math.HASH_FRACTIONS)
+            for split, n in sizes.items()}
 
   def _generate_examples(self, split, num, fractions):
     c = self.builder_config

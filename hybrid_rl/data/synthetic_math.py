@@ -14,13 +14,16 @@ Difficulty `level` in 1..3 scales operand size and the number of steps; the
 config's `max_level` and `operand_scale` tune how hard the task is.
 
 Every generator is a pure function of a `random.Random`; splits are assigned
-by a hash of the question text, so no problem appears in two splits.
+by a hash of the question text, so no problem appears in two splits. The train
+split is a stream (its size is how many draws; questions may repeat), so RL and
+SFT can see fresh problems for as long as they run.
 """
 import dataclasses
 import fractions
 import hashlib
 import math
 import random
+import re
 from typing import Callable, Iterator
 
 Fraction = fractions.Fraction
@@ -137,8 +140,9 @@ def _poly_latex(coeffs: list[int], descending: bool = True, spaced: bool = True)
 
 
 def poly_forms(coeffs: list[int]) -> list[str]:
-  return [_poly_latex(coeffs), _poly_latex(coeffs, spaced=False),
-          _poly_latex(coeffs, descending=False)]
+  canonical = _poly_latex(coeffs)
+  return [canonical, _poly_latex(coeffs, spaced=False), _poly_latex(coeffs, descending=False),
+          re.sub(r"\^(\d+)", r"^{\1}", canonical)]  # x^{2}: equal, but not to a string match
 
 
 # ------------------------------------------------------------------ generators
@@ -201,14 +205,18 @@ def gen_word_groups(rng: random.Random, level: int, scale: int) -> Problem:
                  "easy", "word_groups", level)
 
 
-def _small_fraction(rng: random.Random, level: int) -> Fraction:
+# The hard kinds draw from spaces of a few hundred to a few thousand questions at
+# level 1 (scale 9), so that validation and test, which hold unique questions, keep
+# every kind's share instead of exhausting the small ones (the train stream would
+# then repeat questions they never hold and memorization would pass for skill).
+
+def _small_fraction(rng: random.Random, level: int, scale: int) -> Fraction:
   d = rng.choice((2, 3, 4, 5, 6, 8, 10)[: 3 + 2 * level])
-  return Fraction(rng.randint(1, d * level), d)
+  return Fraction(rng.randint(1, max(d * level, scale + 1)), d)
 
 
 def gen_fraction_sum(rng: random.Random, level: int, scale: int) -> Problem:
-  del scale
-  a, b = _small_fraction(rng, level), _small_fraction(rng, level)
+  a, b = _small_fraction(rng, level, scale), _small_fraction(rng, level, scale)
   op = rng.choice("+-")
   result = a + b if op == "+" else a - b
   common = a.denominator * b.denominator // math.gcd(a.denominator, b.denominator)
@@ -222,10 +230,9 @@ def gen_fraction_sum(rng: random.Random, level: int, scale: int) -> Problem:
 
 
 def gen_mixed_number(rng: random.Random, level: int, scale: int) -> Problem:
-  del scale
-  d = rng.choice((2, 4, 5, 8)[: 2 + level])
-  whole, rest = rng.randint(1, 3 * level), rng.randint(1, d - 1)
-  k = rng.randint(2, 3)
+  d = rng.choice((2, 3, 4, 5, 8)[: 3 + level])
+  whole, rest = rng.randint(1, scale * level), rng.randint(1, d - 1)
+  k = rng.randint(2, 2 + scale // 3)
   value = (whole + Fraction(rest, d)) * k
   question = f"Compute {k} times {whole} and {rest}/{d}."
   steps = [f"{whole} and {rest}/{d} = {whole * d + rest}/{d}.",
@@ -234,13 +241,17 @@ def gen_mixed_number(rng: random.Random, level: int, scale: int) -> Problem:
 
 
 def gen_radical(rng: random.Random, level: int, scale: int) -> Problem:
-  del scale
-  b = rng.choice((2, 3, 5, 6, 7))
+  """c * sqrt(a^2 b) = (c a) sqrt(b)."""
+  b = rng.choice((2, 3, 5, 6, 7, 10, 11)[: 5 + 2 * (level > 1)])
   a = rng.randint(2, 2 + 2 * level)
+  c = rng.randint(1, 2 * scale)
   n = a * a * b
-  question = f"Simplify \\sqrt{{{n}}}."
+  coef = "" if c == 1 else str(c)
+  question = f"Simplify {coef}\\sqrt{{{n}}}."
   steps = [f"{n} = {a * a} * {b}.", f"\\sqrt{{{n}}} = \\sqrt{{{a * a}}} \\sqrt{{{b}}} = {a}\\sqrt{{{b}}}."]
-  return _hard(rng, question, steps, radical_forms(a, b), "radical", level)
+  if c > 1:
+    steps.append(f"{c} * {a}\\sqrt{{{b}}} = {c * a}\\sqrt{{{b}}}.")
+  return _hard(rng, question, steps, radical_forms(c * a, b), "radical", level)
 
 
 def gen_inequality(rng: random.Random, level: int, scale: int) -> Problem:
@@ -259,8 +270,7 @@ def gen_inequality(rng: random.Random, level: int, scale: int) -> Problem:
 
 
 def gen_quadratic_roots(rng: random.Random, level: int, scale: int) -> Problem:
-  del scale
-  r1, r2 = rng.sample(range(-3 * level - 1, 3 * level + 2), 2)
+  r1, r2 = rng.sample(range(-2 * scale * level, 2 * scale * level + 1), 2)
   b, c = -(r1 + r2), r1 * r2
   question = f"Find all x such that {_poly_latex([c, b, 1])} = 0."
   steps = [f"{_poly_latex([c, b, 1])} = (x {'-' if r1 >= 0 else '+'} {abs(r1)})"
@@ -269,9 +279,8 @@ def gen_quadratic_roots(rng: random.Random, level: int, scale: int) -> Problem:
 
 
 def gen_expand(rng: random.Random, level: int, scale: int) -> Problem:
-  del scale
-  p, q = rng.randint(-2 * level - 1, 2 * level + 1), rng.randint(1, 2 * level + 1)
-  a = rng.randint(1, level)
+  p, q = rng.randint(-scale * level, scale * level), rng.randint(1, scale * level)
+  a = rng.randint(1, level + 1)
   # (a x + p)(x + q) = a x^2 + (a q + p) x + p q
   coeffs = [p * q, a * q + p, a]
   lhs = f"({'' if a == 1 else a}x {'+' if p >= 0 else '-'} {abs(p)})(x + {q})"
@@ -304,6 +313,11 @@ GENERATORS: dict[str, Callable[[random.Random, int, int], Problem]] = {
 
 # ---------------------------------------------------------------------- splits
 
+# Shares of the question-hash space, fixed so that a longer train stream leaves
+# validation and test unchanged.
+HASH_FRACTIONS = {"train": 0.8, "validation": 1 / 15, "test": 2 / 15}
+
+
 def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
   """Deterministic split assignment from a hash of the question text."""
   h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big") / 2**64
@@ -319,24 +333,31 @@ def generate(split: str, num_examples: int, *, seed: int,
              fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
              max_level: int = 3, operand_scale: int = 9,
              max_tries_factor: int = 200) -> Iterator[tuple[str, Problem]]:
-  """Yields (id, problem) for one split: unique questions hashed into `split`.
+  """Yields (id, problem) for one split, every question hashed into `split`.
 
-  Families alternate, kinds and levels are drawn uniformly. Raises if the
-  problem space is too small to fill the split.
+  Families alternate, kinds and levels are drawn uniformly. Validation and test
+  hold unique questions (raises if the problem space is too small to fill them).
+  Train is a stream of i.i.d. draws from its hash region: as long as asked for,
+  never overlapping validation or test; a kind whose space is small (a level-1
+  radical has a few dozen) repeats in it, a large one (arith_chain) is nearly
+  always fresh.
   """
   kinds = [k for f in families for k in (EASY_KINDS if f == "easy" else HARD_KINDS)]
+  unique = split != "train"
   rng = random.Random(f"{seed}:{split}")
   seen, count, tries = set(), 0, 0
   while count < num_examples:
     tries += 1
     if tries > max_tries_factor * max(num_examples, 10):
       raise ValueError(f"synthetic_math: could only make {count} unique '{split}' problems "
-                       f"of {num_examples}; raise max_level or operand_scale")
+                       f"of {num_examples}; lower num_{split} or raise max_level or "
+                       "operand_scale")
     family = families[count % len(families)]
     kind = rng.choice([k for k in kinds if (k in EASY_KINDS) == (family == "easy")])
     level = rng.randint(1, max_level)
     problem = GENERATORS[kind](rng, level, operand_scale)
-    if problem.question in seen or split_of(problem.question, fractions_by_split) != split:
+    if ((unique and problem.question in seen)
+        or split_of(problem.question, fractions_by_split) != split):
       continue
     seen.add(problem.question)
     yield f"{split}-{count:06d}", problem

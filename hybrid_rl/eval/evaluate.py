@@ -46,6 +46,24 @@ def summarize(correct: np.ndarray, examples: list[dict], k: int) -> dict:
   return out
 
 
+def strict_vs_oracle(strict: np.ndarray, oracle: np.ndarray, examples: list[dict]) -> dict:
+  """The strict checker judged against the oracle on the policy's own samples,
+  per family: precision, recall (the share of correct answers it accepts: HERO's
+  hard-to-verify premise is a low one; None without positives) and n_correct
+  (oracle positives).
+
+  strict, oracle: [E, k] bools.
+  """
+  out = {}
+  for family in sorted({e["family"] for e in examples}):
+    rows = [i for i, e in enumerate(examples) if e["family"] == family]
+    s, o = strict[rows], oracle[rows]
+    tp = int((s & o).sum())
+    out[family] = {"precision": tp / int(s.sum()) if s.any() else None,
+                   "recall": tp / int(o.sum()) if o.any() else None, "n_correct": int(o.sum())}
+  return out
+
+
 def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.ConfigDict,
              pool: verifier_pool.VerifierPool, rng: jax.Array) -> dict:
   """Samples config.eval.num_samples responses per example and scores them."""
@@ -53,7 +71,7 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   k = ev.num_samples
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                 temperature=ev.temperature, top_p=ev.top_p, num_samples=k)
-  correct, statuses, shown = [], collections.Counter(), []
+  correct, strict, statuses, shown = [], [], collections.Counter(), []
   for start in range(0, len(examples), ev.batch_size):
     chunk = examples[start:start + ev.batch_size]
     # Pad the last chunk to the bucket size so shapes (and compilations) repeat.
@@ -64,6 +82,8 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
     texts = rollout.texts[: len(chunk) * k]
     verdicts = pool.verify("equivalence", texts, [e["answer"] for e in chunk for _ in range(k)])
     statuses.update(v.status for v in verdicts)
+    strict.append([v.correct for v in pool.verify(
+        "strict", texts, [e["answer"] for e in chunk for _ in range(k)])])
     shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i * k],
                "extracted": verdicts[i * k].extracted, "correct": verdicts[i * k].correct}
               for i, e in enumerate(chunk)][: max(0, 5 - len(shown))]
@@ -72,6 +92,8 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   result = summarize(correct, examples, k)
   result["correct_per_example"] = correct.sum(1).tolist()  # for paired comparisons
   result["verifier_statuses"] = dict(statuses)
+  result["strict_vs_oracle"] = strict_vs_oracle(
+      np.concatenate([np.array(s).reshape(-1, k) for s in strict]), correct, examples)
   result["examples"] = shown  # the first few responses, for reading
   return result
 

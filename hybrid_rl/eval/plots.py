@@ -10,10 +10,22 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from hybrid_rl.train import metrics as metrics_lib
 
 
+# Axis labels with units for the metrics the experiments plot.
+AXIS_LABELS = {
+    "step": "step (optimizer updates)",
+    "samples_total": "responses sampled (cumulative)",
+    "reward_mean": "train reward (mean per response)",
+    "accuracy": "train accuracy (fraction verified correct)",
+    "loss": "loss (nats per token)",
+    "reverse_kl": "reverse KL to the teacher (nats per token)",
+    "eval/avg@k": "validation avg@k (fraction correct)",
+}
+
+
 def plot_learning_curves(runs: Mapping[str, str], keys: Sequence[str],
                          out_png: str, *, x_key: str = "step",
                          title: str = "") -> str:
-  """Draws one panel per metric key, one line per run.
+  """Draws one panel per metric key, one line per run, a marker on every point.
 
   Args:
     runs: run label -> path of its metrics.jsonl.
@@ -30,9 +42,10 @@ def plot_learning_curves(runs: Mapping[str, str], keys: Sequence[str],
       rows = [r for r in metrics_lib.read_metrics(path)
               if key in r and x_key in r]
       if rows:
-        ax.plot([r[x_key] for r in rows], [r[key] for r in rows], label=label)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(key)
+        ax.plot([r[x_key] for r in rows], [r[key] for r in rows], label=label,
+                marker="o", markersize=3)
+    ax.set_xlabel(AXIS_LABELS.get(x_key, x_key))
+    ax.set_ylabel(AXIS_LABELS.get(key, key))
     ax.grid(alpha=0.3)
   axes[0][0].legend(fontsize=8)
   if title:
@@ -42,3 +55,4 @@ def plot_learning_curves(runs: Mapping[str, str], keys: Sequence[str],
   fig.savefig(out_png, dpi=110)
   plt.close(fig)
   return out_png
+
