@@ -58,8 +58,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.data.instruction = ""
   config.data.system = ""
   config.data.max_prompt_len = 48
+  # num_train: draws of the train stream (synthetic_math), enough that SFT and RL
+  # see fresh problems; validation and test do not depend on it.
   config.data.synthetic = ml_collections.ConfigDict(dict(
-      seed=0, num_train=2400, num_validation=200, num_test=400, max_level=1, operand_scale=9,
+      seed=0, num_train=30000, num_validation=200, num_test=400, max_level=1, operand_scale=9,
       families="easy,hard"))
 
   # trim_multiple: train batches drop the padding columns no row uses, keeping

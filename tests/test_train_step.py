@@ -200,3 +200,18 @@ def test_trimming_keeps_used_columns_and_can_be_switched_off():
   assert odd["tokens"].shape[1] - odd["mask"].shape[1] == 10 and odd["mask"].shape[1] == 14
   assert rollouts.trim_padding(_padded_batch(model, prompt_max=3, response_max=2), 5
                                )["tokens"].shape[1] == 5 + 5
+
+
+def test_a_policy_gradient_step_raises_the_likelihood_of_positive_advantage_responses():
+  """The direction RL learns in: after one small step, responses with A > 0 gain
+  log-probability relative to those with A < 0 (a sign error fails this)."""
+  model, graphdef, loss_fn, optimizer, state = _setup(lr=1e-3)
+  batch = grpo_batch(model, n=16)
+  state, _ = jax.jit(steps.make_train_step(loss_fn, optimizer))(state, batch,
+                                                               jax.random.PRNGKey(0))
+  new = objectives.frozen_outputs_jit(graphdef, state["params"], batch["tokens"], batch["valid"],
+                                      batch["mask"].shape[1], what="logprobs")["logprobs"]
+  gain = ((new - batch["old_logprobs"]) * batch["mask"]).sum(-1)  # [N] per response
+  adv = np.asarray(batch["advantages"])
+  assert float(np.mean(np.asarray(gain)[adv > 0])) > float(np.mean(np.asarray(gain)[adv < 0]))
+  assert float(np.dot(adv, np.asarray(gain))) > 0
