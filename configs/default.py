@@ -30,6 +30,13 @@ def model_block(size: str) -> ml_collections.ConfigDict:
       compute_dtype="float32"))
 
 
+def learning_curves(config: ml_collections.ConfigDict, rl_steps: int, points: int = 5) -> None:
+  """RL stages of `rl_steps` log every step and evaluate on validation at least
+  `points` times (their last step included), so each curve they plot has that many."""
+  config.train.log_every = 1
+  config.eval.every = max(1, rl_steps // points)
+
+
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   if preset not in ("toy",) + tuple(MODEL_SIZES):
     raise ValueError(f"unknown preset {preset!r} for configs/default.py "

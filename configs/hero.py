@@ -39,13 +39,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.sft = ml_collections.ConfigDict(dict(
       steps=400, batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
       split="train[:50%]"))
-  # The reward model's labelled prompts: the SFT half (the RL half and the
-  # validation / test splits stay unseen by it).
-  config.reward_model.update(split="train[:50%]", samples_per_prompt=4, holdout_fraction=0.2,
+  # The reward model's labelled prompts: 1600 of the SFT half (the RL half and the
+  # validation / test splits stay unseen by it). A count, not a share: the stage
+  # samples every prompt of its split, and the train stream is long.
+  config.reward_model.update(split="train[:1600]", samples_per_prompt=4, holdout_fraction=0.2,
                              loss="pointwise")
   config.rm = ml_collections.ConfigDict(dict(
       steps=300, batch_size=32, learning_rate=1e-3, schedule="cosine", warmup_steps=20,
-      split="train[:50%]"))
+      split="train[:1600]"))
   config.grpo = ml_collections.ConfigDict(dict(
       steps=40, batch_size=16, learning_rate=1e-4, schedule="constant", warmup_steps=0,
       num_samples=8, split="train[50%:]"))
@@ -54,7 +55,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.num_seeds = 1
     config.hero.update(regimes="easy,hard", alphas="0.05,0.2", dense_ranges="none")
     config.sft.update(steps=4, batch_size=8)
-    config.rm.update(steps=2, batch_size=8)
+    config.rm.update(steps=2, batch_size=8, split="train[:50%]")
+    config.reward_model.split = "train[:50%]"
     config.reward_model.samples_per_prompt = 2
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
     config.eval.update(max_examples=8)
@@ -85,4 +87,6 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         rollout_rows=512 * 8, train_rows=512 * 8,
         models={"policy": ("model", True), "reward model": (rm_block, False)},
         samplers=("policy",), logit_models=())})
+  if preset == "tiny":
+    default.learning_curves(config, config.grpo.steps)
   return config

@@ -69,17 +69,14 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   return config
 
 
-def _learning_curves(config: ml_collections.ConfigDict, points: int = 5) -> None:
-  """Every RL stage logs each step and evaluates on validation at least `points`
-  times (eval.every, its last step included), so each curve it plots has that many
-  points."""
+def _learning_curves(config: ml_collections.ConfigDict) -> None:
+  """The slice's GRPO and, at the default preset's shorter RL stages, every
+  recipe's: curves of 5 points or more (default.learning_curves)."""
   s = config.sparse_to_dense
-  rl_steps = [(config, config.grpo.steps), (config.hero, config.hero.grpo.steps),
-              (config.reinforce_ada, config.reinforce_ada.grpo.steps),
-              (s, min(s.teacher_grpo.steps, s.student_grpo.steps))]
-  for block, steps in rl_steps:
-    block.train.log_every = 1
-    block.eval.every = max(1, steps // points)
+  for block, steps in [(config, config.grpo.steps), (config.hero, config.hero.grpo.steps),
+                       (config.reinforce_ada, config.reinforce_ada.grpo.steps),
+                       (s, min(s.teacher_grpo.steps, s.student_grpo.steps))]:
+    default.learning_curves(block, steps)
 
 
 def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:

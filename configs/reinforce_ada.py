@@ -31,7 +31,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.grpo = ml_collections.ConfigDict(dict(
       steps=40, batch_size=16, learning_rate=1e-4, schedule="constant", warmup_steps=0,
       split="train[50%:]"))
-  config.eval.update(every=10, max_examples=200)  # learning curves on validation
+  config.eval.max_examples = 200  # learning curves on validation
   config.final_eval_split = "test"
   if preset == "micro":
     config.num_seeds = 1
@@ -61,4 +61,6 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         samplers=("policy",), logit_models=())})
     config.rl.minibatches = 4  # 512 prompts x n=4 -> 4 updates of 512 rows
     config.train.grad_accum_steps = 16  # 1 row per device per micro-batch: 3072 x 152k logits
+  if preset == "tiny":
+    default.learning_curves(config, config.grpo.steps)
   return config

@@ -103,4 +103,6 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
             models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
             samplers=("student",), logit_models=("teacher",)),
     })
+  if preset == "tiny":
+    default.learning_curves(config, min(config.teacher_grpo.steps, config.student_grpo.steps))
   return config

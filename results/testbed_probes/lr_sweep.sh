@@ -1,0 +1,12 @@
+#!/bin/bash
+# GRPO lr sweep from probe b's SFT checkpoint (1200 steps, 29.2% val avg@2).
+cd /work/main && . .venv/bin/activate
+for lr in "$@"; do
+PYTHONPATH=. python -m experiments.train --config=configs/default.py:tiny --config.stage=grpo \
+  --config.init_from=/work/runs/tb/b/seed0/sft --config.data.synthetic.num_train=30000 \
+  --config.data.data_dir=/work/runs/tb/b/data --config.data.train_split='train[50%:]' \
+  --config.train.steps=40 --config.train.batch_size=32 --config.optim.learning_rate=$lr \
+  --config.optim.schedule=constant --config.optim.warmup_steps=0 --config.sampling.num_samples=8 \
+  --config.eval.every=10 --config.eval.max_examples=200 --config.eval.num_samples=2 \
+  --config.train.log_every=5 --config.log.progress=False --workdir=/work/runs/tb/g_lr$lr > /work/runs/tb/g_lr$lr.log 2>&1
+done
