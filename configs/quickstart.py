@@ -14,8 +14,9 @@ tokenizer, verifier, log) come from the top level.
 
 Presets:
   default  one seed, short stages, a smaller teacher (small_teacher, ~2x the student,
-           SFT for as many steps as the student),
-           one sample per test problem: the whole job in minutes on 2 CPU cores
+           SFT for as many steps as the student), HERO's easy and hard regimes,
+           sparse-to-dense's recipe, Stage 3 and direct-GRPO arms, one sample per
+           test problem: the whole job in minutes on 2 CPU cores
   full     3 seeds at the experiment scripts' tiny sizes (95% intervals)
   micro    CI-sized
 """
@@ -107,7 +108,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.eval.update(max_examples=200, num_samples=2)
   small_eval = dict(max_examples=100, num_samples=1)
   h = config.hero
-  h.hero.update(ablations=False)
+  h.hero.update(ablations=False, regimes="easy,hard")
   h.rm.steps = 60
   h.reward_model.samples_per_prompt = 2
   h.grpo.update(steps=8, batch_size=16, num_samples=4)
@@ -116,6 +117,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   a.grpo.update(steps=8, batch_size=8)
   a.eval.update(every=4, **small_eval)
   s = config.sparse_to_dense
+  s.arms = "recipe,stage3,direct_grpo"  # the paper's main comparison; full runs the controls
   s.teacher_model = default.model_block("small_teacher")
   s.teacher_sft.update(steps=config.sft.steps)  # as many as the student: it must start ahead
   s.teacher_grpo.update(steps=8, batch_size=16, num_samples=4)

@@ -117,3 +117,13 @@ def test_out_of_device_memory_is_one_line_naming_the_knobs():
   assert len(lines) == 1, proc.stderr
   assert lines[0].startswith("FATAL out of device memory (an allocation of 4096.0 GiB failed)")
   assert "train.grad_accum_steps" in lines[0] and "sampling.chunks" in lines[0]
+
+
+def test_a_held_out_split_larger_than_the_problem_space_is_one_line(tmp_path):
+  proc = run_module("experiments.train", f"--workdir={tmp_path / 'run'}", *MICRO,
+                    "--config.data.synthetic.families=hard",
+                    "--config.data.synthetic.num_validation=5000", check=False)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("FATAL")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert "config.data.synthetic.num_validation=5000: synthetic_math holds only about" in lines[0]

@@ -86,6 +86,10 @@ def test_hero_arms_and_tables(quickstart):
   by_label = {r["ablation"]: r for r in _csv(workdir, "hero_ablations")}
   assert by_label["dense both"]["arm"] == by_label["variance weighting on"]["arm"] == "easy-hero"
   assert by_label["alpha 0.2"]["arm"] == "easy-hero-alpha_0.2"
+  assert by_label["advantage std over the batch"]["arm"] == "easy-hero-std_batch"
+  std_batch = json.load(open(os.path.join(workdir, "hero", "seed0", "arms", "easy-hero-std_batch",
+                                          "grpo", "config.json")))
+  assert std_batch["rl"]["std_mode"] == "batch" and std_batch["reward"]["mode"] == "hero"
   arms = os.path.join(workdir, "hero", "seed0", "arms")
   last = lambda arm: read_metrics(os.path.join(arms, arm, "grpo", "metrics.jsonl"))[-1]
   # Each arm trained with its own reward: HERO logs its weights, RM-only its RM scores.

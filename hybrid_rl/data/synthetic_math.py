@@ -26,6 +26,8 @@ import random
 import re
 from typing import Callable, Iterator
 
+from hybrid_rl import config_checks
+
 Fraction = fractions.Fraction
 
 EASY_KINDS = ("arith_chain", "word_shop", "word_groups")
@@ -332,11 +334,12 @@ def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
 def generate(split: str, num_examples: int, *, seed: int,
              fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
              max_level: int = 3, operand_scale: int = 9,
-             max_tries_factor: int = 200) -> Iterator[tuple[str, Problem]]:
+             max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
   """Yields (id, problem) for one split, every question hashed into `split`.
 
   Families alternate, kinds and levels are drawn uniformly. Validation and test
-  hold unique questions (raises if the problem space is too small to fill them).
+  hold unique questions (raises config_checks.ConfigError after `max_misses` draws
+  in a row that give nothing new: the problem space is too small to fill them).
   Train is a stream of i.i.d. draws from its hash region: as long as asked for,
   never overlapping validation or test; a kind whose space is small (a level-1
   radical has a few dozen) repeats in it, a large one (arith_chain) is nearly
@@ -345,20 +348,22 @@ def generate(split: str, num_examples: int, *, seed: int,
   kinds = [k for f in families for k in (EASY_KINDS if f == "easy" else HARD_KINDS)]
   unique = split != "train"
   rng = random.Random(f"{seed}:{split}")
-  seen, count, tries = set(), 0, 0
+  seen, count, misses = set(), 0, 0
   while count < num_examples:
-    tries += 1
-    if tries > max_tries_factor * max(num_examples, 10):
-      raise ValueError(f"synthetic_math: could only make {count} unique '{split}' problems "
-                       f"of {num_examples}; lower num_{split} or raise max_level or "
-                       "operand_scale")
+    if misses > max_misses:
+      raise config_checks.ConfigError(
+          f"config.data.synthetic.num_{split}={num_examples}: synthetic_math holds only about "
+          f"{count} unique '{split}' problems at max_level={max_level}, operand_scale="
+          f"{operand_scale}; lower num_{split} or raise max_level or operand_scale")
     family = families[count % len(families)]
     kind = rng.choice([k for k in kinds if (k in EASY_KINDS) == (family == "easy")])
     level = rng.randint(1, max_level)
     problem = GENERATORS[kind](rng, level, operand_scale)
     if ((unique and problem.question in seen)
         or split_of(problem.question, fractions_by_split) != split):
+      misses += 1
       continue
+    misses = 0
     seen.add(problem.question)
     yield f"{split}-{count:06d}", problem
     count += 1
