@@ -8,7 +8,7 @@ from hybrid_rl.rewards import verifier_pool, scoring
 from hybrid_rl.algorithms import policy_gradient as pg
 from configs import default
 
-def main(pool_size, n_steps, lr, families):
+def main(pool_size, n_steps, lr, families, eps=1e-8):
   cfg = default.get_config("tiny")
   cfg.data.synthetic.num_train = 30000
   cfg.data.data_dir = "/work/runs/tb/b/data"
@@ -32,7 +32,7 @@ def main(pool_size, n_steps, lr, families):
   params = steps.params_of(model)
   print("before: val", acc(params, val, jax.random.PRNGKey(5)), "pool", acc(params, train[:128], jax.random.PRNGKey(6)), flush=True)
   sp = rollouts.sampling_params(tok, 64, temperature=1.0, num_samples=G)
-  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(optax.join_schedules([optax.linear_schedule(0, lr, 5), optax.constant_schedule(lr)], [5]), b1=0.9, b2=0.999, weight_decay=0.0))
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(optax.join_schedules([optax.linear_schedule(0, lr, 5), optax.constant_schedule(lr)], [5]), b1=0.9, b2=0.999, eps=eps, weight_decay=0.0))
   loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(epsilon_high=0.28))
   state = steps.init_state(params, opt, jax.random.PRNGKey(0))
   train_step = jax.jit(steps.make_train_step(loss_fn, opt))
@@ -55,4 +55,6 @@ def main(pool_size, n_steps, lr, families):
   print("after: pool", acc(state["params"], train[:128], jax.random.PRNGKey(6)), flush=True)
 
 if __name__ == "__main__":
-  main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split(","))
+  # pool size, steps, lr, families, [Adam eps]
+  main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split(","),
+       *(float(a) for a in sys.argv[5:]))
