@@ -115,7 +115,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   h.eval.update(**small_eval)
   a = config.reinforce_ada
   a.grpo.update(steps=8, batch_size=8)
-  a.eval.update(every=4, **small_eval)
+  a.eval.update(**small_eval)
   s = config.sparse_to_dense
   s.arms = "recipe,stage3,direct_grpo"  # the paper's main comparison; full runs the controls
   s.teacher_model = default.model_block("small_teacher")

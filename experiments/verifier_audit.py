@@ -32,9 +32,9 @@ _OUT = flags.DEFINE_string("out", None, "Write the report as JSON here.")
 
 def synthetic_candidates(num_problems: int, seed: int = 0):
   """(response, gold, is_correct) triples over the hard family."""
-  fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
   problems = [p for _, p in synthetic_math.generate(
-      "test", num_problems, seed=seed, fractions_by_split=fractions, families=("hard",))]
+      "test", num_problems, seed=seed, fractions_by_split=synthetic_math.HASH_FRACTIONS,
+      families=("hard",))]
   by_kind = {}
   for p in problems:
     by_kind.setdefault(p.kind, []).append(p)

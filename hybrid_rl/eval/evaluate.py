@@ -80,10 +80,11 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
     rollout = rollouts.sample(model, tokenizer, stage_io.format_prompts(padded, config, tokenizer),
                               key, sp, config.data.max_prompt_len)
     texts = rollout.texts[: len(chunk) * k]
-    verdicts = pool.verify("equivalence", texts, [e["answer"] for e in chunk for _ in range(k)])
+    golds = [e["answer"] for e in chunk for _ in range(k)]
+    verdicts = pool.verify("equivalence", texts, golds)
     statuses.update(v.status for v in verdicts)
-    strict.append([v.correct for v in pool.verify(
-        "strict", texts, [e["answer"] for e in chunk for _ in range(k)])])
+    strict.append(np.array([v.correct for v in pool.verify("strict", texts, golds)],
+                           bool).reshape(len(chunk), k))
     shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i * k],
                "extracted": verdicts[i * k].extracted, "correct": verdicts[i * k].correct}
               for i, e in enumerate(chunk)][: max(0, 5 - len(shown))]
@@ -92,8 +93,7 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   result = summarize(correct, examples, k)
   result["correct_per_example"] = correct.sum(1).tolist()  # for paired comparisons
   result["verifier_statuses"] = dict(statuses)
-  result["strict_vs_oracle"] = strict_vs_oracle(
-      np.concatenate([np.array(s).reshape(-1, k) for s in strict]), correct, examples)
+  result["strict_vs_oracle"] = strict_vs_oracle(np.concatenate(strict), correct, examples)
   result["examples"] = shown  # the first few responses, for reading
   return result
 
