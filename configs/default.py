@@ -69,7 +69,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # see fresh problems; validation and test do not depend on it.
   config.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=30000, num_validation=200, num_test=400, max_level=1, operand_scale=9,
-      families="easy,hard"))
+      families="easy,hard", direct_fraction=0.0))
 
   # trim_multiple: train batches drop the padding columns no row uses, keeping
   # prompt and response widths multiples of this (0: always the full P + R).
@@ -78,9 +78,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       grad_accum_steps=1, trim_multiple=16,
       max_consecutive_skips=10))  # stop after this many non-finite steps in a row (0: never)
 
+  # eps: Adam's denominator floor. Near the per-weight gradient scale it damps the
+  # steps of weights whose gradients are mostly noise (policy gradients at small batches).
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-3, schedule="cosine", warmup_steps=30, weight_decay=0.01, b1=0.9,
-      b2=0.98, grad_clip_norm=1.0))
+      b2=0.98, eps=1e-8, grad_clip_norm=1.0))
 
   config.sampling = ml_collections.ConfigDict(dict(
       max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, num_samples=8,

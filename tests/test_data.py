@@ -57,6 +57,21 @@ def test_train_is_a_stream_that_leaves_validation_and_test_unchanged(synthetic, 
   assert not held_out & {e["question"] for e in stream}
 
 
+def test_direct_fraction_strips_the_working_of_train_solutions_only(synthetic, tmp_path):
+  direct = {**SMALL, "direct_fraction": 0.5}
+  train = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **direct)
+  # Same problems in the same order; only some solutions lose their working.
+  assert [e["question"] for e in train] == [e["question"] for e in synthetic["train"]]
+  stripped = [e for e, full in zip(train, synthetic["train"]) if e["solution"] != full["solution"]]
+  assert 0.3 * len(train) < len(stripped) < 0.7 * len(train)
+  for e, full in zip(train, synthetic["train"]):
+    assert full["solution"].endswith(e["solution"])
+    assert (e in stripped) == e["solution"].startswith("The answer is")
+  for split in ("validation", "test"):
+    assert pipeline.load_examples("synthetic_math", split, str(tmp_path), **direct) == \
+        synthetic[split]
+
+
 def test_split_slices_are_disjoint_parts(synthetic, tmp_path):
   data_dir = str(tmp_path)
   head = pipeline.load_examples("synthetic_math", "train[:40%]", data_dir, **SMALL)

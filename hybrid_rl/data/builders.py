@@ -47,11 +47,13 @@ class SyntheticMathConfig(tfds.core.BuilderConfig):
   max_level: int = 3
   operand_scale: int = 9
   families: tuple[str, ...] = ("easy", "hard")
+  direct_fraction: float = 0.0  # share of answer-only train solutions (synthetic_math.generate)
 
   def __post_init__(self):
     if not self.name:
+      direct = f"_d{self.direct_fraction:g}" if self.direct_fraction else ""
       object.__setattr__(self, "name", f"s{self.seed}_n{self.num_train}-{self.num_validation}-{self.num_test}"
-                   f"_l{self.max_level}_o{self.operand_scale}_{'-'.join(self.families)}")
+                   f"_l{self.max_level}_o{self.operand_scale}_{'-'.join(self.families)}{direct}")
     super().__post_init__() if hasattr(super(), "__post_init__") else None
 
 
@@ -75,7 +77,8 @@ class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     c = self.builder_config
     for key, p in synthetic_math.generate(split, num, seed=c.seed, fractions_by_split=fractions,
                                           families=tuple(c.families), max_level=c.max_level,
-                                          operand_scale=c.operand_scale):
+                                          operand_scale=c.operand_scale,
+                                          direct_fraction=c.direct_fraction):
       yield key, {"id": key, "question": p.question, "solution": p.solution,
                   "answer": p.answer, "family": p.family, "kind": p.kind, "level": p.level}
 

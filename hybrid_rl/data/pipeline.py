@@ -15,6 +15,9 @@ from hybrid_rl.data import builders
 tfds.disable_progress_bar()
 
 _TEXT_FIELDS = ("id", "question", "solution", "answer", "family", "kind")
+# Decoded splits by (builder directory, split): TFDS decodes ~3k rows/s, and one
+# quickstart process has some 40 stages reading the same 15000-row train slice.
+_LOADED: dict[tuple[str, str], tuple[dict, ...]] = {}
 
 
 def _decode(row: dict) -> dict:
@@ -31,7 +34,8 @@ def load_examples(name: str, split: str, data_dir: str, *, manual_dir: str | Non
   use disjoint parts of one split (SFT, RL and reward-model data).
 
   Builds the dataset on first use (synthetic_math: generated; gsm8k / math:
-  from manual_dir, once per content of its files) and reuses it afterwards.
+  from manual_dir, once per content of its files) and reuses it afterwards;
+  a split read once is kept for the process, so callers must not modify the dicts.
   """
   download_config = None
   if manual_dir is not None:
@@ -42,8 +46,11 @@ def load_examples(name: str, split: str, data_dir: str, *, manual_dir: str | Non
   base = split.split("[", 1)[0]
   if base not in builder.info.splits:
     raise ValueError(f"dataset {name!r} has no split {base!r} (has {', '.join(builder.info.splits)})")
-  source = builder.as_data_source(split=split)
-  return [_decode(source[i]) for i in range(len(source))]
+  key = (builder.data_dir, split)
+  if key not in _LOADED:
+    source = builder.as_data_source(split=split)
+    _LOADED[key] = tuple(_decode(row) for row in source.__getitems__(range(len(source))))
+  return list(_LOADED[key])
 
 
 def batch_indices(num_examples: int, global_batch: int, seed: int, position: int,

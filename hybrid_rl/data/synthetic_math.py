@@ -153,6 +153,11 @@ def _boxed_end(form: str) -> str:
   return f"The answer is \\boxed{{{form}}}."
 
 
+def direct_solution(solution: str) -> str:
+  """The solution's final sentence only: the answer without the working."""
+  return solution[solution.rindex("The answer is "):]
+
+
 def _operand(rng: random.Random, level: int, scale: int) -> int:
   return rng.randint(1, scale * (4 ** (level - 1)) + 1)
 
@@ -333,7 +338,7 @@ def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
 
 def generate(split: str, num_examples: int, *, seed: int,
              fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
-             max_level: int = 3, operand_scale: int = 9,
+             max_level: int = 3, operand_scale: int = 9, direct_fraction: float = 0.0,
              max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
   """Yields (id, problem) for one split, every question hashed into `split`.
 
@@ -344,10 +349,18 @@ def generate(split: str, num_examples: int, *, seed: int,
   never overlapping validation or test; a kind whose space is small (a level-1
   radical has a few dozen) repeats in it, a large one (arith_chain) is nearly
   always fresh.
+
+  direct_fraction: the share of train solutions that state the answer without
+  working ("The answer is \\boxed{..}."), drawn independently of the problems. A
+  policy fine-tuned on them mixes two behaviours, working and guessing, and
+  working is the one that pays: a choice RL can learn from few samples and that
+  carries over to unseen problems, as it does in pretrained models that sometimes
+  answer before reasoning. Validation and test keep worked solutions.
   """
   kinds = [k for f in families for k in (EASY_KINDS if f == "easy" else HARD_KINDS)]
   unique = split != "train"
   rng = random.Random(f"{seed}:{split}")
+  style_rng = random.Random(f"{seed}:{split}:direct")  # leaves the problem stream unchanged
   seen, count, misses = set(), 0, 0
   while count < num_examples:
     if misses > max_misses:
@@ -365,5 +378,7 @@ def generate(split: str, num_examples: int, *, seed: int,
       continue
     misses = 0
     seen.add(problem.question)
+    if split == "train" and direct_fraction and style_rng.random() < direct_fraction:
+      problem = dataclasses.replace(problem, solution=direct_solution(problem.solution))
     yield f"{split}-{count:06d}", problem
     count += 1

@@ -19,6 +19,6 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps: int
   """Global-norm clipping (0 disables) followed by AdamW."""
   lr = learning_rate_schedule(optim, steps)
   parts = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm else []
-  parts.append(optax.adamw(lr, b1=optim.b1, b2=optim.b2,
+  parts.append(optax.adamw(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                            weight_decay=optim.weight_decay))
   return optax.chain(*parts)
