@@ -1,8 +1,9 @@
 """The README's first command: `python -m experiments.quickstart --workdir=DIR`.
 
 Runs every recipe on the embedded default, sharing one SFT cold start of the
-tiny student per seed (sparse-to-dense shares it in the default and micro
-presets; full runs configs/sparse_to_dense.py:tiny unchanged, with its own):
+tiny model per seed (sparse-to-dense uses it as its teacher in the default preset
+and as its student in micro; full runs configs/sparse_to_dense.py:tiny unchanged,
+with its own cold starts):
   slice            SFT -> eval -> GRPO (equivalence verifier) -> eval
   hero             reward model on the SFT policy's samples; regime x method arms
   reinforce_ada    GRPO (n) vs Ada-Pos vs Ada-Balance
@@ -13,8 +14,8 @@ take overrides as usual: --config.hero.grpo.steps=20. Shared blocks (data,
 tokenizer, verifier, log) come from the top level.
 
 Presets:
-  default  one seed, short stages, a smaller teacher (small_teacher, ~2x the student,
-           SFT for as many steps as the student), HERO's hard regime,
+  default  one seed, short stages; sparse-to-dense distils the shared SFT run (the
+           teacher) into a micro-sized student; HERO's hard regime,
            sparse-to-dense's recipe, Stage 3 and direct-GRPO arms, one sample per
            test problem: the whole job in minutes on 2 CPU cores
   full     3 seeds at the experiment scripts' tiny sizes (95% intervals)
@@ -63,8 +64,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   elif micro:
     config.sft.update(steps=4, batch_size=8)
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
-  if preset != "full":  # full keeps configs/sparse_to_dense.py:tiny and its own student SFT
-    _share_student_cold_start(config)
+  if preset == "default":
+    _share_cold_start(config, "teacher")
+  elif micro:
+    _share_cold_start(config, "student")
   if not micro:
     _learning_curves(config)
   return config
@@ -80,21 +83,24 @@ def _learning_curves(config: ml_collections.ConfigDict) -> None:
     default.learning_curves(block, steps)
 
 
-def shares_student_cold_start(config: ml_collections.ConfigDict) -> bool:
-  """Whether sparse-to-dense's student_sft block asks for the shared SFT run (same
-  model, steps, batch, schedule and split); if not, the recipe trains its own."""
+def shared_cold_start(config: ml_collections.ConfigDict) -> str:
+  """Which sparse-to-dense cold start is the shared SFT run ("student" or "teacher":
+  same model, steps, batch, schedule and split), or "" when the recipe trains both."""
   s2d = config.sparse_to_dense
-  return (s2d.student_model.to_dict() == config.model.to_dict()
-          and all(s2d.student_sft[k] == config.sft[k] for k in config.sft))
+  for role in ("student", "teacher"):
+    if (s2d[f"{role}_model"].to_dict() == config.model.to_dict()
+        and all(s2d[f"{role}_sft"][k] == config.sft[k] for k in config.sft)):
+      return role
+  return ""
 
 
-def _share_student_cold_start(config: ml_collections.ConfigDict) -> None:
-  """Makes sparse-to-dense's student_sft block the shared SFT run and moves the
+def _share_cold_start(config: ml_collections.ConfigDict, role: str) -> None:
+  """Makes sparse-to-dense's `role`_sft block the shared SFT run and moves the
   recipe's labelled and bridge prompts past the SFT's train[:50%], so that Stage 1,
-  direct GRPO and Stage 3 use prompts whose solutions the student never saw."""
+  direct GRPO and Stage 3 use prompts whose solutions neither cold start saw."""
   s = config.sparse_to_dense
-  s.student_sft.update(**{k: config.sft[k] for k in s.student_sft})
-  s.teacher_sft.split = config.sft.split
+  s[f"{role}_sft"].update(**{k: config.sft[k] for k in s[f"{role}_sft"]})
+  s.teacher_sft.split = s.student_sft.split = config.sft.split
   s.teacher_grpo.split = "train[50%:70%]"
   s.fkl.split = s.opd.split = "train[70%:85%]"
   s.student_grpo.split = "train[85%:]"
@@ -103,14 +109,14 @@ def _share_student_cold_start(config: ml_collections.ConfigDict) -> None:
 def _quick(config: ml_collections.ConfigDict) -> None:
   """Short stages, one sample per test problem, a smaller teacher: minutes on 2
   CPU cores, one seed."""
-  config.sft.steps = 300
+  config.sft.steps = 250
   config.grpo.update(steps=10, batch_size=16)
   config.eval.update(max_examples=200, num_samples=2)
   small_eval = dict(max_examples=100, num_samples=1)
   h = config.hero
   h.hero.update(ablations=False, regimes="hard")  # the hard-to-verify regime HERO is for
-  h.rm.steps = 60
-  h.reward_model.samples_per_prompt = 2
+  h.rm.update(steps=60, split="train[:800]")
+  h.reward_model.update(samples_per_prompt=2, split="train[:800]")
   # RL stages of 10 steps evaluate every 2 (learning_curves): 5 curve points for
   # the price of the 8 evaluations an 8-step stage would make.
   h.grpo.update(steps=10, batch_size=16, num_samples=4)
@@ -120,8 +126,12 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   a.eval.update(**small_eval)
   s = config.sparse_to_dense
   s.arms = "recipe,stage3,direct_grpo"  # the paper's main comparison; full runs the controls
-  s.teacher_model = default.model_block("small_teacher")
-  s.teacher_sft.update(steps=config.sft.steps)  # as many as the student: it must start ahead
+  # The shared SFT run is the teacher and a micro-sized student (3.7x cheaper per
+  # step) gets an SFT of as many steps: the teacher is the larger model without the
+  # 5 minutes a second SFT of a larger one would take.
+  s.teacher_model = config.model.copy_and_resolve_references()
+  s.student_model = default.model_block("micro")
+  s.student_sft.update(**{k: config.sft[k] for k in s.student_sft})
   s.teacher_grpo.update(steps=10, batch_size=16, num_samples=4)
   s.fkl.update(steps=20)
   s.opd.update(steps=10, batch_size=16, num_samples=2)

@@ -76,8 +76,9 @@ def planned_stages(config: ml_collections.ConfigDict) -> int:
     n += reinforce_ada.planned_stages(config.reinforce_ada, shared_start=True)
   if "sparse_to_dense" in recipes:
     s2d = ml_collections.ConfigDict(config.sparse_to_dense.to_dict())
-    if quickstart_config.shares_student_cold_start(config):
-      s2d.student_init_from = "shared"
+    role = quickstart_config.shared_cold_start(config)
+    if role:
+      s2d[f"{role}_init_from"] = "shared"
     n += sparse_to_dense.planned_stages(s2d)
   return n * config.num_seeds
 
@@ -168,7 +169,7 @@ def main(argv):
                                  enabled=config.log.progress and distributed.is_main())
   stage_runs.track(progress)
   results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
-  s2d_shares_sft = quickstart_config.shares_student_cold_start(config)
+  s2d_shared_role = quickstart_config.shared_cold_start(config)
   try:
     for seed in range(config.num_seeds):
       sft_dir, slice_result = slice_seed(config, root, seed)
@@ -181,8 +182,8 @@ def main(argv):
             subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
       if "sparse_to_dense" in recipes:
         s2d = subs["sparse_to_dense"]
-        if s2d_shares_sft:
-          s2d = stage_runs.derive(s2d, {"student_init_from": sft_dir})
+        if s2d_shared_role:
+          s2d = stage_runs.derive(s2d, {f"{s2d_shared_role}_init_from": sft_dir})
         results["sparse_to_dense"].append(sparse_to_dense.run_seed(
             s2d, os.path.join(root, "sparse_to_dense"), seed))
   finally:

@@ -117,14 +117,18 @@ def _percent_range(split: str) -> tuple[float, float]:
 def test_quickstart_sparse_to_dense_labelled_prompts_are_unseen_by_the_student_sft(preset):
   config = quickstart.get_config(preset)
   s2d = config.sparse_to_dense
-  shared = quickstart.shares_student_cold_start(config)
-  sft_lo, sft_hi = _percent_range(config.sft.split if shared else s2d.student_sft.split)
-  for block in ("teacher_grpo", "fkl", "opd", "student_grpo"):
-    lo, hi = _percent_range(s2d[block].split)
-    assert lo >= sft_hi or hi <= sft_lo, (preset, block, s2d[block].split)
-  # full runs the standalone script's preset unchanged (its own student SFT), so its
-  # stages are those of `experiments.sparse_to_dense --config=...:tiny`.
-  assert shared == (preset != "full")
+  role = quickstart.shared_cold_start(config)
+  for sft in (s2d.student_sft, s2d.teacher_sft):
+    sft_lo, sft_hi = _percent_range(sft.split)
+    for block in ("teacher_grpo", "fkl", "opd", "student_grpo"):
+      lo, hi = _percent_range(s2d[block].split)
+      assert lo >= sft_hi or hi <= sft_lo, (preset, block, s2d[block].split)
+  # The default distils the shared SFT run (teacher) into a smaller student; micro
+  # shares it as the student; full runs the standalone script's preset unchanged (its
+  # own cold starts), so its stages are those of `experiments.sparse_to_dense --config=...:tiny`.
+  assert role == {"default": "teacher", "micro": "student", "full": ""}[preset]
+  if role:
+    assert s2d[f"{role}_sft"].split == config.sft.split
   if preset == "full":
     assert s2d.to_dict() == sparse_to_dense.get_config("tiny").to_dict()
 
