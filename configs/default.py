@@ -16,7 +16,6 @@ MODEL_SIZES = {
     "micro": (64, 128, 2, 4, 2, 16),
     "tiny": (128, 384, 4, 4, 2, 32),
     "tiny_teacher": (256, 768, 6, 8, 4, 32),
-    "small_teacher": (192, 576, 4, 6, 2, 32),  # ~2x tiny: the quickstart default's teacher
     "tiny_rm": (128, 384, 4, 4, 2, 32),
 }
 
