@@ -14,9 +14,8 @@ from hybrid_rl.data import builders
 
 tfds.disable_progress_bar()
 
-_TEXT_FIELDS = ("id", "question", "solution", "answer", "family", "kind")
 # Decoded splits by (builder directory, split): TFDS decodes ~3k rows/s, and one
-# quickstart process has some 40 stages reading the same 15000-row train slice.
+# quickstart process has 30 or more stages reading the same 15000-row train slice.
 _LOADED: dict[tuple[str, str], tuple[dict, ...]] = {}
 
 
