@@ -68,7 +68,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # see fresh problems; validation and test do not depend on it.
   config.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=30000, num_validation=200, num_test=400, max_level=1, operand_scale=9,
-      families="easy,hard", direct_fraction=0.0))
+      families="easy,hard", direct_fraction=0.0, hard_share=0.5))
 
   # trim_multiple: train batches drop the padding columns no row uses, keeping
   # prompt and response widths multiples of this (0: always the full P + R).

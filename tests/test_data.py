@@ -72,6 +72,18 @@ def test_direct_fraction_strips_the_working_of_train_solutions_only(synthetic, t
         synthetic[split]
 
 
+def test_hard_share_sets_the_family_mix_of_every_split(synthetic, tmp_path):
+  in_order = lambda rows: [e["family"] == "hard" for e in sorted(rows, key=lambda e: e["id"])]
+  # The default share is the families' alternation (the fixture's data).
+  assert in_order(synthetic["validation"]) == [False, True] * 15
+  quarter = {**SMALL, "hard_share": 0.25}
+  for split, n in (("train", 120), ("validation", 30), ("test", 30)):
+    hard = in_order(pipeline.load_examples("synthetic_math", split, str(tmp_path), **quarter))
+    assert len(hard) == n
+    # Every prefix of the generated order holds its share, rounded down.
+    assert all(sum(hard[:k]) == k // 4 for k in range(1, n + 1)), split
+
+
 def test_split_slices_are_disjoint_parts(synthetic, tmp_path):
   data_dir = str(tmp_path)
   head = pipeline.load_examples("synthetic_math", "train[:40%]", data_dir, **SMALL)

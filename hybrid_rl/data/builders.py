@@ -48,10 +48,12 @@ class SyntheticMathConfig(tfds.core.BuilderConfig):
   operand_scale: int = 9
   families: tuple[str, ...] = ("easy", "hard")
   direct_fraction: float = 0.0  # share of answer-only train solutions (synthetic_math.generate)
+  hard_share: float = 0.5  # share of hard-family problems in every split (both families)
 
   def __post_init__(self):
     if not self.name:
       direct = f"_d{self.direct_fraction:g}" if self.direct_fraction else ""
+      direct += f"_h{self.hard_share:g}" if self.hard_share != 0.5 else ""
       object.__setattr__(self, "name", f"s{self.seed}_n{self.num_train}-{self.num_validation}-{self.num_test}"
                    f"_l{self.max_level}_o{self.operand_scale}_{'-'.join(self.families)}{direct}")
     super().__post_init__() if hasattr(super(), "__post_init__") else None
@@ -78,7 +80,8 @@ class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for key, p in synthetic_math.generate(split, num, seed=c.seed, fractions_by_split=fractions,
                                           families=tuple(c.families), max_level=c.max_level,
                                           operand_scale=c.operand_scale,
-                                          direct_fraction=c.direct_fraction):
+                                          direct_fraction=c.direct_fraction,
+                                          hard_share=c.hard_share):
       yield key, {"id": key, "question": p.question, "solution": p.solution,
                   "answer": p.answer, "family": p.family, "kind": p.kind, "level": p.level}
 

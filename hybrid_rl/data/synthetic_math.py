@@ -339,10 +339,12 @@ def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
 def generate(split: str, num_examples: int, *, seed: int,
              fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
              max_level: int = 3, operand_scale: int = 9, direct_fraction: float = 0.0,
-             max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
+             hard_share: float = 0.5, max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
   """Yields (id, problem) for one split, every question hashed into `split`.
 
-  Families alternate, kinds and levels are drawn uniformly. Validation and test
+  With both families, problem i is hard when floor((i + 1) h) > floor(i h) for
+  h = hard_share (0.5: they alternate), so every prefix holds its share; kinds
+  and levels are drawn uniformly. Validation and test
   hold unique questions (raises config_checks.ConfigError after `max_misses` draws
   in a row that give nothing new: the problem space is too small to fill them).
   Train is a stream of i.i.d. draws from its hash region: as long as asked for,
@@ -368,7 +370,9 @@ def generate(split: str, num_examples: int, *, seed: int,
           f"config.data.synthetic.num_{split}={num_examples}: synthetic_math holds only about "
           f"{count} unique '{split}' problems at max_level={max_level}, operand_scale="
           f"{operand_scale}; lower num_{split} or raise max_level or operand_scale")
-    family = families[count % len(families)]
+    family = families[0] if len(families) == 1 else (
+        "hard" if math.floor((count + 1) * hard_share) > math.floor(count * hard_share)
+        else "easy")
     kind = rng.choice([k for k in kinds if (k in EASY_KINDS) == (family == "easy")])
     level = rng.randint(1, max_level)
     problem = GENERATORS[kind](rng, level, operand_scale)
