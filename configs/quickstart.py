@@ -1,13 +1,12 @@
 """The README's first command: `python -m experiments.quickstart --workdir=DIR`.
 
 Runs every recipe on the embedded default, sharing one SFT cold start of the
-tiny model per seed (sparse-to-dense uses it as its teacher in the default preset
-and as its student in micro; full runs configs/sparse_to_dense.py:tiny unchanged,
-with its own cold starts):
+tiny model per seed (sparse-to-dense distils it, as the teacher, into a micro-sized
+student with its own SFT; in the micro preset it is the student):
   slice            SFT -> eval -> GRPO (equivalence verifier) -> eval
   hero             reward model on the SFT policy's samples; regime x method arms
   reinforce_ada    GRPO (n) vs Ada-Pos vs Ada-Balance
-  sparse_to_dense  tiny teacher -> tiny student bridge and its controls
+  sparse_to_dense  tiny teacher -> micro student bridge and its controls
 The experiment blocks are the configs of the experiment scripts
 (configs/hero.py, configs/reinforce_ada.py, configs/sparse_to_dense.py) and
 take overrides as usual: --config.hero.grpo.steps=20. Shared blocks (data,
@@ -18,7 +17,9 @@ Presets:
            teacher) into a micro-sized student; HERO's hard regime,
            sparse-to-dense's recipe, Stage 3 and direct-GRPO arms, one sample per
            test problem: the whole job in minutes on 2 CPU cores
-  full     3 seeds at the experiment scripts' tiny sizes (95% intervals)
+  full     3 seeds (95% intervals), longer SFT and RL stages, HERO's three regimes
+           and its batch-std / variance-weighting / naive-sum ablations,
+           sparse-to-dense's controls: about 3 h of stages on 2 CPU cores
   micro    CI-sized
 """
 import ml_collections
@@ -61,14 +62,16 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     block.num_seeds = config.num_seeds
   if preset == "default":
     _quick(config)
-  elif micro:
+  elif preset == "full":
+    _full(config)
+  else:
     config.sft.update(steps=4, batch_size=8)
     config.grpo.update(steps=2, batch_size=4, num_samples=4)
-  if preset == "default":
-    _share_cold_start(config, "teacher")
-  elif micro:
+  if micro:
     _share_cold_start(config, "student")
-  if not micro:
+  else:
+    _micro_student(config)
+    _share_cold_start(config, "teacher")
     _learning_curves(config)
   return config
 
@@ -106,6 +109,42 @@ def _share_cold_start(config: ml_collections.ConfigDict, role: str) -> None:
   s.student_grpo.split = "train[85%:]"
 
 
+def _micro_student(config: ml_collections.ConfigDict) -> None:
+  """Sparse-to-dense's teacher is the shared SFT run and its student a micro-sized
+  model (3.7x cheaper per step) with an SFT of as many steps: a teacher clearly
+  above its student without a second SFT of a larger model (5 min in the default
+  preset, the largest share of the full preset's time before)."""
+  s = config.sparse_to_dense
+  s.teacher_model = config.model.copy_and_resolve_references()
+  s.student_model = default.model_block("micro")
+  s.student_sft.update(**{k: config.sft[k] for k in s.student_sft})
+
+
+def _full(config: ml_collections.ConfigDict) -> None:
+  """3 seeds whose stages fit 3 h on 2 CPU cores: the slice at the probes' setting
+  (results/testbed_probes), HERO's main table with the std_mode=batch, variance
+  weighting and naive-sum ablations, Reinforce-Ada's 3 arms and sparse-to-dense's
+  arms and controls, RL stages shortened to where the probes' curves flatten."""
+  config.sft.steps = 1800
+  config.grpo.update(steps=40, batch_size=32)
+  config.eval.max_examples = 200
+  h = config.hero
+  h.hero.update(dense_ranges="", alphas=f"{h.hero.alpha_easy}")  # dense / alpha sweeps: hero.py:tiny
+  h.rm.update(steps=150, split="train[:800]")
+  h.reward_model.update(samples_per_prompt=2, split="train[:800]")
+  h.grpo.steps = 20
+  h.eval.update(max_examples=100, num_samples=2)
+  a = config.reinforce_ada
+  a.grpo.steps = 20
+  a.eval.update(max_examples=100, num_samples=2)
+  s = config.sparse_to_dense
+  for block in (s.teacher_grpo, s.student_grpo):
+    block.steps = 20
+  s.fkl.steps = 50
+  s.opd.steps = 30
+  s.eval.update(max_examples=100, num_samples=2)
+
+
 def _quick(config: ml_collections.ConfigDict) -> None:
   """Short stages, one sample per test problem, a micro-sized sparse-to-dense
   student: 12.6 min of stages on 2 CPU cores (results/quickstart_default), one seed."""
@@ -126,12 +165,6 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   a.eval.update(**small_eval)
   s = config.sparse_to_dense
   s.arms = "recipe,stage3,direct_grpo"  # the paper's main comparison; full runs the controls
-  # The shared SFT run is the teacher and a micro-sized student (3.7x cheaper per
-  # step) gets an SFT of as many steps: the teacher is the larger model without the
-  # 5 minutes a second SFT of a larger one would take.
-  s.teacher_model = config.model.copy_and_resolve_references()
-  s.student_model = default.model_block("micro")
-  s.student_sft.update(**{k: config.sft[k] for k in s.student_sft})
   s.teacher_grpo.update(steps=10, batch_size=16, num_samples=4)
   s.fkl.update(steps=20)
   s.opd.update(steps=10, batch_size=16, num_samples=2)

@@ -6,7 +6,6 @@ import pytest
 
 from configs import default
 from configs import quickstart
-from configs import sparse_to_dense
 from hybrid_rl import config_checks
 from tests.helpers import run_module
 
@@ -123,14 +122,13 @@ def test_quickstart_sparse_to_dense_labelled_prompts_are_unseen_by_the_student_s
     for block in ("teacher_grpo", "fkl", "opd", "student_grpo"):
       lo, hi = _percent_range(s2d[block].split)
       assert lo >= sft_hi or hi <= sft_lo, (preset, block, s2d[block].split)
-  # The default distils the shared SFT run (teacher) into a smaller student; micro
-  # shares it as the student; full runs the standalone script's preset unchanged (its
-  # own cold starts), so its stages are those of `experiments.sparse_to_dense --config=...:tiny`.
-  assert role == {"default": "teacher", "micro": "student", "full": ""}[preset]
-  if role:
-    assert s2d[f"{role}_sft"].split == config.sft.split
-  if preset == "full":
-    assert s2d.to_dict() == sparse_to_dense.get_config("tiny").to_dict()
+  # default and full distil the shared SFT run (the teacher) into a micro-sized
+  # student trained as long; micro shares the run as the student.
+  assert role == {"default": "teacher", "micro": "student", "full": "teacher"}[preset]
+  assert s2d[f"{role}_sft"].split == config.sft.split
+  if role == "teacher":
+    assert s2d.student_model.to_dict() == default.model_block("micro").to_dict()
+    assert s2d.student_sft.steps == config.sft.steps
 
 
 @pytest.mark.parametrize("preset", ["default", "full"])
