@@ -344,9 +344,9 @@ def generate(split: str, num_examples: int, *, seed: int,
 
   With both families, problem i is hard when floor((i + 1) h) > floor(i h) for
   h = hard_share (0.5: they alternate), so every prefix holds its share; kinds
-  and levels are drawn uniformly. Validation and test
-  hold unique questions (raises config_checks.ConfigError after `max_misses` draws
-  in a row that give nothing new: the problem space is too small to fill them).
+  and levels are drawn uniformly. Validation and test hold unique questions
+  (raises config_checks.ConfigError after `max_misses` draws in a row that give
+  nothing new: the problem space is too small to fill them).
   Train is a stream of i.i.d. draws from its hash region: as long as asked for,
   never overlapping validation or test; a kind whose space is small (a level-1
   radical has a few dozen) repeats in it, a large one (arith_chain) is nearly
