@@ -1,15 +1,20 @@
-"""Per-kind accuracy of answer-only vs worked responses at a given temperature."""
-import sys, collections
+"""Per-kind accuracy of answer-only vs worked responses at a given temperature
+(../direct_fraction/modes.py, split by kind instead of family).
+
+  kinds.py CHECKPOINT DATA_DIR DIRECT_FRACTION TEMPERATURE [OPERAND_SCALE [HARD_SHARE]]
+"""
+import sys
 import jax, numpy as np
 from hybrid_rl.train import stage_io, rollouts
 from hybrid_rl.rewards import verifier_pool, scoring
 from configs import default
 
-def main(ckpt, data_dir, frac, temp, scale=9):
+def main(ckpt, data_dir, frac, temp, scale=9, hard_share=0.5):
   cfg = default.get_config("tiny")
   cfg.data.data_dir = data_dir
   cfg.data.synthetic.direct_fraction = frac
   cfg.data.synthetic.operand_scale = scale
+  cfg.data.synthetic.hard_share = hard_share
   cfg.init_from = ckpt
   policy = stage_io.build_or_load(cfg, "/tmp/kinds_wd")
   val = stage_io.load_split(cfg, "/tmp/kinds_wd", "validation")[:200]
@@ -27,4 +32,6 @@ def main(ckpt, data_dir, frac, temp, scale=9):
     print("%-16s n %4d acc %.3f direct share %.2f acc direct %.3f acc worked %.3f" % (k, m.sum(), ok[m].mean(), direct[m].mean(), ok[m & direct].mean() if (m&direct).any() else -1, ok[m & ~direct].mean() if (m&~direct).any() else -1))
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 9)
+  main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]),
+       int(sys.argv[5]) if len(sys.argv) > 5 else 9,
+       float(sys.argv[6]) if len(sys.argv) > 6 else 0.5)
