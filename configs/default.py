@@ -68,7 +68,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # see fresh problems; validation and test do not depend on it.
   config.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=30000, num_validation=200, num_test=400, max_level=1, operand_scale=9,
-      families="easy,hard", direct_fraction=0.0, hard_share=0.5))
+      families="easy,hard", direct_fraction=0.0, hard_share=0.5, chain_ops=0))
 
   # trim_multiple: train batches drop the padding columns no row uses, keeping
   # prompt and response widths multiples of this (0: always the full P + R).
@@ -84,7 +84,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       b2=0.98, eps=1e-8, grad_clip_norm=1.0))
 
   config.sampling = ml_collections.ConfigDict(dict(
-      max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, num_samples=8,
+      max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8,
       chunks=1))  # > 1: sample the batch in that many sequential slices (smaller KV cache)
 
   config.rl = ml_collections.ConfigDict(dict(

@@ -1,6 +1,7 @@
 """TFDS builders (synthetic, GSM8K, MATH), malformed rows, batch iterator, prompts."""
 import collections
 import json
+import re
 
 import numpy as np
 import pytest
@@ -82,6 +83,24 @@ def test_hard_share_sets_the_family_mix_of_every_split(synthetic, tmp_path):
     assert len(hard) == n
     # Every prefix of the generated order holds its share, rounded down.
     assert all(sum(hard[:k]) == k // 4 for k in range(1, n + 1)), split
+
+
+def test_chain_ops_sets_the_worked_steps_of_every_easy_problem(synthetic, tmp_path):
+  chained = {**SMALL, "chain_ops": 4}
+  train = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **chained)
+  by_id = {e["id"]: e for e in synthetic["train"]}
+  assert {e["kind"] for e in train if e["family"] == "easy"} == set(synthetic_math.EASY_KINDS)
+  for e in train:
+    if e["family"] == "hard":  # the hard family draws from its own stream, unchanged
+      continue
+    steps = re.findall(r"(-?\d+) ([-+*]) (\d+) = (-?\d+)\.", e["solution"])
+    assert len(steps) == 4, e
+    for (a, op, b, result), (after, *_) in zip(steps, steps[1:] + [(e["answer"],)]):
+      assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(result)
+      assert result == after  # each step starts from the previous one's result
+    if e["kind"] != "arith_chain":  # trades never give away more than is held
+      assert all(int(r) >= 0 for *_, r in steps), e
+  assert sum(e["question"] != by_id[e["id"]]["question"] for e in train) >= len(train) // 3
 
 
 def test_split_slices_are_disjoint_parts(synthetic, tmp_path):
@@ -238,3 +257,20 @@ def test_prompt_formats():
   assert chat == "system:S|user:What?\nPut the final answer in \\boxed{}."
   with pytest.raises(ValueError, match="needs a tokenizer"):
     prompts.format_prompt("Q", style="chat")
+
+
+@pytest.mark.parametrize("chain_ops", [0, 4])
+def test_tiny_config_responses_hold_every_reference_solution(chain_ops, tmp_path):
+  # A solution longer than sampling.max_new_tokens can never be sampled whole, so
+  # its kind would score 0 at any policy (radicals did at 64 tokens).
+  from configs import default
+  from hybrid_rl.train import stage_io
+  config = default.get_config("tiny")
+  config.data.synthetic.update(num_train=5000, chain_ops=chain_ops)
+  tokenizer = stage_io.load_tokenizer(stage_io.tokenizer_path(config, str(tmp_path)))
+  rows = [r for split in ("train", "validation", "test")
+          for r in stage_io.load_split(config, str(tmp_path), split)]
+  longest = max(len(tokenizer(" " + r["solution"], add_special_tokens=False)["input_ids"])
+                for r in rows)
+  assert longest + 1 <= config.sampling.max_new_tokens  # + EOS
+  assert longest > config.sampling.max_new_tokens // 2  # the check sees the long kinds

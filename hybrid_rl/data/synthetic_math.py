@@ -11,7 +11,7 @@ Two families:
     rejects and an equivalence checker accepts (HERO's hard-to-verify regime).
 
 Difficulty `level` in 1..3 scales operand size and the number of steps; the
-config's `max_level` and `operand_scale` tune how hard the task is.
+config's `max_level`, `operand_scale` and `chain_ops` tune how hard the task is.
 
 Every generator is a pure function of a `random.Random`; splits are assigned
 by a hash of the question text, so no problem appears in two splits. The train
@@ -162,9 +162,10 @@ def _operand(rng: random.Random, level: int, scale: int) -> int:
   return rng.randint(1, scale * (4 ** (level - 1)) + 1)
 
 
-def gen_arith_chain(rng: random.Random, level: int, scale: int) -> Problem:
-  """a op b op c ... evaluated left to right with explicit intermediate steps."""
-  n_ops = level + 1
+def gen_arith_chain(rng: random.Random, level: int, scale: int, ops: int = 0) -> Problem:
+  """a op b op c ... evaluated left to right with explicit intermediate steps; `ops`
+  operations (0: level + 1)."""
+  n_ops = ops or level + 1
   value = _operand(rng, level, scale)
   expr, steps = str(value), []
   for _ in range(n_ops):
@@ -183,15 +184,40 @@ _NAMES = ("Ann", "Ben", "Cal", "Dee", "Eva", "Finn", "Gus", "Hana")
 _ITEMS = ("apples", "pens", "cards", "books", "shells", "coins")
 
 
-def gen_word_shop(rng: random.Random, level: int, scale: int) -> Problem:
+def _trades(rng: random.Random, value: int, n: int, level: int,
+            scale: int) -> tuple[str, list[str], int]:
+  """n purchases and gifts from a stock of `value`, alternating from a purchase:
+  ("buys 7 more, gives away 3 and buys 4 more", one step per trade, the stock after)."""
+  phrases, steps = [], []
+  for i in range(n):
+    if i % 2 == 0:
+      b = _operand(rng, level, scale)
+      phrases.append(f"buys {b} more")
+      steps.append(f"{value} + {b} = {value + b}.")
+      value += b
+    else:
+      b = rng.randint(1, value)
+      phrases.append(f"gives away {b}")
+      steps.append(f"{value} - {b} = {value - b}.")
+      value -= b
+  return (", ".join(phrases[:-1]) + " and " + phrases[-1] if n > 1 else phrases[0]), steps, value
+
+
+def gen_word_shop(rng: random.Random, level: int, scale: int, ops: int = 0) -> Problem:
+  """`ops` trades (0: two, a purchase then a gift)."""
   name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-  a, b = _operand(rng, level, scale), _operand(rng, level, scale)
-  c = rng.randint(1, a + b)
-  question = (f"{name} has {a} {item}. {name} buys {b} more and then gives away {c}. "
-              f"How many {item} does {name} have now?")
-  steps = [f"{a} + {b} = {a + b}.", f"{a + b} - {c} = {a + b - c}."]
-  answer = a + b - c
-  if level >= 3:
+  a = _operand(rng, level, scale)
+  if ops:
+    trades, steps, answer = _trades(rng, a, ops, level, scale)
+    question = f"{name} has {a} {item}. {name} {trades}. How many {item} does {name} have now?"
+  else:  # the original wording, kept so that existing data stays unchanged
+    b = _operand(rng, level, scale)
+    c = rng.randint(1, a + b)
+    question = (f"{name} has {a} {item}. {name} buys {b} more and then gives away {c}. "
+                f"How many {item} does {name} have now?")
+    steps = [f"{a} + {b} = {a + b}.", f"{a + b} - {c} = {a + b - c}."]
+    answer = a + b - c
+  if level >= 3 and not ops:
     k = rng.randint(2, 4)
     question = question[:-len("have now?")] + f"have now if the total is then multiplied by {k}?"
     steps.append(f"{answer} * {k} = {answer * k}.")
@@ -200,14 +226,20 @@ def gen_word_shop(rng: random.Random, level: int, scale: int) -> Problem:
                  "easy", "word_shop", level)
 
 
-def gen_word_groups(rng: random.Random, level: int, scale: int) -> Problem:
+def gen_word_groups(rng: random.Random, level: int, scale: int, ops: int = 0) -> Problem:
+  """A product and a remainder, then `ops` - 2 trades (ops 0: none)."""
   name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
   groups, per = rng.randint(2, 2 + 3 * level), rng.randint(2, 2 + scale * level)
   extra = _operand(rng, level, scale)
-  question = (f"{name} packs {groups} boxes with {per} {item} each and has {extra} {item} "
-              f"left over. How many {item} are there in total?")
+  question = f"{name} packs {groups} boxes with {per} {item} each and has {extra} {item} left over."
   steps = [f"{groups} * {per} = {groups * per}.", f"{groups * per} + {extra} = {groups * per + extra}."]
   answer = groups * per + extra
+  if ops > 2:
+    trades, more_steps, answer = _trades(rng, answer, ops - 2, level, scale)
+    question += f" Then {name} {trades}. How many {item} does {name} have now?"
+    steps += more_steps
+  else:
+    question += f" How many {item} are there in total?"
   return Problem(question, " ".join(steps) + " " + _boxed_end(str(answer)), str(answer),
                  "easy", "word_groups", level)
 
@@ -339,7 +371,8 @@ def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
 def generate(split: str, num_examples: int, *, seed: int,
              fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
              max_level: int = 3, operand_scale: int = 9, direct_fraction: float = 0.0,
-             hard_share: float = 0.5, max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
+             hard_share: float = 0.5, chain_ops: int = 0,
+             max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
   """Yields (id, problem) for one split, every question hashed into `split`.
 
   With both families, problem i is hard when floor((i + 1) h) > floor(i h) for
@@ -351,6 +384,11 @@ def generate(split: str, num_examples: int, *, seed: int,
   never overlapping validation or test; a kind whose space is small (a level-1
   radical has a few dozen) repeats in it, a large one (arith_chain) is nearly
   always fresh.
+
+  chain_ops: operations in every easy problem (0: arith_chain level + 1, the word
+  problems two). Each worked step is one operation, so a chain longer than the model
+  composes in one pass can be answered only by working, and answer-only guessing
+  stays worse however long SFT trains.
 
   direct_fraction: the share of train solutions that state the answer without
   working ("The answer is \\boxed{..}."), drawn independently of the problems. A
@@ -375,7 +413,8 @@ def generate(split: str, num_examples: int, *, seed: int,
         else "easy")
     kind = rng.choice([k for k in kinds if (k in EASY_KINDS) == (family == "easy")])
     level = rng.randint(1, max_level)
-    problem = GENERATORS[kind](rng, level, operand_scale)
+    ops = {"ops": chain_ops} if chain_ops and kind in EASY_KINDS else {}
+    problem = GENERATORS[kind](rng, level, operand_scale, **ops)
     if ((unique and problem.question in seen)
         or split_of(problem.question, fractions_by_split) != split):
       misses += 1

@@ -1,7 +1,7 @@
 """Per-kind accuracy of answer-only vs worked responses at a given temperature
 (../direct_fraction/modes.py, split by kind instead of family).
 
-  kinds.py CHECKPOINT DATA_DIR DIRECT_FRACTION TEMPERATURE [OPERAND_SCALE [HARD_SHARE]]
+  kinds.py CHECKPOINT DATA_DIR DIRECT_FRACTION TEMPERATURE [OPERAND_SCALE [HARD_SHARE [CHAIN_OPS]]]
 """
 import sys
 import jax, numpy as np
@@ -9,12 +9,13 @@ from hybrid_rl.train import stage_io, rollouts
 from hybrid_rl.rewards import verifier_pool, scoring
 from configs import default
 
-def main(ckpt, data_dir, frac, temp, scale=9, hard_share=0.5):
+def main(ckpt, data_dir, frac, temp, scale=9, hard_share=0.5, chain_ops=0):
   cfg = default.get_config("tiny")
   cfg.data.data_dir = data_dir
   cfg.data.synthetic.direct_fraction = frac
   cfg.data.synthetic.operand_scale = scale
   cfg.data.synthetic.hard_share = hard_share
+  cfg.data.synthetic.chain_ops = chain_ops
   cfg.init_from = ckpt
   policy = stage_io.build_or_load(cfg, "/tmp/kinds_wd")
   val = stage_io.load_split(cfg, "/tmp/kinds_wd", "validation")[:200]
@@ -34,4 +35,5 @@ def main(ckpt, data_dir, frac, temp, scale=9, hard_share=0.5):
 if __name__ == "__main__":
   main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]),
        int(sys.argv[5]) if len(sys.argv) > 5 else 9,
-       float(sys.argv[6]) if len(sys.argv) > 6 else 0.5)
+       float(sys.argv[6]) if len(sys.argv) > 6 else 0.5,
+       int(sys.argv[7]) if len(sys.argv) > 7 else 0)
