@@ -50,6 +50,24 @@ def test_first_epoch_ratio_is_one_through_the_model():
   assert float(metrics["clip_fraction"]) == 0.0
 
 
+def test_on_policy_loss_without_old_logprobs_equals_the_frozen_pass():
+  # One update per batch: the loss's own logprobs, held constant, stand in for the
+  # separate pi_old pass (grpo_stage.update skips it); loss, metrics and gradients agree.
+  model, _, loss_fn, _, state = _setup()
+  batch = grpo_batch(model)
+  on_policy = {k: v for k, v in batch.items() if k != "old_logprobs"}
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, None)
+  (loss2, metrics2), grads2 = jax.value_and_grad(loss_fn, has_aux=True)(
+      state["params"], on_policy, None)
+  np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-5, atol=1e-7)
+  assert float(metrics2["ratio_mean"]) == 1.0 and float(metrics2["clip_fraction"]) == 0.0
+  for g, g2 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads2)):
+    np.testing.assert_allclose(np.asarray(g2), np.asarray(g), rtol=1e-4, atol=1e-7)
+  # A pi_old that differs is not replaced: the two losses then disagree.
+  stale = {**batch, "old_logprobs": batch["old_logprobs"] - 0.5 * batch["mask"]}
+  assert abs(float(loss_fn(state["params"], stale, None)[0]) - float(loss)) > 1e-3
+
+
 def test_nonfinite_batch_leaves_state_bit_identical():
   model, _, loss_fn, optimizer, state = _setup()
   step = jax.jit(steps.make_train_step(loss_fn, optimizer))

@@ -211,7 +211,8 @@ def advantages(ctx: StepContext, scored: Scored, sigma_bar: float
 
 def update(ctx: StepContext, train_step, state: dict, batch: dict, key: jax.Array
            ) -> tuple[dict, list[dict]]:
-  """Old (and reference) logprobs, then rl.epochs x rl.minibatches updates."""
+  """Old (and reference) logprobs, then rl.epochs x rl.minibatches updates. With one
+  update per batch the loss takes pi_old from its own forward pass (grpo_objective)."""
   config = ctx.config
   batch = rollouts.trim_padding(batch, config.train.trim_multiple)
 
@@ -220,7 +221,8 @@ def update(ctx: StepContext, train_step, state: dict, batch: dict, key: jax.Arra
                                          batch["mask"].shape[1], what="logprobs",
                                          temperature=ctx.temperature,
                                          compute_dtype=config.model.compute_dtype)["logprobs"]
-  batch["old_logprobs"] = frozen_logprobs(state["params"])
+  if config.rl.epochs * config.rl.minibatches > 1:
+    batch["old_logprobs"] = frozen_logprobs(state["params"])
   if ctx.ref_params is not None:
     batch["ref_logprobs"] = frozen_logprobs(ctx.ref_params)
   state, history = steps.ppo_epochs(train_step, state, batch, key, epochs=config.rl.epochs,

@@ -53,8 +53,10 @@ def response_logits(model, tokens: Array, valid: Array, response_len: int,
 
 def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
                    temperature: float = 1.0, compute_dtype: str = "float32"):
-  """Batch: tokens, valid, mask, old_logprobs [N, R], advantages [N] or [N, R];
-  optional ref_logprobs, sampler_logprobs [N, R]."""
+  """Batch: tokens, valid, mask, advantages [N] or [N, R]; optional old_logprobs,
+  ref_logprobs, sampler_logprobs [N, R]. Without old_logprobs the policy being
+  updated is the one that sampled (one update per batch): its own logprobs, held
+  constant, are pi_old, which saves the separate forward pass that computed them."""
   def loss_fn(params, batch: Mapping[str, Array], rng):
     del rng
     r = batch["mask"].shape[1]
@@ -63,7 +65,7 @@ def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
     logprobs = transformer.gather_logprobs(logits, batch["tokens"][:, -r:])
     ent = distillation.entropy(logits) if cfg.entropy_coef else None
     return policy_gradient.pg_loss(
-        logprobs, batch["old_logprobs"], batch["advantages"], batch["mask"], cfg,
+        logprobs, batch.get("old_logprobs", logprobs), batch["advantages"], batch["mask"], cfg,
         ref_logprobs=batch.get("ref_logprobs"), sampler_logprobs=batch.get("sampler_logprobs"),
         entropy=ent)
   return loss_fn

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Slice probe: chain_ops + hard_share at direct 0.5, scale 9; SFT then GRPO 60 x 32 x 8 at lr 1e-4, then per-kind modes.
 kinds=$(realpath "$(dirname "$0")")/../operand_scale/kinds.py
-cd /work/main && . .venv/bin/activate
+cd "$(dirname "$0")/../../.." && . /work/main/.venv/bin/activate
 name=$1; ops=$2; hard=$3; sft=$4; shift 4
 PYTHONPATH=. python -m experiments.quickstart --workdir=/work/runs/tb4/$name --config.recipes=slice \
   --config.data.synthetic.direct_fraction=0.5 --config.data.synthetic.chain_ops=$ops --config.data.synthetic.hard_share=$hard \
