@@ -9,10 +9,9 @@ empty), take the same chat prompts (synthetic easy problems, level 1), sample
 --completions per prompt at T=1 up to --new_tokens, score them with the
 equivalence verifier and take one optimizer step over micro-batches of
 --micro_batch rows, float32 on the CPU, no reference model (beta 0), no gradient
-checkpointing. Ours is the `grpo` stage as
-`experiments.train` runs it (its `seconds_per_step`); TRL's step is timed by a
-callback between optimizer steps. The figure is the median over the
-steps after the first (compilation, warm-up).
+checkpointing. Ours is the `grpo` stage as `experiments.train` runs it (its
+`seconds_per_step`); TRL's step is timed by a callback between optimizer steps.
+The figure is the median over the steps after the first (compilation, warm-up).
 """
 import json
 import os

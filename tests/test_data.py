@@ -91,7 +91,7 @@ def test_chain_ops_sets_the_worked_steps_of_every_easy_problem(synthetic, tmp_pa
   by_id = {e["id"]: e for e in synthetic["train"]}
   assert {e["kind"] for e in train if e["family"] == "easy"} == set(synthetic_math.EASY_KINDS)
   for e in train:
-    if e["family"] == "hard":  # the hard family draws from its own stream, unchanged
+    if e["family"] == "hard":  # hard kinds keep their own steps
       continue
     steps = re.findall(r"(-?\d+) ([-+*]) (\d+) = (-?\d+)\.", e["solution"])
     assert len(steps) == 4, e

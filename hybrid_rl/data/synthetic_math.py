@@ -387,8 +387,8 @@ def generate(split: str, num_examples: int, *, seed: int,
 
   chain_ops: operations in every easy problem (0: arith_chain level + 1, the word
   problems two). Each worked step is one operation, so a chain longer than the model
-  composes in one pass can be answered only by working, and answer-only guessing
-  stays worse however long SFT trains.
+  composes in one pass is answered far better by working than at once (a
+  4-layer student after SFT: 5-14% vs 28-72% at 4 operations, results/testbed_probes).
 
   direct_fraction: the share of train solutions that state the answer without
   working ("The answer is \\boxed{..}."), drawn independently of the problems. A
