@@ -78,6 +78,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                        num_samples=8)
     config.rl.minibatches = 4  # 512 x 8 rows, mini-batch 128 prompts
     config.train.grad_accum_steps = 16
+    config.train.micro_batch_rows = 0  # 8 is the tiny models' CPU setting
     config.eval.update(split="test", num_samples=8, temperature=0.6, top_p=0.95, max_examples=500,
                        batch_size=512)  # MATH has no validation split
     # TPU v5p-64: 32 chips on 8 hosts; FSDP over 8 within a host's slice rows.

@@ -61,6 +61,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         samplers=("policy",), logit_models=())})
     config.rl.minibatches = 4  # 512 prompts x n=4 -> 4 updates of 512 rows
     config.train.grad_accum_steps = 16  # 1 row per device per micro-batch: 3072 x 152k logits
+    config.train.micro_batch_rows = 0  # 8 is the tiny models' CPU setting
   if preset == "tiny":
     default.learning_curves(config, config.grpo.steps)
   return config

@@ -88,6 +88,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                split="train[80%:]")
     config.rl.minibatches = 4
     config.train.grad_accum_steps = 16
+    config.train.micro_batch_rows = 0  # 8 is the tiny models' CPU setting
     config.eval.update(split="test", num_samples=16, temperature=0.6, top_p=0.95, max_examples=500,
                        batch_size=512)  # MATH has no validation split
     if llama:

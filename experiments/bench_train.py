@@ -1,9 +1,12 @@
 r"""Throughput of one GRPO-loss train step (forward + backward + AdamW) vs PyTorch.
 
   python -m experiments.bench_train --batch=4 --length=256
+  python -m experiments.bench_train --model=tiny --batch=256 --length=128 \
+      --micro_batch_rows=0,8 --torch=false
 
-Model: the SmolLM2-135M architecture (random weights; speed does not depend
-on their values). Ours: the jitted step from hybrid_rl.train.steps with the
+Model: the SmolLM2-135M architecture, or the quickstart's tiny student (random
+weights; speed does not depend on their values); each --micro_batch_rows value
+is timed (train.micro_batch_rows, 0 = one pass). Ours: the jitted step from hybrid_rl.train.steps with the
 clipped policy-gradient loss on the last half of each row. PyTorch: the same
 transformers LlamaForCausalLM, the same batch and an equivalent clipped loss,
 torch.optim.AdamW. MFU = 6 x params x tokens / time / measured matmul peak.
@@ -29,46 +32,56 @@ _LENGTH = flags.DEFINE_integer("length", 256, "Tokens per row (half prompt, half
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up).")
 _DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch step.")
+_MODEL = flags.DEFINE_enum("model", "smollm2", ["smollm2", "tiny"], "Architecture.")
+_MICRO = flags.DEFINE_list("micro_batch_rows", ["0"], "Micro-batch caps to time (0 = one pass).")
 
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
                     num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100000.0,
                     rms_norm_eps=1e-5, tie_embeddings=True)
 
 
+TINY = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
+            num_kv_heads=2, head_dim=32, tie_embeddings=True)  # configs/default.py:tiny
+
+
 def main(argv):
   del argv
   b, length = _BATCH.value, _LENGTH.value
   r = length // 2
-  cfg = transformer.ModelConfig(**SMOLLM2_135M)
+  cfg = transformer.ModelConfig(**(SMOLLM2_135M if _MODEL.value == "smollm2" else TINY))
   model = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
   graphdef, _ = nnx.split(model)
   loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(epsilon_high=0.28),
                                       compute_dtype=_DTYPE.value)
   optimizer = optax.adamw(1e-6)
-  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  params = steps.params_of(model)
   del model
   rng = np.random.RandomState(0)
   tokens = rng.randint(0, cfg.vocab_size, (b, length))
   batch = {"tokens": jnp.asarray(tokens, jnp.int32), "valid": jnp.ones((b, length), bool),
            "mask": jnp.ones((b, r), bool), "old_logprobs": jnp.full((b, r), -10.0),
            "advantages": jnp.asarray(rng.randn(b), jnp.float32)}
-  step = jax.jit(steps.make_train_step(loss_fn, optimizer), donate_argnums=0)
-  state, m = step(state, batch, jax.random.PRNGKey(0))
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for i in range(_STEPS.value):
-    state, m = step(state, batch, jax.random.PRNGKey(i))
-  jax.block_until_ready(m)
-  ours = (time.perf_counter() - t0) / _STEPS.value
   peak = throughput.measure_matmul_peak()
   n_params = cfg.num_params()
   flops = 6 * n_params * b * length
-  print(f"device: {jax.devices()[0].device_kind}; SmolLM2-135M architecture ({n_params / 1e6:.1f}M "
-        f"params), batch {b} x {length} tokens, measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-  print("| impl | s/step | tokens/s | MFU |")
-  print("|---|---|---|---|")
-  print(f"| hybrid_rl (jax, {_DTYPE.value}) | {ours:.2f} | {b * length / ours:.0f} | "
-        f"{flops / ours / peak * 100:.1f}% |", flush=True)
+  print(f"device: {jax.devices()[0].device_kind}; {_MODEL.value} architecture "
+        f"({n_params / 1e6:.1f}M params), batch {b} x {length} tokens, measured float32 matmul "
+        f"peak {peak / 1e9:.1f} GFLOP/s")
+  print("| impl | micro-batch rows | s/step | tokens/s | MFU |")
+  print("|---|---|---|---|---|")
+  for micro in map(int, _MICRO.value):
+    state = steps.init_state(jax.tree.map(jnp.copy, params), optimizer, jax.random.PRNGKey(0))
+    step = jax.jit(steps.make_train_step(loss_fn, optimizer, micro_batch_rows=micro),
+                   donate_argnums=0)
+    state, m = step(state, batch, jax.random.PRNGKey(0))
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for i in range(_STEPS.value):
+      state, m = step(state, batch, jax.random.PRNGKey(i))
+    jax.block_until_ready(m)
+    ours = (time.perf_counter() - t0) / _STEPS.value
+    print(f"| hybrid_rl (jax, {_DTYPE.value}) | {micro or b} | {ours:.2f} | "
+          f"{b * length / ours:.0f} | {flops / ours / peak * 100:.1f}% |", flush=True)
   if not _TORCH.value:
     return
   import torch  # pylint: disable=g-import-not-at-top
@@ -98,7 +111,7 @@ def main(argv):
   for _ in range(_STEPS.value):
     torch_step()
   theirs = (time.perf_counter() - t0) / _STEPS.value
-  print(f"| transformers (torch {torch.__version__}, float32) | {theirs:.2f} | "
+  print(f"| transformers (torch {torch.__version__}, float32) | {b} | {theirs:.2f} | "
         f"{b * length / theirs:.0f} | {flops / theirs / peak * 100:.1f}% |")
   print(f"speed-up: {theirs / ours:.2f}x")
 

@@ -84,6 +84,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "step_sleep_s": (_non_negative, "must be >= 0"),
     "num_seeds": (_positive, "must be > 0"),
     "grad_accum_steps": (_positive, "must be > 0"),
+    "micro_batch_rows": (_non_negative, "must be >= 0 (0: no cap)"),
     "trim_multiple": (_non_negative, "must be >= 0 (0 keeps the padded width)"),
     "epochs": (_positive, "must be > 0"),
     "max_consecutive_skips": (_non_negative, "must be >= 0 (0 never stops)"),

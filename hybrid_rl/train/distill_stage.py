@@ -86,7 +86,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                    opd_clip_epsilon=dcfg.opd_clip_epsilon,
                                    temperature=temperature,
                                    compute_dtype=config.model.compute_dtype),
-      optimizer, config.train.grad_accum_steps), init, mesh=mesh)
+      optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows), init,
+      mesh=mesh)
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                 temperature=config.sampling.temperature,
                                 top_p=config.sampling.top_p, top_k=config.sampling.top_k,

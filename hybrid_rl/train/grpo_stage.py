@@ -277,7 +277,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   train_step = steps.jit_train_step(steps.make_train_step(
       objectives.grpo_objective(graphdef, cfg, temperature=temperature,
                                 compute_dtype=config.model.compute_dtype),
-      optimizer, config.train.grad_accum_steps), init, mesh=mesh)
+      optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows), init,
+      mesh=mesh)
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
   if ada_cfg is not None and reward_cfg.mode != "verifier":

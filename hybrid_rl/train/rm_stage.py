@@ -116,7 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
   step = jax.jit(steps.make_train_step(
       objectives.reward_objective(graphdef, rm.loss, compute_dtype=config.model.compute_dtype),
-      optimizer), donate_argnums=0)
+      optimizer, micro_batch_rows=config.train.micro_batch_rows), donate_argnums=0)
   b = config.train.batch_size
   np_rng = np.random.default_rng(config.seed)
   pairs = preference_pairs(train, np_rng) if rm.loss == "bradley_terry" else None

@@ -35,7 +35,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   init = distributed.put_global(init, steps.state_shardings(init, mesh))
   train_step = steps.jit_train_step(steps.make_train_step(
       objectives.sft_objective(graphdef, compute_dtype=config.model.compute_dtype), optimizer,
-      config.train.grad_accum_steps), init, mesh=mesh)
+      config.train.grad_accum_steps, config.train.micro_batch_rows), init,
+      mesh=mesh)
 
   def step_fn(state, step):
     del step
