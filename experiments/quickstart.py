@@ -28,6 +28,7 @@ from experiments import hero
 from experiments import reinforce_ada
 from experiments import sparse_to_dense
 from hybrid_rl import cli
+from hybrid_rl import config_checks
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
@@ -38,6 +39,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
 _README = flags.DEFINE_string("readme", "", "If set, a README whose results section for this "
                               "preset (between its quickstart markers) is replaced by this run's "
                               "report.")
+_SEEDS = flags.DEFINE_string("seeds", "", "Comma list of seeds to run (default: all of "
+                             "config.num_seeds) and write no tables: several such calls on one "
+                             "--workdir run seeds side by side; a call without it then reuses "
+                             "their stages and writes the tables.")
 
 
 def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -158,20 +163,35 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
   return out
 
 
+def seeds_to_run(flag: str, num_seeds: int) -> list[int]:
+  """The --seeds flag as a list of seeds (all of range(num_seeds) when empty)."""
+  if not flag:
+    return list(range(num_seeds))
+  try:
+    seeds = sorted({int(s) for s in flag.split(",")})
+  except ValueError:
+    seeds = []
+  if not seeds or not all(0 <= s < num_seeds for s in seeds):
+    raise config_checks.ConfigError(f"--seeds={flag!r}: expected a comma list of seeds in "
+                                    f"0..{num_seeds - 1} (config.num_seeds={num_seeds})")
+  return seeds
+
+
 def main(argv):
   del argv
+  seeds = seeds_to_run(_SEEDS.value, _CONFIG.value.num_seeds)  # before the workdir is made
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   recipes = config.recipes.split(",")
   subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
                                                         "sparse_to_dense")}
   start_time = time.perf_counter()
-  progress = stage_runs.Progress(planned_stages(config), root,
+  progress = stage_runs.Progress(planned_stages(config) // config.num_seeds * len(seeds), root,
                                  enabled=config.log.progress and distributed.is_main())
   stage_runs.track(progress)
   results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
   s2d_shared_role = quickstart_config.shared_cold_start(config)
   try:
-    for seed in range(config.num_seeds):
+    for seed in seeds:
       sft_dir, slice_result = slice_seed(config, root, seed)
       results["slice"].append(slice_result)
       if "hero" in recipes:
@@ -190,6 +210,10 @@ def main(argv):
     stage_runs.track(None)
     progress.close()
   if not distributed.is_main():
+    return
+  if len(seeds) < config.num_seeds:
+    print(f"seeds {seeds} done in {root}; the same command without --seeds writes the tables",
+          flush=True)
     return
   out = []
   if "slice" in recipes:

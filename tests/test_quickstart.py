@@ -177,3 +177,21 @@ def test_changed_settings_on_a_finished_stage_fail_with_one_line(quickstart):
   assert len(fatal) == 1 and os.path.join("seed0", "sft") in fatal[0], proc.stderr[-3000:]
   assert "train.steps: 4 -> 5" in proc.stderr
   assert open(summary).read() == before  # the finished stage is kept
+
+
+def test_a_call_for_some_seeds_runs_only_theirs_and_writes_no_tables(quickstart):
+  """--seeds lets several processes share one workdir; the tables wait for a call with all."""
+  workdir, _ = quickstart
+  tables_md = os.path.join(workdir, "tables", "quickstart.md")
+  before = open(tables_md).read()
+  proc = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS,
+                    "--config.num_seeds=2", "--seeds=0")
+  assert "\n== " not in proc.stdout  # seed 0's stages are reused, seed 1's not started
+  assert "seeds [0] done" in proc.stdout and "without --seeds writes the tables" in proc.stdout
+  assert not os.path.exists(os.path.join(workdir, "seed1"))
+  assert open(tables_md).read() == before
+  bad = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS, "--seeds=0,5",
+                   check=False)
+  fatal = [l for l in bad.stderr.splitlines() if l.startswith("FATAL")]
+  assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+  assert len(fatal) == 1 and "--seeds='0,5'" in fatal[0] and "0..0" in fatal[0], fatal
