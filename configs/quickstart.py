@@ -19,8 +19,9 @@ Presets:
            test problem: the whole job in minutes on 2 CPU cores
   full     3 seeds (95% intervals), longer SFT and RL stages, HERO's three regimes
            and its batch-std / variance-weighting / naive-sum ablations,
-           sparse-to-dense's controls; half the SFT solutions answer-only (the
-           testbed the probes chose: easy problems of 4 steps, a quarter hard)
+           sparse-to-dense's pre-RL-teacher and FKL-only controls; half the
+           SFT solutions answer-only (the testbed the probes chose: easy problems
+           of 4 steps, a quarter hard)
   micro    CI-sized
 """
 import ml_collections
@@ -145,6 +146,9 @@ def _full(config: ml_collections.ConfigDict) -> None:
   a.grpo.steps = 20
   a.eval.update(max_examples=100, num_samples=2)
   s = config.sparse_to_dense
+  # The paper's comparisons (recipe vs direct GRPO, Stage 3, the pre-RL teacher, FKL
+  # alone); the replay and OPD-only controls stay in sparse_to_dense.py:tiny.
+  s.arms = "recipe,stage3,direct_grpo,pre_rl_bridge,fkl_only"
   for block in (s.teacher_grpo, s.student_grpo):
     block.steps = 20
   s.fkl.steps = 50
@@ -171,7 +175,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   a.grpo.update(steps=10, batch_size=8)
   a.eval.update(**small_eval)
   s = config.sparse_to_dense
-  s.arms = "recipe,stage3,direct_grpo"  # the paper's main comparison; full runs the controls
+  s.arms = "recipe,stage3,direct_grpo"  # the paper's main comparison; full adds controls
   s.teacher_grpo.update(steps=10, batch_size=16, num_samples=4)
   s.fkl.update(steps=20)
   s.opd.update(steps=10, batch_size=16, num_samples=2)

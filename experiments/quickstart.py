@@ -29,6 +29,7 @@ from experiments import reinforce_ada
 from experiments import sparse_to_dense
 from hybrid_rl import cli
 from hybrid_rl import config_checks
+from hybrid_rl.eval import paired
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
@@ -160,6 +161,7 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
                       "after_stage1": [pct(r["teacher_after"]) for r in sd]}
     out["sparse_to_dense"] = {"split": config.sparse_to_dense.final_eval_split, **{
         arm: [pct(r["arms"][arm]["eval"]) for r in sd] for arm in sd[0]["arms"]}}
+  out["paired"] = paired.paired_differences(out)
   return out
 
 
@@ -237,8 +239,12 @@ def main(argv):
             f"{sum(progress.stage_times.values()) / 60:.1f} min of wall time when they ran; "
             f"this call ran "
             f"{progress.ran} and reused {progress.done - progress.ran} in {minutes:.1f} min.")
+  numbers = summary(config, results, sum(progress.stage_times.values()) / 60)
   with open(os.path.join(root, "tables", "summary.json"), "w") as f:
-    json.dump(summary(config, results, sum(progress.stage_times.values()) / 60), f, indent=1)
+    json.dump(numbers, f, indent=1)
+  if config.num_seeds > 1:
+    out.append(paired.paired_table(numbers["paired"], config.num_seeds,
+                                   os.path.join(root, "tables", "paired")))
   report = "\n\n".join([header] + [t.replace("### ", "#### ") for t in out])
   with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:
     f.write(report + "\n")

@@ -9,6 +9,7 @@ import os
 import matplotlib.image
 import pytest
 
+from hybrid_rl.eval import paired
 from hybrid_rl.train.metrics import read_metrics
 from tests.helpers import run_module
 
@@ -70,6 +71,14 @@ def test_summary_json_holds_the_tables_numbers_per_seed(quickstart):
   assert summary.get("strict_recall_hard") == (round(strict["recall"], 4) if strict["n_correct"]
                                                else None)
   assert summary["stage_minutes"] > 0
+  diffs = summary["paired"]
+  assert diffs["slice: GRPO - SFT (validation)"] == {
+      "per_seed": summary["slice"]["gain"], "mean": summary["slice"]["gain"][0], "ci95": None}
+  hard_hero = diffs["HERO: hard regime, HERO - verifier (hard test)"]["per_seed"]
+  assert hard_hero == [round(summary["hero"]["hard-hero"]["hard"][0]
+                             - summary["hero"]["hard-verifier"]["hard"][0], 2)]
+  assert "Reinforce-Ada: ada_balance - grpo (test)" in diffs
+  assert "sparse-to-dense: recipe - direct_grpo (student, test)" in diffs
 
 
 def test_hero_arms_and_tables(quickstart):
@@ -195,3 +204,19 @@ def test_a_call_for_some_seeds_runs_only_theirs_and_writes_no_tables(quickstart)
   fatal = [l for l in bad.stderr.splitlines() if l.startswith("FATAL")]
   assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
   assert len(fatal) == 1 and "--seeds='0,5'" in fatal[0] and "0..0" in fatal[0], fatal
+
+
+def test_paired_differences_give_the_t_interval_of_per_seed_differences(tmp_path):
+  summary = {"slice": {"sft": [10.0, 20.0, 30.0], "grpo": [12.0, 24.0, 36.0],
+                       "gain": [2.0, 4.0, 6.0]},
+             "reinforce_ada": {"grpo": [5.0, 5.0, 5.0], "ada_balance": [4.0, 6.0, 4.5]}}
+  diffs = paired.paired_differences(summary)
+  slice_diff = diffs["slice: GRPO - SFT (validation)"]
+  # mean 4, sd 2: t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547
+  assert slice_diff["per_seed"] == [2.0, 4.0, 6.0] and slice_diff["mean"] == 4.0
+  assert abs(slice_diff["ci95"] - 4.968) < 0.01
+  assert diffs["Reinforce-Ada: ada_balance - grpo (test)"]["per_seed"] == [-1.0, 1.0, -0.5]
+  table = paired.paired_table(diffs, 3, str(tmp_path / "paired"))
+  assert "| slice: GRPO - SFT (validation) | +2.0, +4.0, +6.0 | 4.0 ± 5.0 | not separated |" \
+      in table
+  assert os.path.exists(tmp_path / "paired.csv")

@@ -1,0 +1,76 @@
+"""Paired per-seed comparisons of a quickstart summary (experiments/quickstart.py).
+
+Arms of one seed share its SFT cold start, so the per-seed difference of two
+arms cancels the cold start's own spread: an ordering holds beyond noise when
+the 95% t-interval of those differences excludes 0.
+"""
+import math
+
+from hybrid_rl.eval import tables
+
+
+def _comparisons(s: dict) -> list[tuple[str, list, list]]:
+  """(name, a, b) per-seed lists of each paper's headline comparison the run holds."""
+  pairs = []
+  if "gain" in s.get("slice", {}):
+    pairs.append(("slice: GRPO - SFT (validation)", s["slice"]["grpo"], s["slice"]["sft"]))
+  hero = s.get("hero", {})
+  for regime in ("easy", "hard", "mixed"):
+    for other in ("verifier", "rm"):
+      a, b = hero.get(f"{regime}-hero"), hero.get(f"{regime}-{other}")
+      for family in ("easy", "hard") if a and b else ():
+        pairs.append((f"HERO: {regime} regime, HERO - {other} ({family} test)", a[family],
+                      b[family]))
+  for arm in sorted(k for k in hero if "-hero-" in k or k.endswith("-naive")):
+    base = hero.get(arm.split("-")[0] + "-hero")
+    for family in ("easy", "hard") if base else ():
+      pairs.append((f"HERO ablation: {arm} - {arm.split('-')[0]}-hero ({family} test)",
+                    hero[arm][family], base[family]))
+  ada = s.get("reinforce_ada", {})
+  for arm in ("ada_pos", "ada_balance"):
+    if arm in ada and "grpo" in ada:
+      pairs.append((f"Reinforce-Ada: {arm} - grpo (test)", ada[arm], ada["grpo"]))
+  if "teacher" in s:
+    t = s["teacher"]
+    pairs.append(("sparse-to-dense: teacher - student, cold starts (test)", t["cold_start"],
+                  s["student_cold_start"]))
+    pairs.append(("sparse-to-dense: teacher after - before Stage 1 (test)", t["after_stage1"],
+                  t["cold_start"]))
+  s2d = s.get("sparse_to_dense", {})
+  for a, b in (("recipe", "start"), ("recipe", "direct_grpo"), ("stage3", "recipe"),
+               ("stage3", "replay"), ("recipe", "pre_rl_bridge"), ("recipe", "fkl_only"),
+               ("recipe", "opd_only")):
+    if a in s2d and b in s2d:
+      pairs.append((f"sparse-to-dense: {a} - {b} (student, test)", s2d[a], s2d[b]))
+  return pairs
+
+
+def paired_differences(s: dict) -> dict:
+  """{name: {"per_seed", "mean", "ci95"}}: a - b per seed in points, mean and the
+  half-width of its 95% t-interval (None for one seed), from summary `s`."""
+  out = {}
+  for name, a, b in _comparisons(s):
+    diff = [round(x - y, 2) for x, y in zip(a, b)]
+    mean, half = tables.mean_ci95(diff)
+    out[name] = {"per_seed": diff, "mean": round(mean, 2),
+                 "ci95": round(half, 2) if math.isfinite(half) else None}
+  return out
+
+
+def paired_table(paired: dict, num_seeds: int, stem: str) -> str:
+  """The summary's paired differences as a table: which orderings hold beyond noise."""
+  rows = []
+  for name, d in paired.items():
+    low = d["mean"] - d["ci95"] if d["ci95"] is not None else float("nan")
+    high = d["mean"] + d["ci95"] if d["ci95"] is not None else float("nan")
+    sign = ("a > b" if low > 0 else "a < b" if high < 0 else "not separated")
+    rows.append({"comparison (a - b)": name, "per seed": ", ".join(f"{x:+.1f}" for x in
+                                                                  d["per_seed"]),
+                 "mean ± 95% CI": tables.fmt(d["mean"], d["ci95"] if d["ci95"] is not None
+                                              else float("nan"), scale=1.0),
+                 "beyond noise": sign})
+  notes = [f"Paired per-seed differences in points (avg@k in %, each arm's table split), mean "
+           f"± half-width of the 95% t-interval over {num_seeds} seeds; 'beyond noise' when "
+           f"the interval excludes 0."]
+  return tables.write_table(rows, list(rows[0]) if rows else ["comparison (a - b)"], stem,
+                            title="Paired differences", notes=notes)["md"]
