@@ -6,8 +6,9 @@ r"""Throughput of one GRPO-loss train step (forward + backward + AdamW) vs PyTor
 
 Model: the SmolLM2-135M architecture, or the quickstart's tiny student (random
 weights; speed does not depend on their values); each --micro_batch_rows value
-is timed (train.micro_batch_rows, 0 = one pass). Ours: the jitted step from hybrid_rl.train.steps with the
-clipped policy-gradient loss on the last half of each row. PyTorch: the same
+is timed (train.micro_batch_rows, 0 = one pass). Ours: the jitted step from
+hybrid_rl.train.steps with the clipped policy-gradient loss on the last half of
+each row. PyTorch: the same
 transformers LlamaForCausalLM, the same batch and an equivalent clipped loss,
 torch.optim.AdamW. MFU = 6 x params x tokens / time / measured matmul peak.
 """
