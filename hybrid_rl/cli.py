@@ -206,7 +206,8 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     return
   text = config_as_json(config)
   print(f"workdir: {workdir}\nresolved config:\n{text}", flush=True)
-  tmp = os.path.join(workdir, "config.json.tmp")
+  # Its own temporary name: quickstart --seeds runs several processes on one workdir.
+  tmp = os.path.join(workdir, f"config.json.{os.getpid()}.tmp")
   with open(tmp, "w") as f:
     f.write(text + "\n")
   os.replace(tmp, os.path.join(workdir, "config.json"))
