@@ -61,13 +61,12 @@ def paired_table(paired: dict, num_seeds: int, stem: str) -> str:
   """The summary's paired differences as a table: which orderings hold beyond noise."""
   rows = []
   for name, d in paired.items():
-    low = d["mean"] - d["ci95"] if d["ci95"] is not None else float("nan")
-    high = d["mean"] + d["ci95"] if d["ci95"] is not None else float("nan")
-    sign = ("a > b" if low > 0 else "a < b" if high < 0 else "not separated")
-    rows.append({"comparison (a - b)": name, "per seed": ", ".join(f"{x:+.1f}" for x in
-                                                                  d["per_seed"]),
-                 "mean ± 95% CI": tables.fmt(d["mean"], d["ci95"] if d["ci95"] is not None
-                                              else float("nan"), scale=1.0),
+    half = float("nan") if d["ci95"] is None else d["ci95"]  # nan compares False below
+    sign = ("a > b" if d["mean"] - half > 0 else "a < b" if d["mean"] + half < 0
+            else "not separated")
+    rows.append({"comparison (a - b)": name,
+                 "per seed": ", ".join(f"{x:+.1f}" for x in d["per_seed"]),
+                 "mean ± 95% CI": tables.fmt(d["mean"], half, scale=1.0),
                  "beyond noise": sign})
   notes = [f"Paired per-seed differences in points (avg@k in %, each arm's table split), mean "
            f"± half-width of the 95% t-interval over {num_seeds} seeds; 'beyond noise' when "

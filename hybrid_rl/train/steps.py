@@ -61,11 +61,8 @@ def _all_finite(tree: PyTree) -> jax.Array:
 
 
 def _split_micro(batch: Mapping[str, jax.Array], accum: int) -> Mapping[str, jax.Array]:
-  def split(x):
-    if x.shape[0] % accum:
-      raise ValueError(f"batch dimension {x.shape[0]} not divisible by grad_accum_steps={accum}")
-    return x.reshape(accum, x.shape[0] // accum, *x.shape[1:])
-  return jax.tree.map(split, batch)
+  """[rows, ...] -> [accum, rows / accum, ...]; num_micro_batches chose a divisor."""
+  return jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
 
 
 def num_micro_batches(rows: int, grad_accum_steps: int = 1, micro_batch_rows: int = 0) -> int:
