@@ -68,7 +68,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eps": (_positive, "must be > 0"),
     "direct_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "hard_share": (lambda v: 0 < v < 1, "must be in (0, 1); data.synthetic.families picks one family"),
-    "chain_ops": (lambda v: v == 0 or v >= 2, "must be 0 (the level's) or >= 2"),
+    "chain_ops": (_non_negative, "must be >= 0 (0: the level's)"),
     "temperature": (_non_negative, "must be >= 0 (0 is greedy)"),
     "top_p": (_unit_open_closed, "must be in (0, 1]"),
     "top_k": (_non_negative, "must be >= 0 (0 disables top-k)"),
@@ -118,6 +118,8 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.ada.threshold": (lambda v: 0 <= v < 1, "must be in [0, 1) (reward > threshold counts "
                          "as correct; verifier rewards are 0 or 1)"),
     "distill.opd_clip_epsilon": (lambda v: 0 <= v < 1, "must be in [0, 1) (0 disables)"),
+    "pretrained.sampled_k": (_positive, "must be > 0 (responses per problem at T=1)"),
+    "pretrained.bootstrap": (lambda v: v >= 100, "must be >= 100 (bootstrap resamples)"),
 }
 
 

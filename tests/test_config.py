@@ -91,7 +91,8 @@ def test_unknown_preset_is_named():
 
 @pytest.mark.parametrize("spec", [
     "default:toy", "default:tiny", "default:tiny_teacher", "default:tiny_rm", "default:micro",
-    "quickstart:default", "quickstart:micro", "quickstart:full", "smollm2_gsm8k:gpu", "reinforce_ada:tiny",
+    "quickstart:default", "quickstart:micro", "quickstart:full", "smollm2_gsm8k:gpu", "smollm2_onestep:cpu",
+    "smollm2_onestep:gpu", "smollm2_onestep:micro", "reinforce_ada:tiny",
     "reinforce_ada:micro", "reinforce_ada:pod", "hero:tiny", "hero:micro", "hero:pod",
     "sparse_to_dense:tiny", "sparse_to_dense:micro", "sparse_to_dense:pod",
     "sparse_to_dense:pod_llama"])

@@ -227,9 +227,14 @@ def gen_word_shop(rng: random.Random, level: int, scale: int, ops: int = 0) -> P
 
 
 def gen_word_groups(rng: random.Random, level: int, scale: int, ops: int = 0) -> Problem:
-  """A product and a remainder, then `ops` - 2 trades (ops 0: none)."""
+  """A product and a remainder, then `ops` - 2 trades (ops 0: none); ops 1: the product."""
   name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
   groups, per = rng.randint(2, 2 + 3 * level), rng.randint(2, 2 + scale * level)
+  if ops == 1:
+    question = (f"{name} packs {groups} boxes with {per} {item} each. "
+                f"How many {item} are there in total?")
+    return Problem(question, f"{groups} * {per} = {groups * per}. " + _boxed_end(str(groups * per)),
+                   str(groups * per), "easy", "word_groups", level)
   extra = _operand(rng, level, scale)
   question = f"{name} packs {groups} boxes with {per} {item} each and has {extra} {item} left over."
   steps = [f"{groups} * {per} = {groups * per}.", f"{groups * per} + {extra} = {groups * per + extra}."]
@@ -389,6 +394,9 @@ def generate(split: str, num_examples: int, *, seed: int,
   problems two). Each worked step is one operation, so a chain longer than the model
   composes in one pass is answered far better by working than at once (a
   4-layer student after SFT: 5-14% vs 28-72% at 4 operations, results/testbed_probes).
+  1 makes every easy problem one operation (a sum or difference, a purchase, a
+  product): a level a small pretrained model reaches without fine-tuning
+  (results/smollm2_onestep).
 
   direct_fraction: the share of train solutions that state the answer without
   working ("The answer is \\boxed{..}."), drawn independently of the problems. A

@@ -1,10 +1,16 @@
-"""Paired per-seed comparisons of a quickstart summary (experiments/quickstart.py).
+"""Paired comparisons: per seed (a quickstart summary) and per problem (one model
+before and after training).
 
 Arms of one seed share its SFT cold start, so the per-seed difference of two
 arms cancels the cold start's own spread: an ordering holds beyond noise when
-the 95% t-interval of those differences excludes 0.
+the 95% t-interval of those differences excludes 0. A single run measured on
+the same problems before and after is compared problem by problem
+(`problem_difference`).
 """
 import math
+
+import numpy as np
+from scipy import stats
 
 from hybrid_rl.eval import tables
 
@@ -73,3 +79,34 @@ def paired_table(paired: dict, num_seeds: int, stem: str) -> str:
            f"the interval excludes 0."]
   return tables.write_table(rows, list(rows[0]) if rows else ["comparison (a - b)"], stem,
                             title="Paired differences", notes=notes)["md"]
+
+
+def problem_difference(before, after, *, resamples: int = 10000, seed: int = 0) -> dict:
+  """after - before over the same problems, in points (accuracy in %).
+
+  Args:
+    before, after: [E] per-problem accuracies in [0, 1] (0/1 greedy verdicts, or
+      c / k of k samples), problem i the same in both.
+    resamples: bootstrap resamples of the problems.
+  Returns:
+    {"mean", "ci_low", "ci_high"}: the mean difference and its 95% percentile
+    bootstrap interval over problems; with 0/1 inputs also "improved", "regressed"
+    (problems that flipped each way) and "mcnemar_p", the exact two-sided McNemar
+    p-value (a binomial test of the flips).
+  """
+  before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+  if before.shape != after.shape or before.ndim != 1 or not before.size:
+    raise ValueError(f"expected two [E] arrays over the same problems, got {before.shape} "
+                     f"and {after.shape}")
+  diff = (after - before) * 100
+  rng = np.random.default_rng(seed)
+  means = diff[rng.integers(0, diff.size, (resamples, diff.size))].mean(axis=1)
+  out = {"mean": float(diff.mean()), "ci_low": float(np.percentile(means, 2.5)),
+         "ci_high": float(np.percentile(means, 97.5))}
+  if np.isin(before, (0, 1)).all() and np.isin(after, (0, 1)).all():
+    improved, regressed = int(((after == 1) & (before == 0)).sum()), int(
+        ((after == 0) & (before == 1)).sum())
+    flips = improved + regressed
+    out.update(improved=improved, regressed=regressed, mcnemar_p=float(
+        stats.binomtest(improved, flips, 0.5).pvalue) if flips else 1.0)
+  return out
