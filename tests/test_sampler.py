@@ -93,6 +93,31 @@ def test_top_k_top_p_never_emit_outside_allowed_set(top_k, top_p):
     assert len(emitted) >= min(len(allowed), 2)  # still random inside the set
 
 
+@pytest.mark.parametrize("vocab,block", [(50, 8), (7, 256), (300, 256)])
+def test_categorical_draws_follow_softmax(vocab, block):
+  """Chi-square goodness of fit of 20,000 draws per row, on vocabularies that do and do
+  not fill whole blocks; tokens at finfo.min are never drawn."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(vocab)
+  logits = rng.randn(3, vocab).astype(np.float32) * 1.5
+  logits[:, vocab // 2] = np.finfo(np.float32).min
+  keys = jax.random.split(jax.random.PRNGKey(5), 20_000)
+  draws = np.asarray(jax.vmap(lambda k: sampler.categorical(k, jnp.asarray(logits), block))(keys))
+  for row in range(3):
+    row_logits = logits[row].astype(np.float64)
+    probs = np.exp(row_logits - row_logits.max())
+    probs /= probs.sum()
+    counts = np.bincount(draws[:, row], minlength=vocab)
+    assert counts.size == vocab and counts[vocab // 2] == 0
+    keep = probs * draws.shape[0] >= 5  # the chi-square approximation's usual condition
+    observed = np.append(counts[keep], counts[~keep].sum())
+    expected = np.append(probs[keep], probs[~keep].sum()) * draws.shape[0]
+    if expected[-1] < 1e-9:
+      observed, expected = observed[:-1], expected[:-1]
+    expected *= observed.sum() / expected.sum()
+    assert stats.chisquare(observed, expected).pvalue > 1e-3, (row, observed, expected)
+
+
 def test_left_pad_buckets_and_truncates():
   tokens, valid = sampler.left_pad([[1, 2], [3, 4, 5, 6]], pad_id=0, length=3)
   assert np.asarray(tokens).tolist() == [[0, 1, 2], [4, 5, 6]]
