@@ -35,9 +35,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   config.data.synthetic.update(families="easy", max_level=1, operand_scale=49, chain_ops=1,
                                num_validation=200, num_test=400)
   config.rl.update(verifier="equivalence", std_mode="group")
-  config.optim.update(learning_rate=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0)
-  config.sampling.update(max_new_tokens=128, num_samples=8, temperature=1.0)
-  config.train.update(steps=40, batch_size=16, checkpoint_every=5, log_every=1)
+  # Rollouts at T=0.7: at T=1 this model's samples are right 5% of the time (greedy
+  # a third), so most groups of 8 carry no signal; at 0.7 twice as many do, and the
+  # train reward rose 10% -> 36% in 7 steps at lr 2e-5 (1e-5 at T=1: flat over 4).
+  config.optim.update(learning_rate=2e-5, schedule="constant", warmup_steps=0, weight_decay=0.0)
+  config.sampling.update(max_new_tokens=128, num_samples=8, temperature=0.7)
+  config.train.update(steps=60, batch_size=16, checkpoint_every=5, log_every=1)
   # The held-out measurement: every test problem, greedy. experiments.pretrained_grpo
   # adds a sampled evaluation (pretrained.sampled_k responses at T=1) of the same problems.
   config.eval.update(split="test", num_samples=1, temperature=0.0, max_examples=400,
