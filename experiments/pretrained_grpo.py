@@ -151,7 +151,9 @@ def summarize(config: ml_collections.ConfigDict, root: str, evals: dict, grpo: d
                "seconds_per_step": round(float(np.median(
                    [r["seconds_rollout_and_update"] for r in rows])), 1) if rows else None},
       "train_reward": [round(r["reward_mean"], 4) for r in rows],
-      "minutes": round(minutes["grpo"], 1), "minutes_all_stages": round(sum(minutes.values()), 1),
+      # The GRPO steps' own wall time, summed from metrics.jsonl: right for a resumed run too.
+      "minutes": round(sum(r["seconds_per_step"] for r in rows) / 60, 1),
+      "minutes_all_stages": round(sum(minutes.values()), 1),
       "jax_matmul_peak_gflops": round(peak / 1e9, 1),
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "date": datetime.date.today().isoformat(),

@@ -31,10 +31,12 @@ def test_fields_only_one_side_has_and_eval_block_of_non_eval_stages_are_not_comp
   del saved["optim"]["learning_rate"]
   changed = stage_runs.derive(base, {"optim.learning_rate": 0.5, "eval.num_samples": 99})
   assert stage_runs.config_mismatches(saved, changed) == []
-  as_eval = stage_runs.derive(changed, {"stage": "eval"})
+  # An eval stage compares its eval block and what it samples with, not training settings.
+  as_eval = stage_runs.derive(changed, {"stage": "eval", "train.steps": 7,
+                                        "sampling.max_new_tokens": 9})
   saved_eval = _saved(stage_runs.derive(base, {"stage": "eval"}))
   assert [d.split(":")[0] for d in stage_runs.config_mismatches(saved_eval, as_eval)] == [
-      "eval.num_samples", "optim.learning_rate"]
+      "eval.num_samples", "sampling.max_new_tokens"]
 
 
 def test_check_reusable_refuses_a_directory_started_with_other_settings(tmp_path):

@@ -42,6 +42,11 @@ def block_overrides(block: ml_collections.ConfigDict) -> dict:
 # learning-rate blocks, seeds, logging, mesh) reach a stage through these, by derive.
 _RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data", "train", "optim",
                   "rl", "reward", "reward_model", "sampling", "distill")
+# An evaluation depends on the checkpoint, the problems and how it samples, not on the
+# training settings the experiment's other stages use (a new learning rate for the
+# RL stage leaves the evaluation of its starting point valid).
+_EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data", "sampling",
+                       "eval")
 # Within those, fields that change where or how often things are written, not results.
 _BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
                 "train.keep_checkpoints", "train.log_every", "train.trim_multiple",
@@ -61,7 +66,7 @@ def config_mismatches(saved: Mapping, config: ml_collections.ConfigDict) -> list
   """Result-defining fields whose value in `config` differs from `saved` (the config.json
   a stage directory was started with), as "field: saved -> now" lines. Fields only one
   side has (added or removed by a code change) are not compared."""
-  fields = _RESULT_FIELDS + (("eval",) if config.stage == "eval" else ())
+  fields = _EVAL_RESULT_FIELDS if config.stage == "eval" else _RESULT_FIELDS
   # Through JSON as run_stage writes it (tuples become lists).
   now = json.loads(json.dumps(config.to_dict(), default=str))
   old, new = (_flatten({f: d[f] for f in fields if f in d}) for d in (saved, now))
