@@ -32,6 +32,26 @@ def test_hard_forms_equivalent_but_strict_rejects_non_canonical(gold, answer):
   assert verifiers.strict_verify(f"\\boxed{{{gold}}}", gold).correct
 
 
+@pytest.mark.parametrize("response,gold", [
+    ("The final answer is 46 + 44.", "90"), ("The final answer is 4 * 30 = 180.", "120"),
+    ("So \\boxed{46+44}", "90"), ("\\boxed{10^{2}}", "100"), ("\\boxed{3 + \\frac{1}{2}}", "\\frac{7}{2}")])
+def test_equivalence_rejects_an_expression_for_a_numeric_gold(response, gold):
+  """math-verify alone evaluates these to the gold (a policy learned to restate the
+  question's arithmetic); an answer to a numeric gold must be a number."""
+  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
+  assert verify(parse(f"$\\boxed{{{gold}}}$"), parse(response))
+  verdict = verifiers.equivalence_verify(response, gold)
+  assert not verdict.correct and verdict.status == "ok"
+
+
+@pytest.mark.parametrize("response", ["The answer is 90.", "\\boxed{90.0}", "\\boxed{\\frac{180}{2}}",
+                                      "\\boxed{\\$90}", "The answer is 90 dollars.", "\\boxed{+90}"])
+def test_equivalence_accepts_numbers_written_as_numbers(response):
+  assert verifiers.equivalence_verify(response, "90").correct
+  assert verifiers.equivalence_verify("\\boxed{-16}", "-16").correct
+  assert verifiers.equivalence_verify("\\boxed{1,000}", "1000").correct
+
+
 def test_strict_normalization_is_light():
   assert verifiers.strict_verify("\\boxed{ \\dfrac{1}{2} }.", "\\frac{1}{2}").correct
   assert verifiers.strict_verify("$\\boxed{\\left(4, \\infty\\right)}$", "(4,\\infty)").correct
@@ -147,7 +167,8 @@ def test_adversarial_answers_return_within_the_bound():
   with VerifierPool(num_workers=2, timeout_s=bound) as pool:
     pool.verify("equivalence", ["\\boxed{1}"], ["1"])  # warm the workers
     t0 = time.monotonic()
-    verdicts = pool.verify("equivalence", ADVERSARIAL, ["3"] * len(ADVERSARIAL))
+    # A gold that is not a plain number, so the power tower reaches sympy's comparison.
+    verdicts = pool.verify("equivalence", ADVERSARIAL, ["2\\sqrt{3}"] * len(ADVERSARIAL))
     elapsed = time.monotonic() - t0
     # worst case: every answer runs to the wall-clock safety bound, two at a time
     assert elapsed < pool.wall_timeout_s * (len(ADVERSARIAL) / 2 + 1) + 2
@@ -161,6 +182,9 @@ def test_adversarial_answers_return_within_the_bound():
     # the pool replaced its hung workers and still answers
     assert [v.correct for v in pool.verify("equivalence", ["\\boxed{0.5}"] * 3,
                                            ["\\frac{1}{2}"] * 3)] == [True] * 3
+    # Against a numeric gold the tower is refused before any comparison: not a number.
+    assert pool.verify("equivalence", ADVERSARIAL[:1], ["3"])[0] == verifiers.Verdict(
+        False, "ok", "10^{10^{10^{10}}}")
 
 
 def test_the_bound_is_the_worker_cpu_time_not_wall_time(monkeypatch):
@@ -189,7 +213,7 @@ def test_crashed_worker_is_replaced_and_reported_as_error():
     worker = pool._workers[0].process
     threading.Timer(0.5, worker.kill).start()
     t0 = time.monotonic()
-    verdict = pool.verify("equivalence", ["\\boxed{10^{10^{10^{10}}}}"], ["3"])[0]
+    verdict = pool.verify("equivalence", ["\\boxed{10^{10^{10^{10}}}}"], ["2\\sqrt{3}"])[0]
     assert verdict.status == "error" and time.monotonic() - t0 < 10
     assert pool.verify("strict", ["\\boxed{2}"], ["2"])[0].correct
 

@@ -7,7 +7,11 @@ Both return a `Verdict(correct, status, extracted)` with status one of
   error     the checker raised or its worker crashed (counts as incorrect).
 
 `equivalence_verify` is the oracle: math-verify parses gold and response with
-sympy and decides mathematical equivalence (1/2 == 0.5 == \\dfrac12).
+sympy and decides mathematical equivalence (1/2 == 0.5 == \\dfrac12). Where the
+gold is a number, the answer must be a number too: math-verify evaluates an
+unevaluated expression ("46 + 44", "4 * 30") to its value, and GRPO on SmolLM2
+learned within 15 steps to restate a question's arithmetic as its final answer,
+scoring 100% without computing anything (results/smollm2_onestep).
 `strict_verify` is the sparse, low-recall checker of HERO's hard-to-verify
 regime: the last \\boxed{} must equal the gold string after light
 normalization (spaces, \\left/\\right, \\dfrac, $, a trailing period).
@@ -92,8 +96,17 @@ def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
   answer = parse(target, parsing_timeout=None)
   if not answer:
     return Verdict(False, "no_answer", boxed)
+  extracted = boxed if boxed is not None else str(answer[-1])
+  if _is_number(gold_parsed) and not _is_number(answer):
+    return Verdict(False, "ok", extracted)  # an expression whose value is the answer
   correct = bool(verify(gold_parsed, answer, timeout_seconds=None))
-  return Verdict(correct, "ok", boxed if boxed is not None else str(answer[-1]))
+  return Verdict(correct, "ok", extracted)
+
+
+def _is_number(parsed: list) -> bool:
+  """math-verify's parse result is a plain number (sympy Integer, Rational, Float), not an
+  expression such as 46 + 44, 2^{3} or 5\\% that evaluates to one."""
+  return bool(parsed) and bool(getattr(parsed[0], "is_Number", False))
 
 
 VERIFIERS = {"equivalence": equivalence_verify, "strict": strict_verify}
