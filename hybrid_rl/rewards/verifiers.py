@@ -8,10 +8,11 @@ Both return a `Verdict(correct, status, extracted)` with status one of
 
 `equivalence_verify` is the oracle: math-verify parses gold and response with
 sympy and decides mathematical equivalence (1/2 == 0.5 == \\dfrac12). Where the
-gold is a number, the answer must be a number too: math-verify evaluates an
-unevaluated expression ("46 + 44", "4 * 30") to its value, and GRPO on SmolLM2
-learned within 15 steps to restate a question's arithmetic as its final answer,
-scoring 100% without computing anything (results/smollm2_onestep).
+gold is a number, an answer that math-verify extracts as an expression ("46 + 44",
+"4 * 30" from "4 * 30 = 180") is judged by the last number written instead:
+math-verify evaluates the expression to its value, and GRPO on SmolLM2 learned
+within 15 steps to restate a question's arithmetic as its final answer, scoring
+100% held-out without computing anything (results/smollm2_onestep).
 `strict_verify` is the sparse, low-recall checker of HERO's hard-to-verify
 regime: the last \\boxed{} must equal the gold string after light
 normalization (spaces, \\left/\\right, \\dfrac, $, a trailing period).
@@ -98,9 +99,17 @@ def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
     return Verdict(False, "no_answer", boxed)
   extracted = boxed if boxed is not None else str(answer[-1])
   if _is_number(gold_parsed) and not _is_number(answer):
-    return Verdict(False, "ok", extracted)  # an expression whose value is the answer
+    # An expression whose value may be the gold: what counts is the number written last.
+    numbers = _NUMBER.findall(target)
+    if not numbers:
+      return Verdict(False, "ok", extracted)
+    extracted = numbers[-1]
+    answer = parse(f"${extracted}$", parsing_timeout=None)
   correct = bool(verify(gold_parsed, answer, timeout_seconds=None))
   return Verdict(correct, "ok", extracted)
+
+
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 
 
 def _is_number(parsed: list) -> bool:
