@@ -24,7 +24,6 @@ prompt token ids.
 """
 import functools
 import os
-import time
 
 from absl import app
 from absl import flags
@@ -46,15 +45,6 @@ _HF_DIR = flags.DEFINE_string("hf_dir", "", "SmolLM2 exported by experiments.exp
                               "(Tunix loads safetensors).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed repeats (best is reported).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy; > 0: sampling, no top-k/p.")
-
-
-def _best_time(fn, repeats: int) -> float:
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def transformers_generate(path: str, temperature: float):
@@ -144,9 +134,9 @@ def main(argv):
       return lambda: sampler.generate(model, tokens, valid, jax.random.PRNGKey(0),
                                       sp).tokens.block_until_ready()
     ours(1)()
-    t_first = _best_time(ours(n), 1)  # compiles
-    t_prefill = _best_time(ours(1), _REPEATS.value)
-    t_full = _best_time(ours(n), _REPEATS.value)
+    t_first = throughput.best_seconds(ours(n), 1)  # compiles
+    t_prefill = throughput.best_seconds(ours(1), _REPEATS.value)
+    t_full = throughput.best_seconds(ours(n), _REPEATS.value)
     t_decode = max(t_full - t_prefill, 1e-9)
     decode_tps = batch * (n - 1) / t_decode
     mfu = throughput.forward_flops(cfg, batch * (n - 1), p + n // 2) / t_decode / peak
@@ -155,8 +145,8 @@ def main(argv):
     for generate in peers.values():
       prefill, full = generate(prompts, 1), generate(prompts, n)
       prefill(), full()  # Tunix compiles per sampler; transformers warms up
-      th_prefill = _best_time(prefill, _REPEATS.value)
-      th_decode = max(_best_time(full, _REPEATS.value) - th_prefill, 1e-9)
+      th_prefill = throughput.best_seconds(prefill, _REPEATS.value)
+      th_decode = max(throughput.best_seconds(full, _REPEATS.value) - th_prefill, 1e-9)
       th_tps = batch * (n - 1) / th_decode
       cells += [f"{batch * p / th_prefill:.0f}", f"{th_tps:.0f}", f"{decode_tps / th_tps:.2f}x"]
     print("| " + " | ".join(cells) + " |", flush=True)

@@ -83,6 +83,15 @@ def strict_verify(response: str | bytes, gold: str) -> Verdict:
   return Verdict(normalize_strict(answer) == normalize_strict(gold), "ok", answer)
 
 
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def _is_number(parsed: list) -> bool:
+  """math-verify's parse result is a plain number (sympy Integer, Rational, Float), not an
+  expression such as 46 + 44, 2^{3} or 5\\% that evaluates to one."""
+  return bool(parsed) and bool(getattr(parsed[0], "is_Number", False))
+
+
 def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
   """math-verify equivalence of the response's final answer and the gold answer."""
   from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
@@ -107,15 +116,6 @@ def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
     answer = parse(f"${extracted}$", parsing_timeout=None)
   correct = bool(verify(gold_parsed, answer, timeout_seconds=None))
   return Verdict(correct, "ok", extracted)
-
-
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
-
-
-def _is_number(parsed: list) -> bool:
-  """math-verify's parse result is a plain number (sympy Integer, Rational, Float), not an
-  expression such as 46 + 44, 2^{3} or 5\\% that evaluates to one."""
-  return bool(parsed) and bool(getattr(parsed[0], "is_Number", False))
 
 
 VERIFIERS = {"equivalence": equivalence_verify, "strict": strict_verify}

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import bench_sampler
 from hybrid_rl.eval import throughput
 
 HIDDEN, INTER, VOCAB, LAYERS = 576, 1536, 49152, 30
@@ -20,7 +19,7 @@ SHAPES = [(HIDDEN, 576), (HIDDEN, 192), (HIDDEN, 192), (576, HIDDEN), (HIDDEN, I
 
 def best(fn, repeats=20):
   fn()  # compiles
-  return bench_sampler._best_time(fn, repeats)  # pylint: disable=protected-access
+  return throughput.best_seconds(fn, repeats)
 
 
 def main():
