@@ -33,26 +33,51 @@ def test_hard_forms_equivalent_but_strict_rejects_non_canonical(gold, answer):
 
 
 @pytest.mark.parametrize("response,gold", [
-    ("The final answer is 46 + 44.", "90"), ("The final answer is 4 * 30 = 180.", "120"),
-    ("So \\boxed{46+44}", "90"), ("\\boxed{10^{2}}", "100"), ("\\boxed{3 + \\frac{1}{2}}", "\\frac{7}{2}")])
-def test_equivalence_rejects_an_expression_for_a_numeric_gold(response, gold):
-  """math-verify alone evaluates these to the gold (a policy learned to restate the
-  question's arithmetic); an expression is judged by the last number written."""
-  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
-  assert verify(parse(f"$\\boxed{{{gold}}}$"), parse(response))
+    # Arithmetic left undone, whatever its value (a policy learned to restate the question's).
+    ("The final answer is 46 + 44.", "90"), ("So \\boxed{46+44}", "90"),
+    ("\\boxed{10 \\times 3}", "30"), ("\\boxed{180 \\div 2}", "90"),
+    ("\\boxed{3 + \\frac{1}{2}}", "\\frac{7}{2}"), ("\\boxed{45 + 45 = 90 + 0}", "90"),
+    # A closed form whose value is not the gold, though the gold is written in it.
+    ("The final answer is 4 * 30 = 180.", "120"), ("\\boxed{2^{7}}", "7"), ("\\boxed{7^2}", "2"),
+    ("\\boxed{\\sqrt{49}}", "49"), ("\\boxed{7!}", "7"), ("\\boxed{10 \\times 3}", "3"),
+    # Free symbols.
+    ("\\boxed{x+7}", "7"), ("\\boxed{\\frac{7}{x}}", "7"),
+])
+def test_numeric_rule_rejects_undone_arithmetic_other_values_and_symbols(response, gold):
   verdict = verifiers.equivalence_verify(response, gold)
   assert not verdict.correct and verdict.status == "ok"
 
 
-@pytest.mark.parametrize("response", ["The answer is 90.", "\\boxed{90.0}", "\\boxed{\\frac{180}{2}}",
-                                      "\\boxed{\\$90}", "The answer is 90 dollars.", "\\boxed{+90}"])
-def test_equivalence_accepts_numbers_written_as_numbers(response):
-  assert verifiers.equivalence_verify(response, "90").correct
-  # An equation chain ends in its value.
-  assert verifiers.equivalence_verify("The final answer is 2 * 45 = 90.", "90") == (
-      verifiers.Verdict(True, "ok", "90"))
-  assert verifiers.equivalence_verify("\\boxed{-16}", "-16").correct
-  assert verifiers.equivalence_verify("\\boxed{1,000}", "1000").correct
+def test_math_verify_alone_would_score_undone_arithmetic():
+  """Why the rule exists: math-verify evaluates the expression to the gold."""
+  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
+  assert verify(parse("$\\boxed{90}$"), parse("The final answer is 46 + 44."))
+  assert verify(parse("$\\boxed{30}$"), parse("$\\boxed{10 \\times 3}$"))
+
+
+@pytest.mark.parametrize("response,gold", [
+    ("The answer is 90.", "90"), ("\\boxed{90.0}", "90"), ("\\boxed{\\frac{180}{2}}", "90"),
+    ("\\boxed{\\$90}", "90"), ("The answer is 90 dollars.", "90"), ("\\boxed{+90}", "90"),
+    ("\\boxed{90\\%}", "90"), ("\\boxed{-16}", "-16"), ("\\boxed{1,000}", "1000"),
+    # An = chain ends in its value.
+    ("The final answer is 2 * 45 = 90.", "90"), ("\\boxed{4 \\times 30 = 120}", "120"),
+    ("\\boxed{x = 5}", "5"),
+    # Closed forms of the gold's exact value.
+    ("\\boxed{2^{10}}", "1024"), ("\\boxed{10^3}", "1000"), ("\\boxed{\\sqrt{4}}", "2"),
+    ("\\boxed{-2^{3}}", "-8"), ("\\boxed{3 \\times 10^{5}}", "300000"),
+    ("\\boxed{0.\\overline{9}}", "1"), ("\\boxed{0.1\\overline{6}}", "\\frac{1}{6}"),
+    ("\\boxed{3\\frac{1}{2}}", "\\frac{7}{2}"),
+    # Digits in other scripts (NFKC, then Unicode decimal digits).
+    ("\\boxed{\u0667\u0662}", "72"), ("\\boxed{\uff17\uff12}", "72"), ("The answer is \u0667\u0662.", "72"),
+])
+def test_numeric_rule_accepts_numbers_and_closed_forms_of_the_gold(response, gold):
+  verdict = verifiers.equivalence_verify(response, gold)
+  assert verdict.correct and verdict.status == "ok", verdict
+
+
+def test_normalize_digits():
+  assert verifiers.normalize_digits("\u0667\u0662 + \uff17\uff12 = \u0967\u0968") == "72 + 72 = 12"
+  assert verifiers.normalize_digits("\\frac{1}{2}") == "\\frac{1}{2}"
 
 
 def test_strict_normalization_is_light():
@@ -185,9 +210,8 @@ def test_adversarial_answers_return_within_the_bound():
     # the pool replaced its hung workers and still answers
     assert [v.correct for v in pool.verify("equivalence", ["\\boxed{0.5}"] * 3,
                                            ["\\frac{1}{2}"] * 3)] == [True] * 3
-    # Against a numeric gold the tower is judged by its last number, with no sympy power.
-    assert pool.verify("equivalence", ADVERSARIAL[:1], ["3"])[0] == verifiers.Verdict(
-        False, "ok", "10")
+    # Against a numeric gold the tower is a closed form: its value is bounded the same way.
+    assert pool.verify("equivalence", ADVERSARIAL[:1], ["3"])[0].status in ("timeout", "error")
 
 
 def test_the_bound_is_the_worker_cpu_time_not_wall_time(monkeypatch):
