@@ -14,6 +14,7 @@ from absl import flags
 
 from hybrid_rl import cli
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import stage_runs
 from hybrid_rl.train import stages
 
 _CONFIG = cli.define_config("configs/default.py:toy")
@@ -27,6 +28,12 @@ def main(argv):
     stage = stages.get(config.stage)
   except ValueError as e:
     sys.exit(f"FATAL invalid config: {e}")
+  if config.stage not in ("eval", "toy") and config.train.steps == 0:
+    sys.exit(f"FATAL invalid config: config.train.steps=0: a {config.stage} stage of no steps "
+             "would export its starting weights as trained; set train.steps > 0 "
+             "(--config.stage=eval evaluates a checkpoint)")
+  # Before anything is written: a workdir holding another run is refused, not overwritten.
+  stage_runs.check_reusable(config, _WORKDIR.value)
   cli.prepare_workdir(config, _WORKDIR.value)
   summary = stage(config, _WORKDIR.value)
   if distributed.is_main():

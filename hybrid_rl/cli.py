@@ -28,6 +28,7 @@ from ml_collections import config_flags
 
 from hybrid_rl import config_checks
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import checkpoints
 from hybrid_rl.train import loop
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
@@ -74,6 +75,32 @@ def _unknown_field_message(argv: list[str], flag_name: str, default: str) -> str
 
 
 _CONFIG_FLAGS: dict[str, str] = {}  # flag name -> default spec, for error messages
+
+
+def _missing_field_message(argv: list[str], flag_name: str,
+                           config: ml_collections.ConfigDict) -> str | None:
+  """Names a field of the config file that the resolved config lacks: an override such as
+  `--config.train={'steps': 2}` replaced a whole block with fewer fields."""
+  spec = _CONFIG_FLAGS.get(flag_name, "")
+  for arg in argv[1:]:
+    if arg.startswith(f"--{flag_name}="):
+      spec = arg.split("=", 1)[1]
+  try:
+    expected = _all_paths(_load_config_file(spec))
+  except Exception:  # pylint: disable=broad-except
+    return None
+  have = set(_all_paths(config))
+  for path in expected:
+    if path not in have:
+      block = path.rpartition(".")[0] or path
+      value = config
+      for part in block.split("."):
+        value = value.get(part) if isinstance(value, ml_collections.ConfigDict) else None
+      if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+      return (f"config.{path} is missing: an override replaced config.{block} with "
+              f"{value!r}; override single fields instead, e.g. --{flag_name}.{path}=...")
+  return None
 
 
 def _config_error_line(argv: list[str], name: str, error: Exception) -> str:
@@ -130,7 +157,8 @@ def run(main) -> None:
     try:
       return main(argv)
     except (stage_runs.StageMismatchError, config_checks.ConfigError,
-            loop.TrainingDiverged, stage_io.CorruptCheckpointError) as e:
+            loop.TrainingDiverged, stage_io.CorruptCheckpointError,
+            checkpoints.UnusableCheckpointError) as e:
       sys.exit(f"FATAL {e}")
     except Exception as e:  # pylint: disable=broad-except
       if "RESOURCE_EXHAUSTED" not in str(e):
@@ -154,6 +182,9 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
   except Exception as e:  # pylint: disable=broad-except
     cause = e.__cause__ or e
     sys.exit(f"FATAL {_config_error_line(sys.argv, config_flag.name, cause)}")
+  missing = _missing_field_message(sys.argv, config_flag.name, config)
+  if missing:
+    sys.exit(f"FATAL invalid config: {missing}")
   try:
     config_checks.validate(config)
     config_checks.check_paths(config)
@@ -180,6 +211,8 @@ def config_as_json(config: ml_collections.ConfigDict) -> str:
 def _workdir_problem(workdir: str) -> str | None:
   if not workdir or not workdir.strip():
     return "expected a directory path"
+  if os.path.islink(workdir) and not os.path.exists(workdir):
+    return "is a symbolic link that leads nowhere (broken, or a loop); expected a directory"
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     return "is a file, expected a directory"
   try:

@@ -26,6 +26,9 @@ class ConfigError(ValueError):
   """A config field holds an invalid value."""
 
 
+MIN_VOCAB_SIZE = 258  # 256 byte tokens + <pad> and <eos> (data/tokenizer.py)
+
+
 def _positive(v):
   return v > 0
 
@@ -45,7 +48,17 @@ def _one_of(*choices):
 
 # leaf name -> (check, requirement)
 _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (_non_negative, "must be >= 0"),
+    "seed": (lambda v: 0 <= v < 2**32, "must be in [0, 2^32)"),
+    "round_size": (_positive, "must be > 0"),
+    "max_rounds": (_positive, "must be > 0"),
+    "num_train": (_positive, "must be > 0"),
+    "num_validation": (_positive, "must be > 0"),
+    "num_test": (_positive, "must be > 0"),
+    "num_heads": (_positive, "must be > 0"),
+    "num_kv_heads": (_positive, "must be > 0"),
+    "head_dim": (_positive, "must be > 0"),
+    "intermediate_size": (_positive, "must be > 0"),
+    "max_position_embeddings": (_positive, "must be > 0"),
     "batch_size": (_positive, "must be > 0"),
     "chunks": (_positive, "must be > 0"),
     "prompt_batch_size": (_positive, "must be > 0"),
@@ -91,7 +104,8 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "minibatches": (_positive, "must be > 0"),
     "hidden_size": (_positive, "must be > 0"),
     "num_layers": (_positive, "must be > 0"),
-    "vocab_size": (_positive, "must be > 0"),
+    "vocab_size": (lambda v: v >= MIN_VOCAB_SIZE, f"must be >= {MIN_VOCAB_SIZE} (a trained "
+                   "tokenizer holds the 256 bytes and its special tokens before any merge)"),
     "every": (_non_negative, "must be >= 0 (0 disables)"),
     "samples_per_prompt": (_positive, "must be > 0"),
     "max_examples": (_positive, "must be > 0"),
@@ -120,6 +134,9 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "distill.opd_clip_epsilon": (lambda v: 0 <= v < 1, "must be in [0, 1) (0 disables)"),
     "pretrained.sampled_k": (_positive, "must be > 0 (responses per problem at T=1)"),
     "pretrained.bootstrap": (lambda v: v >= 100, "must be >= 100 (bootstrap resamples)"),
+    "parallel.mesh_shape": (lambda v: isinstance(v, (tuple, list)) and len(v) == 3 and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v),
+                            "expected three integers (data, fsdp, tensor), e.g. (-1, 1, 1)"),
 }
 
 
@@ -157,6 +174,12 @@ def _cross_field_checks(config: ml_collections.ConfigDict) -> None:
 def _switch_checks(config: ml_collections.ConfigDict) -> None:
   """Combinations in which a switch would silently do nothing."""
   reward, rl = config.get("reward"), config.get("rl")
+  if (config.get("stage") == "grpo" and rl is not None and config.get("sampling") is not None
+      and _group_size(config) < 2):
+    field = ("sampling.num_samples" if rl.get("sampling", "fixed") == "fixed" else "rl.ada.n")
+    raise ConfigError(f"config.{field}={_group_size(config)}: GRPO's baseline is the mean of a "
+                      "prompt's group, so with one response every advantage is 0 and nothing "
+                      "trains; use >= 2")
   if (reward is not None and rl is not None and reward.mode == "hero"
       and reward.variance_weighting and reward.placement == "reward"
       and rl.std_mode == "group"):
@@ -183,6 +206,21 @@ def _families(text: str) -> list[str]:
   return [f for f in text.split(",") if f]
 
 
+def _read_splits(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(field, split spec) of every split the config's stage reads."""
+  data = config.data
+  splits = [("data.train_split", data.get("train_split"))]
+  stage, evaluation = config.get("stage"), config.get("eval")
+  # Single stages that never evaluate leave eval.split unread (experiments do read it).
+  no_eval = stage in ("toy", "sft", "reward_model", "distill") or (
+      stage == "grpo" and evaluation is not None and not evaluation.get("every"))
+  if evaluation is not None and not no_eval:
+    splits.append(("eval.split", evaluation.get("split")))
+  if config.get("reward_model") is not None:
+    splits.append(("reward_model.split", config.reward_model.get("split")))
+  return splits
+
+
 def _data_checks(config: ml_collections.ConfigDict) -> None:
   data = config.get("data")
   if data is None or data.get("name") not in SPLITS:
@@ -198,16 +236,7 @@ def _data_checks(config: ml_collections.ConfigDict) -> None:
   if any(f not in available for f in wanted):
     raise ConfigError(f"config.data.train_families={data.train_families!r}: expected a comma list "
                       f"of the dataset's families ({', '.join(available)})")
-  splits = [("data.train_split", data.get("train_split"))]
-  stage, evaluation = config.get("stage"), config.get("eval")
-  # Single stages that never evaluate leave eval.split unread (experiments do read it).
-  no_eval = stage in ("toy", "sft", "reward_model", "distill") or (
-      stage == "grpo" and evaluation is not None and not evaluation.get("every"))
-  if evaluation is not None and not no_eval:
-    splits.append(("eval.split", evaluation.get("split")))
-  if config.get("reward_model") is not None:
-    splits.append(("reward_model.split", config.reward_model.get("split")))
-  for path, split in splits:
+  for path, split in _read_splits(config):
     match = _SPLIT.match(split or "")
     if not match or match.group(1) not in SPLITS[data.name]:
       raise ConfigError(f"config.{path}={split!r}: expected a split of {data.name} "
@@ -264,8 +293,15 @@ def _checkpoint_problem(path: str) -> str | None:
       return None if f.read(4) == b"GGUF" else "is not a GGUF file (no GGUF magic bytes)"
   if not os.path.isdir(path):
     return "expected a stage workdir, a Hugging Face checkpoint directory or a .gguf file"
-  if any(os.path.exists(os.path.join(path, *p)) for p in (("model.json",),
-                                                           ("final", "model.json"))):
+  exported = [os.path.join(path, *p) for p in (("model.json",), ("final", "model.json"))
+              if os.path.exists(os.path.join(path, *p))]
+  if exported:
+    try:
+      with open(exported[0]) as f:
+        json.load(f)["model"]["num_labels"]  # pylint: disable=expression-not-assigned
+    except (OSError, ValueError, KeyError, TypeError):
+      return (f"has a {os.path.relpath(exported[0], path)} that is not the JSON an export "
+              "writes (a damaged export): run that stage again")
     return None
   hf_config = os.path.join(path, "config.json")
   if not os.path.exists(hf_config):
@@ -294,6 +330,34 @@ _CHECKPOINT_FIELDS = ("init_from", "distill.teacher_from", "reward.rm_from",
                       "reward_model.policy_from")
 
 
+def _exported_num_labels(path: str) -> int | None:
+  """The head of a finished stage's export (0: LM head, a policy; > 0: a scalar head, a
+  reward model), or None for a checkpoint that is not a stage export."""
+  path = os.path.expanduser(path)
+  for meta in (os.path.join(path, "model.json"), os.path.join(path, "final", "model.json")):
+    if os.path.isfile(meta):
+      with open(meta) as f:
+        return int(json.load(f)["model"].get("num_labels", 0))
+  return None
+
+
+def _role_checks(config: ml_collections.ConfigDict) -> None:
+  """A chained stage's checkpoint has the head its role needs: policy stages start from
+  and distill from LM heads, a reward comes from a scalar head."""
+  wants_policy = ["distill.teacher_from"]
+  if config.get("stage") in ("sft", "grpo", "distill", "eval"):
+    wants_policy.append("init_from")
+  for field in wants_policy:
+    value = _get(config, field)
+    if value and (_exported_num_labels(value) or 0) > 0:
+      raise ConfigError(f"config.{field}={value!r}: is a reward model (a scalar head); a "
+                        f"{config.get('stage')} stage needs a policy (a stage with an LM head)")
+  rm = _get(config, "reward.rm_from")
+  if rm and _exported_num_labels(rm) == 0 and (config.get("reward") or {}).get("mode") != "verifier":
+    raise ConfigError(f"config.reward.rm_from={rm!r}: is a policy (an LM head); expected a "
+                      "reward_model stage's workdir")
+
+
 def _get(config: ml_collections.ConfigDict, path: str):
   for part in path.split("."):
     if not isinstance(config, ml_collections.ConfigDict) or part not in config:
@@ -311,19 +375,72 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
       problem = _checkpoint_problem(value)
       if problem:
         raise ConfigError(f"config.{field}={value!r}: {problem}")
+  _role_checks(config)
   tokenizer = _get(config, "tokenizer.path")
   if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
     raise ConfigError(f"config.tokenizer.path={tokenizer!r}: does not exist (expected a "
                       "tokenizer.json, a .gguf file or a Hugging Face directory; '' trains one)")
+  if tokenizer:
+    problem = _tokenizer_problem(os.path.expanduser(tokenizer))
+    if problem:
+      raise ConfigError(f"config.tokenizer.path={tokenizer!r}: {problem}")
   data = config.get("data")
+  sizes = None
   if data is not None and data.get("name") in ("gsm8k", "math") and data.get("manual_dir"):
     from hybrid_rl.data import builders  # pylint: disable=g-import-not-at-top
-    files = sorted(builders.BUILDERS[data.name].SPLIT_FILES.values())
+    from hybrid_rl.data import jsonl_sources  # pylint: disable=g-import-not-at-top
+    builder = builders.BUILDERS[data.name]
+    files = sorted(builder.SPLIT_FILES.values())
     folder = os.path.expanduser(data.manual_dir)
     if not os.path.isdir(folder) or not any(os.path.exists(os.path.join(folder, f))
                                             for f in files):
       raise ConfigError(f"config.data.manual_dir={data.manual_dir!r}: expected a directory "
                         f"holding {' or '.join(files)}")
+    sizes = {}
+    for split, name in builder.SPLIT_FILES.items():
+      path = os.path.join(folder, name)
+      if os.path.exists(path):
+        sizes[split] = jsonl_sources.count_valid_rows(path, builder.PARSE_ROW)
+        if not sizes[split]:
+          raise ConfigError(f"config.data.manual_dir={data.manual_dir!r}: {name} holds no valid "
+                            f"row (expected JSON objects with the {data.name} fields)")
+  elif data is not None and data.get("name") == "synthetic_math":
+    s = data.synthetic
+    sizes = {"train": s.num_train, "validation": s.num_validation, "test": s.num_test}
+  if sizes:
+    _empty_slice_checks(config, sizes)
+
+
+def _empty_slice_checks(config: ml_collections.ConfigDict, sizes: dict[str, int]) -> None:
+  """Every split a stage reads selects at least one example."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  class _Info:  # what ReadInstruction.to_absolute reads of a split
+    def __init__(self, n):
+      self.num_examples = n
+  for path, spec in _read_splits(config):
+    try:
+      parts = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+          {k: _Info(v) for k, v in sizes.items()})
+    except (ValueError, AssertionError, KeyError) as e:
+      raise ConfigError(f"config.{path}={spec!r}: {str(e).splitlines()[0][:200]}") from e
+    count = sum(len(range(sizes[p.splitname])[slice(p.from_, p.to)]) for p in parts)
+    if not count:
+      raise ConfigError(f"config.{path}={spec!r}: selects no example of the "
+                        f"{sizes[parts[0].splitname]} in that split")
+
+
+def _tokenizer_problem(path: str) -> str | None:
+  """Why `path` is not a tokenizer (a cheap look: a tokenizer.json is parsed, nothing else)."""
+  if path.endswith(".json") and os.path.isfile(path):
+    from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+    try:
+      Tokenizer.from_file(path)
+    except Exception as e:  # pylint: disable=broad-except
+      return f"is not a tokenizer.json ({str(e).splitlines()[0][:120]})"
+  if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in
+                                     ("tokenizer.json", "tokenizer_config.json")):
+    return "is a directory without tokenizer.json or tokenizer_config.json"
+  return None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -24,7 +24,16 @@ def _paths(tmp_path):
   (unfinished / "config.json").write_text(json.dumps({"stage": "sft", "seed": 0}))
   a_file = tmp_path / "a_file"
   a_file.write_text("x")
-  return {"garbage": garbage, "gguf": fake_gguf, "unfinished": unfinished, "file": a_file}
+  not_tokenizer = tmp_path / "tokenizer.json"
+  not_tokenizer.write_text('{"not": "a tokenizer"}')
+  empty_gsm8k, malformed_gsm8k = tmp_path / "empty_gsm8k", tmp_path / "malformed_gsm8k"
+  empty_gsm8k.mkdir()
+  (empty_gsm8k / "gsm8k_test.jsonl").write_text("")
+  malformed_gsm8k.mkdir()
+  (malformed_gsm8k / "gsm8k_test.jsonl").write_text('not json\n{"question": 3}\n[1, 2]\n')
+  return {"garbage": garbage, "gguf": fake_gguf, "unfinished": unfinished, "file": a_file,
+          "not_tokenizer": not_tokenizer, "empty_gsm8k": empty_gsm8k,
+          "malformed_gsm8k": malformed_gsm8k}
 
 
 CASES = [
@@ -53,7 +62,31 @@ CASES = [
     (MICRO + ["--config.data.train_families=medium"], "config.data.train_families='medium'"),
     (MICRO + ["--config.model.num_kv_heads=3"],
      "config.model.num_heads=4: must be a multiple of model.num_kv_heads=3"),
-    (MICRO + ["--config.seed=-1"], "config.seed=-1: must be >= 0"),
+    (MICRO + ["--config.seed=-1"], "config.seed=-1: must be in [0, 2^32)"),
+    (MICRO + ["--config.seed=99999999999999999999"], "must be in [0, 2^32)"),
+    (MICRO + ["--config.rl.ada.round_size=0"], "config.rl.ada.round_size=0: must be > 0"),
+    (MICRO + ["--config.rl.ada.max_rounds=0"], "config.rl.ada.max_rounds=0: must be > 0"),
+    (MICRO + ["--config.data.synthetic.num_train=0"], "config.data.synthetic.num_train=0: must be > 0"),
+    (MICRO + ["--config.data.train_split=train[:0%]"],
+     "config.data.train_split='train[:0%]': selects no example of the 300 in that split"),
+    (MICRO + ["--config.stage=grpo", "--config.eval.every=1", "--config.eval.split=test[50%:10%]"],
+     "config.eval.split='test[50%:10%]': selects no example"),
+    (MICRO + ["--config.tokenizer.path={not_tokenizer}"], "is not a tokenizer.json"),
+    (MICRO + ["--config.train={{'steps': 2}}"],
+     "config.train.batch_size is missing: an override replaced config.train with {{'steps': 2}}"),
+    (MICRO + ["--config.parallel.mesh_shape=abc"],
+     "config.parallel.mesh_shape=('abc',): expected three integers"),
+    (MICRO + ["--config.model.num_kv_heads=0"], "config.model.num_kv_heads=0: must be > 0"),
+    (MICRO + ["--config.tokenizer.vocab_size=10"], "config.tokenizer.vocab_size=10: must be >= 258"),
+    (MICRO + ["--config.data.name=gsm8k", "--config.data.manual_dir={empty_gsm8k}"],
+     "gsm8k_test.jsonl holds no valid row"),
+    (MICRO + ["--config.data.name=gsm8k", "--config.data.manual_dir={malformed_gsm8k}"],
+     "gsm8k_test.jsonl holds no valid row"),
+    # Switches that would train nothing.
+    (MICRO + ["--config.stage=grpo", "--config.sampling.num_samples=1"],
+     "config.sampling.num_samples=1: GRPO's baseline is the mean of a prompt's group"),
+    (MICRO + ["--config.train.steps=0"],
+     "config.train.steps=0: a sft stage of no steps would export its starting weights"),
     (MICRO + ["--config.train.grad_accum_steps=3"],
      "config.train.grad_accum_steps=3: must divide the 8 rows of an update"),
     (MICRO + ["--config.stage=grpo", "--config.train.grad_accum_steps=5"],

@@ -207,6 +207,20 @@ def test_rows_python_json_refuses_are_skipped_not_fatal(tmp_path):
   assert "lone surrogate" in reasons[4]
 
 
+def test_a_byte_order_mark_and_an_oversized_row(tmp_path, monkeypatch):
+  """A UTF-8 BOM before the first row is not part of it; a row past the size cap is skipped
+  unparsed (a 50 MB row made a build 10x slower)."""
+  path = tmp_path / "gsm8k_train.jsonl"
+  good = json.dumps({"question": "What is 1 + 1?", "answer": "So 2.\n#### 2"})
+  big = json.dumps({"question": "x" * 5000, "answer": "#### 1"})
+  path.write_bytes(b"\xef\xbb\xbf" + (good + "\n" + big + "\n" + good + "\n").encode())
+  monkeypatch.setattr(jsonl_sources, "MAX_ROW_BYTES", 4096)
+  examples, skipped = jsonl_sources.read_jsonl(str(path), jsonl_sources.parse_gsm8k_row)
+  assert [e["id"] for e in examples] == ["gsm8k-1", "gsm8k-3"]
+  assert [line for line, _ in skipped] == [2] and "exceeds the 4,096-byte cap" in skipped[0][1]
+  assert jsonl_sources.count_valid_rows(str(path), jsonl_sources.parse_gsm8k_row) == 2
+
+
 def test_a_changed_source_file_is_built_again(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()

@@ -127,6 +127,7 @@ def test_a_run_that_only_skips_steps_stops_with_one_line_and_keeps_its_checkpoin
   fatal = [l for l in proc.stderr.splitlines() if l.startswith("FATAL")]
   assert len(fatal) == 1 and "2 consecutive steps (up to step 3)" in fatal[0], proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
+  assert "NaN or Inf" not in proc.stdout + proc.stderr  # TensorBoard's per-value warnings
   assert os.path.isdir(workdir / "checkpoints" / "2")  # finished work stays
   assert not (workdir / "final").exists() and not (workdir / "summary.json").exists()
   # Without the stop, the summary counts the skipped steps.

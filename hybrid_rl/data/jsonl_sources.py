@@ -70,28 +70,48 @@ def _check_encodable(example: Example) -> Example:
   return example
 
 
+MAX_ROW_BYTES = 1 << 20  # a longer row is skipped unparsed (a 50 MB row made builds 10x slower)
+
+
+def _parse_lines(path: str, parse_row: Callable[[dict, int], Example]):
+  """Yields (line number, example or None, reason) for every non-blank line."""
+  with open(path, "rb") as f:
+    for line_no, raw in enumerate(f, start=1):
+      if not raw.strip():
+        continue
+      try:
+        if len(raw) > MAX_ROW_BYTES:
+          raise RowError(f"row of {len(raw):,} bytes exceeds the {MAX_ROW_BYTES:,}-byte cap")
+        # utf-8-sig: a byte-order mark before the first row is not part of it.
+        row = json.loads(raw.decode("utf-8-sig"))
+        if not isinstance(row, dict):
+          raise RowError("row is not a JSON object")
+        yield line_no, _check_encodable(parse_row(row, line_no)), ""
+      except (ValueError, RecursionError) as e:  # JSON, UTF-8 and row errors are ValueErrors
+        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        yield line_no, None, f"{type(e).__name__}: {reason}"
+
+
 def read_jsonl(path: str, parse_row: Callable[[dict, int], Example]
                ) -> tuple[list[Example], list[tuple[int, str]]]:
   """(examples, skipped) where skipped lists (1-based line number, reason).
 
   A row is skipped, never fatal, when it is not UTF-8 or not JSON, when Python's
   json refuses it (an integer of more than 4,300 digits: ValueError; arrays
-  nested past the recursion limit: RecursionError), or when it lacks what its
-  parser needs.
+  nested past the recursion limit: RecursionError), when it is longer than
+  MAX_ROW_BYTES, or when it lacks what its parser needs.
   """
   examples, skipped = [], []
-  with open(path, "rb") as f:
-    for line_no, raw in enumerate(f, start=1):
-      if not raw.strip():
-        continue
-      try:
-        row = json.loads(raw.decode("utf-8"))
-        if not isinstance(row, dict):
-          raise RowError("row is not a JSON object")
-        examples.append(_check_encodable(parse_row(row, line_no)))
-      except (ValueError, RecursionError) as e:  # JSON, UTF-8 and row errors are ValueErrors
-        reason = str(e).splitlines()[0][:200] if str(e) else ""
-        skipped.append((line_no, f"{type(e).__name__}: {reason}"))
+  for line_no, example, reason in _parse_lines(path, parse_row):
+    if example is None:
+      skipped.append((line_no, reason))
+    else:
+      examples.append(example)
   for line_no, reason in skipped:
     logging.warning("%s:%d skipped: %s", path, line_no, reason)
   return examples, skipped
+
+
+def count_valid_rows(path: str, parse_row: Callable[[dict, int], Example]) -> int:
+  """How many rows of `path` read_jsonl would keep (nothing logged)."""
+  return sum(example is not None for _, example, _ in _parse_lines(path, parse_row))

@@ -7,19 +7,40 @@ directory and renames it when complete, so a run killed mid-save leaves no
 half-written step behind. Bytes damaged after the save need not make orbax
 fail, so every save also records a checksum of each array (`fingerprints`,
 computed on device, in the step's metadata) and a restore recomputes and
-compares them. A step that fails to restore or to match is reported, moved
+compares them (a step without checksums is damaged metadata: this code always
+writes them). A step that fails to restore or to match is reported, moved
 aside to `<workdir>/corrupt_checkpoints/`, and the previous step is used.
+
+A checkpoint of another model (its arrays' shapes are not the state's, in every
+step) is not damaged but incompatible: nothing is moved, and the run stops with
+`UnusableCheckpointError`, as it does when `checkpoints/` or
+`corrupt_checkpoints/` is not a directory.
 """
+import collections
 import os
 import shutil
 import sys
 from typing import Any
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 PyTree = Any
+
+
+class UnusableCheckpointError(ValueError):
+  """The checkpoint directory cannot serve this run (not a directory, or every step
+  holds a state of other shapes); nothing was moved."""
+
+
+def check_directory(path: str) -> None:
+  """Raises unless `path` is a directory or absent (orbax would otherwise fail deep inside
+  its async writer and leave the process hanging)."""
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise UnusableCheckpointError(f"{path} is not a directory; move it aside (it holds no "
+                                  "checkpoint this code wrote) and run again")
 
 
 def _drop_closed_loop_noise(previous):
@@ -110,6 +131,45 @@ def _abstract(tree: PyTree) -> PyTree:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _shapes(tree: PyTree) -> list[tuple[int, ...]]:
+  """The sorted shapes of a state's arrays (typed PRNG keys by their key data), a
+  signature that does not depend on how the tree's containers are named."""
+  def shape(x):
+    if jnp.issubdtype(getattr(x, "dtype", jnp.float32), jax.dtypes.prng_key):
+      return tuple(jax.eval_shape(jax.random.key_data, x).shape)
+    return tuple(jnp.shape(x))
+  return sorted(shape(x) for x in jax.tree.leaves(tree))
+
+
+def _saved_shapes(manager: ocp.CheckpointManager, step: int) -> list[tuple[int, ...]] | None:
+  """The shapes a step's state was saved with (orbax's metadata, no arrays read), or None
+  where the metadata cannot be read."""
+  try:
+    meta = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(str(manager.directory)) / str(step) / "state")
+    return sorted(tuple(x.shape) for x in jax.tree.leaves(meta))
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _refuse_if_incompatible(manager: ocp.CheckpointManager, template: PyTree) -> None:
+  """Raises UnusableCheckpointError when every step's metadata reads and none has the
+  template's shapes: the directory holds another model's run, which is not damage."""
+  steps = manager.all_steps()
+  saved = [_saved_shapes(manager, s) for s in steps]
+  want = _shapes(template)
+  if not steps or any(s is None or s == want for s in saved):
+    return
+  extra = sorted((collections.Counter(saved[-1]) - collections.Counter(want)).elements())
+  missing = sorted((collections.Counter(want) - collections.Counter(saved[-1])).elements())
+  example = (f"arrays of shapes {extra[:2]} where this state has {missing[:2]}" if extra and missing
+             else f"{len(saved[-1])} arrays where this state has {len(want)}")
+  raise UnusableCheckpointError(
+      f"{manager.directory} holds checkpoints (steps {', '.join(map(str, sorted(steps)))}) of "
+      f"another model or stage ({example}); nothing was moved. Use a new --workdir, or move "
+      "that directory aside to start over")
+
+
 def restore_latest(manager: ocp.CheckpointManager, state_template: PyTree
                    ) -> tuple[int, PyTree, dict] | None:
   """Restores the newest readable step as (step, state, meta), or None.
@@ -117,8 +177,10 @@ def restore_latest(manager: ocp.CheckpointManager, state_template: PyTree
   `state_template` is a pytree with the structure, shapes, dtypes and
   shardings of the state (a freshly initialised state works). Steps that fail
   to restore, or whose arrays do not match the checksums saved with them, are
-  reported and moved aside, and older ones are tried.
+  reported and moved aside, and older ones are tried. A directory whose every step has
+  other shapes raises UnusableCheckpointError and moves nothing.
   """
+  _refuse_if_incompatible(manager, state_template)
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       restored = manager.restore(
@@ -129,7 +191,9 @@ def restore_latest(manager: ocp.CheckpointManager, state_template: PyTree
           ),
       )
       meta = dict(restored.meta or {})
-      bad = mismatched(restored.state, meta.pop("checksums", {}))
+      if "checksums" not in meta:
+        raise ValueError("its metadata has no checksums (every checkpoint written here has)")
+      bad = mismatched(restored.state, meta.pop("checksums"))
       if bad:
         raise ValueError(f"checksum mismatch in {', '.join(bad[:3])}"
                          + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
@@ -144,6 +208,7 @@ def _quarantine(manager: ocp.CheckpointManager, step: int, error: Exception):
   root = str(manager.directory)
   src = os.path.join(root, str(step))
   dst_dir = os.path.join(os.path.dirname(root), "corrupt_checkpoints")
+  check_directory(dst_dir)
   os.makedirs(dst_dir, exist_ok=True)
   dst = os.path.join(dst_dir, f"{step}")
   if os.path.exists(dst):

@@ -51,10 +51,16 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
   over the whole run (steps with a non-finite update skipped).
   max_consecutive_skips: stop after that many skipped steps in a row (0: never).
   """
+  for name in ("checkpoints", "corrupt_checkpoints"):
+    checkpoints.check_directory(os.path.join(workdir, name))
   manager = checkpoints.make_manager(
       os.path.join(workdir, "checkpoints"),
       save_every=checkpoint_every, keep=keep_checkpoints)
-  restored = checkpoints.restore_latest(manager, init_state)
+  try:
+    restored = checkpoints.restore_latest(manager, init_state)
+  except BaseException:
+    manager.close()  # its background threads would otherwise keep the process alive
+    raise
   start, state, meta = 0, init_state, {}
   if restored is not None:
     start, state, meta = restored

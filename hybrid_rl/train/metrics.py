@@ -63,7 +63,9 @@ class MetricsWriter:
     self._file.flush()
     if self._tb is not None:
       for k, v in row.items():
-        if k != "step":
+        # A non-finite value stays in metrics.jsonl; TensorBoard would print a warning
+        # for each one beside the skipped-step report.
+        if k != "step" and math.isfinite(v):
           self._tb.add_scalar(k, v, global_step=step)
     return row
 

@@ -151,9 +151,19 @@ def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
                                       tokenizer_path=config.tokenizer.path)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"config.init_from={init_from!r}: {e}") from e
+  ignored = [f"{k} {getattr(model.cfg, k)} there, {config.model[k]} in config.model"
+             for k in _ARCHITECTURE_FIELDS
+             if k in config.model and getattr(model.cfg, k) != config.model[k]]
+  if ignored and distributed.is_main():
+    print(f"NOTE config.model's architecture is not used: the model comes from "
+          f"config.init_from={init_from!r} ({'; '.join(ignored)})", flush=True)
   if num_labels is not None and model.cfg.num_labels != num_labels:
     model = with_head(model, num_labels, config.seed)
   return Policy(model, load_tokenizer(tok_path), tok_path)
+
+
+_ARCHITECTURE_FIELDS = ("hidden_size", "intermediate_size", "num_layers", "num_heads",
+                        "num_kv_heads", "head_dim")
 
 
 def with_head(model: transformer.Transformer, num_labels: int, seed: int
@@ -205,9 +215,13 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
   if not os.path.exists(meta_path):
     raise FileNotFoundError(f"{path}: not a finished stage (no final/model.json), "
                             "HF checkpoint directory or .gguf file")
-  with open(meta_path) as f:
-    meta = json.load(f)
-  m = meta["model"]
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+    m = meta["model"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise CorruptCheckpointError(f"{meta_path} is not the JSON an export writes ({e}): "
+                                 "run its stage again") from e
   if m.get("rope_scaling"):
     m["rope_scaling"] = tuple(tuple(x) for x in m["rope_scaling"])
   cfg = transformer.ModelConfig(**m)
@@ -221,7 +235,10 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
   except Exception as e:  # pylint: disable=broad-except
     raise CorruptCheckpointError(f"{path}/params is unreadable ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:200]}); run its stage again") from e
-  bad = checkpoints.mismatched(params, meta.get("checksums", {}))
+  if "checksums" not in meta:
+    raise CorruptCheckpointError(f"{path}/model.json has no checksums (every export written "
+                                 "here has): its metadata was damaged; run its stage again")
+  bad = checkpoints.mismatched(params, meta["checksums"])
   if bad:
     raise CorruptCheckpointError(f"{path}/params does not match the checksums in model.json "
                                  f"({', '.join(bad[:3])}): the files were damaged after the "

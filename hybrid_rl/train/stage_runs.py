@@ -88,12 +88,12 @@ def check_reusable(config: ml_collections.ConfigDict, workdir: str) -> None:
     saved = json.load(f)
   diffs = config_mismatches(saved, config)
   if diffs:
-    shown = "\n  ".join(diffs[:12]) + (f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12
-                                       else "")
+    shown = "; ".join(diffs[:12]) + (f"; ... and {len(diffs) - 12} more" if len(diffs) > 12
+                                     else "")
     raise StageMismatchError(
-        f"{workdir} holds a {saved.get('stage', '?')} stage started with other settings; "
-        f"reusing it would report that run under the new ones. Differences (saved -> now):"
-        f"\n  {shown}\nUse a new --workdir, or delete {workdir} to run this stage again.")
+        f"{workdir} holds a {saved.get('stage', '?')} stage started with other settings "
+        f"(saved -> now: {shown}); reusing it would report that run under the new ones. "
+        f"Use a new --workdir, or delete {workdir} to run this stage again")
 
 
 def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
