@@ -26,7 +26,13 @@ def model_block(size: str) -> ml_collections.ConfigDict:
       hidden_size=h, intermediate_size=f, num_layers=layers, num_heads=heads, num_kv_heads=kv,
       head_dim=d, rope_theta=10000.0, tie_embeddings=True, qkv_bias=False, qk_norm=False,
       num_labels=0, max_position_embeddings=1024, param_dtype="float32",
-      compute_dtype="float32"))
+      compute_dtype="float32", **MEMORY_SETTINGS))
+
+
+# How a model's activations are held (values unchanged): rematerialize each layer
+# ("none" | "full" | "save_dots"), attention in query chunks and training logits in
+# position chunks of that many (0: whole). Pod presets set them from compiled figures.
+MEMORY_SETTINGS = dict(remat="none", attention_chunk=0, logits_chunk=0)
 
 
 def learning_curves(config: ml_collections.ConfigDict, rl_steps: int, points: int = 5) -> None:

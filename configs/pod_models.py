@@ -6,6 +6,8 @@ supplies its own config.
 """
 import ml_collections
 
+from configs import default
+
 # hidden, mlp, layers, heads, kv heads, head dim, vocab, tied, qkv bias, qk norm, rope theta
 _MODELS = {
     "Qwen2.5-Math-1.5B": (1536, 8960, 28, 12, 2, 128, 151936, True, True, False, 10000.0),
@@ -27,4 +29,4 @@ def model_block(name: str, *, num_labels: int = 0) -> ml_collections.ConfigDict:
       name=name, hidden_size=h, intermediate_size=f, num_layers=layers, num_heads=heads,
       num_kv_heads=kv, head_dim=d, vocab_size=vocab, rope_theta=theta, tie_embeddings=tied,
       qkv_bias=bias, qk_norm=qk_norm, num_labels=num_labels, max_position_embeddings=32768,
-      param_dtype="float32", compute_dtype="bfloat16"))
+      param_dtype="float32", compute_dtype="bfloat16", **default.MEMORY_SETTINGS))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _token_mean(per_token: Array, mask: Array) -> Array:
+def token_mean(per_token: Array, mask: Array) -> Array:
   mask = mask.astype(jnp.float32)
   return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
@@ -32,7 +32,7 @@ def cross_entropy(logits: Array, targets: Array, mask: Array) -> Array:
   """SFT / sampled-token forward-KL loss. logits [N, T, V], targets [N, T] -> scalar."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-  return _token_mean(nll, mask)
+  return token_mean(nll, mask)
 
 
 def forward_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:
@@ -40,7 +40,7 @@ def forward_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Arr
   log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
   kl = (jnp.exp(log_t) * (log_t - log_s)).sum(-1)
-  return _token_mean(kl, mask)
+  return token_mean(kl, mask)
 
 
 def top_k_forward_kl(student_logits: Array, teacher_top_logprobs: Array,
@@ -57,7 +57,7 @@ def top_k_forward_kl(student_logits: Array, teacher_top_logprobs: Array,
   log_s_top = jnp.take_along_axis(log_s, teacher_top_ids, axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_top_logprobs).astype(jnp.float32), -1)
   kl = (jnp.exp(log_t) * (log_t - log_s_top)).sum(-1)
-  return _token_mean(kl, mask)
+  return token_mean(kl, mask)
 
 
 def teacher_top_k(teacher_logits: Array, k: int) -> tuple[Array, Array]:
@@ -88,16 +88,16 @@ def opd_pg_loss(student_logprobs: Array, sampler_logprobs: Array, teacher_logpro
   if clip_epsilon:
     clipped = -jnp.clip(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * advantage
     per_token = jnp.maximum(per_token, clipped)
-  loss = _token_mean(per_token, mask)
-  return loss, {"loss": loss, "reverse_kl": _token_mean(-advantage, mask),
-                "opd_reward": _token_mean(advantage, mask), "ratio_mean": _token_mean(ratio, mask)}
+  loss = token_mean(per_token, mask)
+  return loss, {"loss": loss, "reverse_kl": token_mean(-advantage, mask),
+                "opd_reward": token_mean(advantage, mask), "ratio_mean": token_mean(ratio, mask)}
 
 
 def reverse_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:
   """Full-vocabulary KL(pS || pT) per token, token mean. [N, T, V] each."""
   log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
-  return _token_mean((jnp.exp(log_s) * (log_s - log_t)).sum(-1), mask)
+  return token_mean((jnp.exp(log_s) * (log_s - log_t)).sum(-1), mask)
 
 
 def generalized_jsd(student_logits: Array, teacher_logits: Array, mask: Array,
@@ -114,7 +114,7 @@ def generalized_jsd(student_logits: Array, teacher_logits: Array, mask: Array,
   log_m = jnp.logaddexp(log_t + jnp.log(beta), log_s + jnp.log1p(-beta))
   kl_t = (jnp.exp(log_t) * (log_t - log_m)).sum(-1)
   kl_s = (jnp.exp(log_s) * (log_s - log_m)).sum(-1)
-  return _token_mean(beta * kl_t + (1 - beta) * kl_s, mask)
+  return token_mean(beta * kl_t + (1 - beta) * kl_s, mask)
 
 
 def entropy(logits: Array) -> Array:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from hybrid_rl.parallel import sharding
 
 Array = jax.Array
-KVCache = dict[str, Array]  # {"k": [L, B, S, K, D], "v": [L, B, S, K, D]}
+KVCache = list[dict[str, Array]]  # per layer {"k", "v"}: [B, K, S, D]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +51,10 @@ class ModelConfig:
   num_labels: int = 0  # > 0: scalar head [H, num_labels] instead of an LM head
   dtype: str = "float32"  # activations
   param_dtype: str = "float32"
+  # How, not what: these change memory and speed, never the values computed.
+  remat: str = "none"  # "none" | "full" | "save_dots": rematerialize each layer's body
+  attention_chunk: int = 0  # > 0: attention in query chunks, [chunk, S] scores at a time
+  logits_chunk: int = 0  # > 0: training logits over the response in chunks of positions
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -59,6 +63,8 @@ class ModelConfig:
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16"):
         raise ValueError(f"{name}={getattr(self, name)!r}: must be float32 or bfloat16")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat={self.remat!r}: choose {', '.join(REMAT_POLICIES)}")
 
   @property
   def compute_dtype(self):
@@ -78,6 +84,14 @@ class ModelConfig:
       total += self.vocab_size * h * (2 if untied_head else 1)
     total += h * self.num_labels
     return total
+
+
+# What a rematerialized layer keeps for the backward pass: "full" only its input,
+# "save_dots" also the results of its matmuls without batch dimensions (the
+# projections, not the attention scores).
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk")
 
 
 def _init(rngs: nnx.Rngs, shape, fan_in: int, dtype) -> nnx.Param:
@@ -168,6 +182,27 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
   return out.reshape(b, t, n, d)
+
+
+def chunked_attention(q: Array, k: Array, v: Array, mask: Array, chunk: int) -> Array:
+  """`attention` over query chunks of `chunk` rows, each rematerialized in the backward
+  pass: the [B, K, G, chunk, S] scores of one chunk exist at a time instead of [T, S]
+  for all, and the same softmax over the whole key row gives the same values.
+
+  Args and returns as `attention`.
+  """
+  b, t, n, d = q.shape
+  if not chunk or t <= chunk:
+    return attention(q, k, v, mask)
+  pad = -t % chunk
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))  # padded query rows attend nowhere
+  chunks = (t + pad) // chunk
+  q_chunks = q.reshape(b, chunks, chunk, n, d).swapaxes(0, 1)
+  mask_chunks = mask.reshape(b, chunks, chunk, -1).swapaxes(0, 1)
+  one = jax.checkpoint(lambda qm: attention(qm[0], k, v, qm[1]))
+  out = jax.lax.map(one, (q_chunks, mask_chunks))  # [chunks, B, chunk, N, D]
+  return out.swapaxes(0, 1).reshape(b, chunks * chunk, n, d)[:, :t]
 
 
 def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array) -> Array:
@@ -274,9 +309,12 @@ class Transformer(nnx.Module):
     mask = (key_slots[None, :] <= query_slots[:, None])[None] & kv_valid[:, None, :]
 
     if cache is None:
+      attend = lambda q, k, v, m: chunked_attention(q, k, v, m, cfg.attention_chunk)
       def body(x, p):
-        x, _ = _layer(cfg, p, x, positions, mask, inv_freq, attention)
+        x, _ = _layer(cfg, p, x, positions, mask, inv_freq, attend)
         return x, None
+      if cfg.remat != "none":
+        body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
       x, _ = jax.lax.scan(body, x, self.layers.arrays())
     else:
       new_cache = []
@@ -297,13 +335,13 @@ class Transformer(nnx.Module):
     stacked = self.layers.arrays()
     return [{name: w[i] for name, w in stacked.items()} for i in range(self.cfg.num_layers)]
 
+  def head_weight(self) -> Array:
+    """The LM head [H, V] (the embedding's transpose when tied)."""
+    return self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
+
   def logits(self, hidden: Array) -> Array:
     """[..., H] -> [..., V] float32 logits."""
-    if self.cfg.tie_embeddings:
-      w = self.embed[...].astype(hidden.dtype).T
-    else:
-      w = self.lm_head[...].astype(hidden.dtype)
-    return jnp.einsum("...h,hv->...v", hidden, w, preferred_element_type=jnp.float32)
+    return head_logits(hidden, self.head_weight())
 
   def scores(self, hidden: Array, valid: Array) -> Array:
     """Scalar head on each sequence's last valid token: [B, T, H] -> [B, labels] float32."""
@@ -339,6 +377,48 @@ def token_logprobs(model: Transformer, tokens: Array, valid: Array,
   """
   logits = forward_logits(model, tokens[:, :-1], valid[:, :-1])
   return gather_logprobs(logits, tokens[:, 1:], temperature)
+
+
+def head_logits(hidden: Array, head: Array) -> Array:
+  """[..., H] x [H, V] -> [..., V] float32 logits, in hidden's dtype inside."""
+  return jnp.einsum("...h,hv->...v", hidden, head.astype(hidden.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def chunked_head(hidden: Array, head: Array, targets: Array, chunk: int, temperature: float,
+                 with_entropy: bool) -> tuple[Array, Array | None]:
+  """Logprobs of `targets` (and the entropy) under softmax(hidden @ head / T), computed over
+  the positions in chunks of `chunk`, each rematerialized in the backward pass: the
+  [N, chunk, V] float32 logits of one chunk exist at a time, never [N, R, V].
+
+  Args:
+    hidden: [N, R, H]; head: [H, V]; targets: [N, R] int32.
+  Returns:
+    ([N, R] float32 logprobs, [N, R] float32 entropy or None).
+  """
+  n, r, _ = hidden.shape
+  pad = -r % chunk
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  targets = jnp.pad(targets, ((0, 0), (0, pad)))
+  chunks = (r + pad) // chunk
+
+  @jax.checkpoint
+  def one(inputs):
+    h, tgt = inputs
+    logits = head_logits(h, head)
+    if temperature and temperature != 1.0:
+      logits = logits / temperature
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - logz
+    if not with_entropy:
+      return picked, jnp.zeros_like(picked)
+    probs = jnp.exp(logits - logz[..., None])
+    return picked, logz - jnp.sum(probs * logits, axis=-1)
+
+  split = lambda x: x.reshape(n, chunks, chunk, *x.shape[2:]).swapaxes(0, 1)
+  merge = lambda x: x.swapaxes(0, 1).reshape(n, chunks * chunk)[:, :r]
+  logprobs, entropy = jax.lax.map(one, (split(hidden), split(targets)))
+  return merge(logprobs), (merge(entropy) if with_entropy else None)
 
 
 def gather_logprobs(logits: Array, targets: Array, temperature: float = 1.0) -> Array:

@@ -51,6 +51,23 @@ def response_logits(model, tokens: Array, valid: Array, response_len: int,
   return logits / temperature if temperature not in (0.0, 1.0) else logits
 
 
+def response_logprobs(model, tokens: Array, valid: Array, response_len: int,
+                      temperature: float = 1.0, with_entropy: bool = False
+                      ) -> tuple[Array, Array | None]:
+  """Logprobs of the last `response_len` tokens [N, R] (and their entropy [N, R]) under
+  the sampling distribution. With model.cfg.logits_chunk > 0 the [N, R, V] logits never
+  exist whole (transformer.chunked_head); the values are the same."""
+  targets = tokens[:, -response_len:]
+  chunk = model.cfg.logits_chunk
+  if not chunk or chunk >= response_len:
+    logits = response_logits(model, tokens, valid, response_len, temperature)
+    ent = distillation.entropy(logits) if with_entropy else None
+    return transformer.gather_logprobs(logits, targets), ent
+  hidden = _hidden(model, tokens[:, :-1], valid[:, :-1])[:, -response_len:]
+  return transformer.chunked_head(hidden, model.head_weight(), targets, chunk, temperature,
+                                  with_entropy)
+
+
 def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
                    temperature: float = 1.0, compute_dtype: str = "float32"):
   """Batch: tokens, valid, mask, advantages [N] or [N, R]; optional old_logprobs,
@@ -61,9 +78,8 @@ def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
     del rng
     r = batch["mask"].shape[1]
     model = _model(graphdef, params, compute_dtype)
-    logits = response_logits(model, batch["tokens"], batch["valid"], r, temperature)
-    logprobs = transformer.gather_logprobs(logits, batch["tokens"][:, -r:])
-    ent = distillation.entropy(logits) if cfg.entropy_coef else None
+    logprobs, ent = response_logprobs(model, batch["tokens"], batch["valid"], r, temperature,
+                                      with_entropy=bool(cfg.entropy_coef))
     return policy_gradient.pg_loss(
         logprobs, batch.get("old_logprobs", logprobs), batch["advantages"], batch["mask"], cfg,
         ref_logprobs=batch.get("ref_logprobs"), sampler_logprobs=batch.get("sampler_logprobs"),
@@ -77,8 +93,8 @@ def sft_objective(graphdef: nnx.GraphDef, *, compute_dtype: str = "float32"):
     del rng
     r = batch["mask"].shape[1]
     model = _model(graphdef, params, compute_dtype)
-    logits = response_logits(model, batch["tokens"], batch["valid"], r)
-    loss = distillation.cross_entropy(logits, batch["tokens"][:, -r:], batch["mask"])
+    logprobs, _ = response_logprobs(model, batch["tokens"], batch["valid"], r)
+    loss = distillation.token_mean(-logprobs, batch["mask"])
     return loss, {"loss": loss, "loss_weight": _token_count(batch["mask"])}
   return loss_fn
 
@@ -108,25 +124,26 @@ def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.
     del rng
     r = batch["mask"].shape[1]
     model = _model(graphdef, params, compute_dtype)
-    logits = response_logits(model, batch["tokens"], batch["valid"], r, temperature)
-    targets, mask = batch["tokens"][:, -r:], batch["mask"]
+    mask = batch["mask"]
     weight = {"loss_weight": _token_count(mask)}
-    if kind == "fkl_sampled":
-      loss = distillation.cross_entropy(logits, targets, mask)
-    elif kind == "fkl_full":
+    if kind in ("fkl_sampled", "opd_pg"):  # the sampled tokens' logprobs are enough
+      logprobs, _ = response_logprobs(model, batch["tokens"], batch["valid"], r, temperature)
+      if kind == "fkl_sampled":
+        loss = distillation.token_mean(-logprobs, mask)
+        return loss, {"loss": loss, **weight}
+      loss, metrics = distillation.opd_pg_loss(logprobs, batch["sampler_logprobs"],
+                                               batch["teacher_logprobs"], mask, opd_clip_epsilon)
+      return loss, {**metrics, **weight}
+    logits = response_logits(model, batch["tokens"], batch["valid"], r, temperature)
+    if kind == "fkl_full":
       loss = distillation.forward_kl(logits, batch["teacher_logits"], mask)
     elif kind == "fkl_topk":
       loss = distillation.top_k_forward_kl(logits, batch["teacher_top_logprobs"],
                                            batch["teacher_top_ids"], mask)
     elif kind == "rkl_full":
       loss = distillation.reverse_kl(logits, batch["teacher_logits"], mask)
-    elif kind == "jsd":
+    else:
       loss = distillation.generalized_jsd(logits, batch["teacher_logits"], mask, jsd_beta)
-    else:  # opd_pg
-      logprobs = transformer.gather_logprobs(logits, targets)
-      loss, metrics = distillation.opd_pg_loss(logprobs, batch["sampler_logprobs"],
-                                               batch["teacher_logprobs"], mask, opd_clip_epsilon)
-      return loss, {**metrics, **weight}
     return loss, {"loss": loss, **weight}
   return loss_fn
 
@@ -160,9 +177,9 @@ def frozen_outputs(graphdef: nnx.GraphDef, params, tokens: Array, valid: Array,
   Jit it with static `response_len`, `what`, `top_k`.
   """
   model = _model(graphdef, params, compute_dtype)
-  logits = response_logits(model, tokens, valid, response_len, temperature)
   if what == "logprobs":
-    return {"logprobs": transformer.gather_logprobs(logits, tokens[:, -response_len:])}
+    return {"logprobs": response_logprobs(model, tokens, valid, response_len, temperature)[0]}
+  logits = response_logits(model, tokens, valid, response_len, temperature)
   if what == "logits":
     return {"logits": logits}
   if what == "top_k":

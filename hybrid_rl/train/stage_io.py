@@ -101,7 +101,13 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int
       head_dim=m.head_dim, rope_theta=m.rope_theta, tie_embeddings=m.tie_embeddings,
       qkv_bias=m.qkv_bias, qk_norm=m.qk_norm, num_labels=m.num_labels,
       max_position_embeddings=m.max_position_embeddings, param_dtype=m.param_dtype,
-      dtype=m.compute_dtype)
+      dtype=m.compute_dtype, **runtime_fields(config))
+
+
+def runtime_fields(config: ml_collections.ConfigDict) -> dict:
+  """config.model's memory settings (remat, attention_chunk, logits_chunk) that apply to
+  any model a stage builds or loads."""
+  return {k: config.model[k] for k in transformer.RUNTIME_FIELDS if k in config.model}
 
 
 @dataclasses.dataclass
@@ -157,6 +163,7 @@ def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
   if ignored and distributed.is_main():
     print(f"NOTE config.model's architecture is not used: the model comes from "
           f"config.init_from={init_from!r} ({'; '.join(ignored)})", flush=True)
+  model.cfg = dataclasses.replace(model.cfg, **runtime_fields(config))
   if num_labels is not None and model.cfg.num_labels != num_labels:
     model = with_head(model, num_labels, config.seed)
   return Policy(model, load_tokenizer(tok_path), tok_path)

@@ -50,7 +50,8 @@ _EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data
 # Within those, fields that change where or how often things are written, not results.
 _BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
                 "train.keep_checkpoints", "train.log_every", "train.trim_multiple",
-                "train.max_consecutive_skips")
+                "train.max_consecutive_skips", "model.remat", "model.attention_chunk",
+                "model.logits_chunk")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
