@@ -113,7 +113,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.reward = ml_collections.ConfigDict(dict(
       mode="verifier", rm_from="", naive_weight=0.5, alpha=0.1, beta=0.1, eps=1e-6,
       dense_range="both", variance_weighting=True, w_min=0.4, w_max=3.0, k=6.0,
-      placement="advantage", sigma_decay=0.9))
+      placement="advantage", sigma_decay=0.9, rm_batch_rows=256))
 
   config.verifier = ml_collections.ConfigDict(dict(num_workers=2, timeout_s=2.0))
 

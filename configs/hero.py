@@ -66,6 +66,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.tokenizer.path = config.init_from
     config.model = pod_models.model_block("Qwen3-4B-Base")
     config.reward.rm_from = "/path/to/reward-model"  # *ForSequenceClassification HF directory
+    # 64 rows of 5k tokens a host per scoring call (16 a chip): 256 needed 97 GB a chip
+    # (results/compile_pod/hero_pod.md).
+    config.reward.rm_batch_rows = 64
     config.data.update(name="math", manual_dir="/path/to/math_jsonl", prompt_style="chat",
                        instruction="Please reason step by step, and put your final answer "
                        "within \\boxed{}.", max_prompt_len=1024)
@@ -85,7 +88,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.parallel.update(mesh_shape=(4, 8, 1), num_devices=32, tpu_type="v5p-64")
     rm_block = pod_models.model_block("Skywork-Reward-V2-Qwen3-4B", num_labels=1)
     config.plans = ml_collections.ConfigDict({"grpo": dict(
-        rollout_rows=512 * 8, train_rows=512 * 8,
+        rollout_rows=512 * 8, train_rows=512 * 8, num_samples=8, objective="grpo",
         models={"policy": ("model", True), "reward model": (rm_block, False)},
         samplers=("policy",), logit_models=())})
   if preset == "tiny":

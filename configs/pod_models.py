@@ -29,4 +29,10 @@ def model_block(name: str, *, num_labels: int = 0) -> ml_collections.ConfigDict:
       name=name, hidden_size=h, intermediate_size=f, num_layers=layers, num_heads=heads,
       num_kv_heads=kv, head_dim=d, vocab_size=vocab, rope_theta=theta, tie_embeddings=tied,
       qkv_bias=bias, qk_norm=qk_norm, num_labels=num_labels, max_position_embeddings=32768,
-      param_dtype="float32", compute_dtype="bfloat16", **default.MEMORY_SETTINGS))
+      param_dtype="float32", compute_dtype="bfloat16", **POD_MEMORY_SETTINGS))
+
+
+# Chosen from the compiled figures (experiments/compile_pod.py, results/compile_pod/):
+# without remat one 5k-token row of Qwen3-4B's gradient held 226 GB of temporaries.
+POD_MEMORY_SETTINGS = dict(default.MEMORY_SETTINGS, remat="full", attention_chunk=1024,
+                           logits_chunk=1024)

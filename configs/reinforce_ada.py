@@ -51,13 +51,16 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.sft.steps = 0  # start from the released model
     config.grpo.update(steps=400, batch_size=512, learning_rate=1e-6, split="train")
     config.optim.grad_clip_norm = 1.0
-    config.eval.update(split="test", every=50, num_samples=32, max_examples=500, batch_size=512)  # MATH has no validation split
+    # MATH has no validation split. 128 prompts x 32 samples a generate call: 512 x 32
+    # rows of KV cache needed 54 GB a chip (results/compile_pod/reinforce_ada_pod.md).
+    config.eval.update(split="test", every=50, num_samples=32, max_examples=500, batch_size=128)
     config.model = pod_models.model_block("Qwen2.5-Math-1.5B")
     # TPU v4-64: 32 chips on 8 hosts; parameters and Adam moments FSDP-sharded 4-way.
     config.parallel.update(mesh_shape=(8, 4, 1), num_devices=32, tpu_type="v4-64")
     # Rounds sample up to prompts x M rows at once (the first round: all 512 x 8).
     config.plans = ml_collections.ConfigDict({"grpo": dict(
-        rollout_rows=512 * 8, train_rows=512 * 4, models={"policy": ("model", True)},
+        rollout_rows=512 * 8, train_rows=512 * 4, num_samples=8, objective="grpo",
+        models={"policy": ("model", True)},
         samplers=("policy",), logit_models=())})
     config.rl.minibatches = 4  # 512 prompts x n=4 -> 4 updates of 512 rows
     config.train.grad_accum_steps = 16  # 1 row per device per micro-batch: 3072 x 152k logits

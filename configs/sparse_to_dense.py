@@ -89,18 +89,20 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.rl.minibatches = 4
     config.train.grad_accum_steps = 16
     config.train.micro_batch_rows = 0  # 8 is the tiny models' CPU setting
+    # MATH has no validation split; 128 prompts x 16 samples / sampling.chunks a generate
+    # call, the rollout's rows (results/compile_pod/).
     config.eval.update(split="test", num_samples=16, temperature=0.6, top_p=0.95, max_examples=500,
-                       batch_size=512)  # MATH has no validation split
+                       batch_size=128)
     if llama:
       config.parallel.update(mesh_shape=(4, 16, 2), num_devices=128, tpu_type="v5p-256")
     else:
       config.parallel.update(mesh_shape=(8, 8, 1), num_devices=64, tpu_type="v5p-128")
     config.plans = ml_collections.ConfigDict({
         "stage 1: teacher GRPO": dict(
-            rollout_rows=256 * 8, train_rows=256 * 8,
+            rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",
             models={"teacher": ("teacher_model", True)}, samplers=("teacher",), logit_models=()),
         "stage 2b: on-policy distillation": dict(
-            rollout_rows=256 * 4, train_rows=256 * 4,
+            rollout_rows=256 * 4, train_rows=256 * 4, num_samples=4, objective="opd_pg",
             models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
             samplers=("student",), logit_models=("teacher",)),
     })

@@ -98,6 +98,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_seeds": (_positive, "must be > 0"),
     "grad_accum_steps": (_positive, "must be > 0"),
     "micro_batch_rows": (_non_negative, "must be >= 0 (0: no cap)"),
+    "rm_batch_rows": (_positive, "must be > 0"),
     "attention_chunk": (_non_negative, "must be >= 0 (0: attention over all queries at once)"),
     "logits_chunk": (_non_negative, "must be >= 0 (0: all response positions at once)"),
     "trim_multiple": (_non_negative, "must be >= 0 (0 keeps the padded width)"),

@@ -78,7 +78,8 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
     padded = chunk + [chunk[-1]] * (ev.batch_size - len(chunk))
     rng, key = jax.random.split(rng)
     rollout = rollouts.sample(model, tokenizer, stage_io.format_prompts(padded, config, tokenizer),
-                              key, sp, config.data.max_prompt_len)
+                              key, sp, config.data.max_prompt_len,
+                              chunks=math.gcd(config.sampling.chunks, len(padded)))
     texts = rollout.texts[: len(chunk) * k]
     golds = [e["answer"] for e in chunk for _ in range(k)]
     verdicts = pool.verify("equivalence", texts, golds)

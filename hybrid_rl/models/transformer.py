@@ -205,13 +205,15 @@ def chunked_attention(q: Array, k: Array, v: Array, mask: Array, chunk: int) -> 
   return out.swapaxes(0, 1).reshape(b, chunks * chunk, n, d)[:, :t]
 
 
-def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array) -> Array:
+def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
+                     chunk: int = 0) -> Array:
   """`attention` over a KV cache laid out [B, K, S, D].
 
   For one new token (decode), both products are written as broadcast
   multiply-and-sum: XLA on CPU fuses them into loops that read the cache once
   at memory speed, where the same products as batched dots (3 query rows per
-  head group) ran 4x slower at 640 slots. A prompt (T > 1) goes to `attention`.
+  head group) ran 4x slower at 640 slots. A prompt (T > 1) goes to `chunked_attention`
+  (`attention` when chunk is 0).
 
   Args:
     q: [B, T, N, D]; k_cache, v_cache: [B, K, S, D].
@@ -221,7 +223,8 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array) -> A
   """
   b, t, n, d = q.shape
   if t > 1:
-    return attention(q, k_cache.transpose(0, 2, 1, 3), v_cache.transpose(0, 2, 1, 3), mask)
+    return chunked_attention(q, k_cache.transpose(0, 2, 1, 3), v_cache.transpose(0, 2, 1, 3),
+                             mask, chunk)
   kv_heads = k_cache.shape[1]
   q = q.reshape(b, kv_heads, n // kv_heads, 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
   scores = jnp.sum(q * k_cache[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)
@@ -325,7 +328,7 @@ class Transformer(nnx.Module):
               layer_cache[name], new.transpose(0, 2, 1, 3).astype(layer_cache[name].dtype), start)
                      for name, new in (("k", k), ("v", v))}
           new_cache.append(written)
-          return cached_attention(q, written["k"], written["v"], mask)
+          return cached_attention(q, written["k"], written["v"], mask, cfg.attention_chunk)
         x, _ = _layer(cfg, p, x, positions, mask, inv_freq, write_then_attend)
       cache = new_cache
     return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache

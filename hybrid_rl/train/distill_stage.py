@@ -118,7 +118,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       out = objectives.frozen_outputs_jit(
           teacher_graphdef, teacher_params, batch["tokens"], batch["valid"],
           batch["mask"].shape[1], what=what, top_k=dcfg.top_k, temperature=temperature,
-          compute_dtype=config.model.compute_dtype)
+          compute_dtype=config.model.compute_dtype,
+          micro_batches=objectives.frozen_micro_batches(
+              batch["tokens"].shape[0], config.train.grad_accum_steps,
+              config.train.micro_batch_rows))
       if what == "logprobs":
         batch["teacher_logprobs"] = out["logprobs"]
       elif what == "logits":

@@ -56,7 +56,8 @@ def pg_config(config: ml_collections.ConfigDict) -> policy_gradient.PGConfig:
 
 
 def reward_config(config: ml_collections.ConfigDict) -> hero.RewardConfig:
-  fields = {k: v for k, v in config.reward.to_dict().items() if k != "rm_from"}
+  fields = {k: v for k, v in config.reward.to_dict().items()
+            if k not in ("rm_from", "rm_batch_rows")}
   return hero.RewardConfig(**fields)
 
 
@@ -178,7 +179,7 @@ def score(ctx: StepContext, rollout: rollouts.Rollout, golds: list[str]) -> Scor
     valid_local = distributed.local_rows(ctx.mesh, batch["valid"])
     with jax.set_mesh(ctx.local_mesh):
       local_scores = rm_stage.score_rows(ctx.rm_graphdef, ctx.rm_params, tokens_local,
-                                         valid_local)
+                                         valid_local, ctx.config.reward.rm_batch_rows)
     rm_scores = ctx.rows(local_scores.reshape(len(golds), g))
   return Scored(batch=batch, rule=scores.rule, oracle=scores.oracle, statuses=scores.statuses,
                 samples=len(golds) * g, tokens_generated=rollout.tokens_generated(),
@@ -216,11 +217,17 @@ def update(ctx: StepContext, train_step, state: dict, batch: dict, key: jax.Arra
   config = ctx.config
   batch = rollouts.trim_padding(batch, config.train.trim_multiple)
 
+  # The whole rollout batch in the train step's micro-batch rows, one slice at a time.
+  micro = objectives.frozen_micro_batches(
+      batch["tokens"].shape[0], config.train.grad_accum_steps * config.rl.minibatches,
+      config.train.micro_batch_rows)
+
   def frozen_logprobs(params):
     return objectives.frozen_outputs_jit(ctx.graphdef, params, batch["tokens"], batch["valid"],
                                          batch["mask"].shape[1], what="logprobs",
                                          temperature=ctx.temperature,
-                                         compute_dtype=config.model.compute_dtype)["logprobs"]
+                                         compute_dtype=config.model.compute_dtype,
+                                         micro_batches=micro)["logprobs"]
   if config.rl.epochs * config.rl.minibatches > 1:
     batch["old_logprobs"] = frozen_logprobs(state["params"])
   if ctx.ref_params is not None:

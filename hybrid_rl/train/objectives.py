@@ -168,14 +168,25 @@ def reward_objective(graphdef: nnx.GraphDef, kind: str, *, compute_dtype: str = 
 
 def frozen_outputs(graphdef: nnx.GraphDef, params, tokens: Array, valid: Array,
                    response_len: int, *, what: str, top_k: int = 0,
-                   temperature: float = 1.0, compute_dtype: str = "float32") -> dict:
+                   temperature: float = 1.0, compute_dtype: str = "float32",
+                   micro_batches: int = 1) -> dict:
   """Outputs of a frozen model (reference or teacher) on the response positions.
 
   what: "logprobs" -> {"logprobs": [N, R]} of the given tokens;
         "logits"   -> {"logits": [N, R, V]};
         "top_k"    -> {"top_logprobs", "top_ids": [N, R, k]}.
-  Jit it with static `response_len`, `what`, `top_k`.
+  micro_batches: forward passes over that many equal slices of the N rows, one after
+  another (a whole rollout batch at once holds every row's activations).
+  Jit it with static `response_len`, `what`, `top_k`, `micro_batches`.
   """
+  if micro_batches > 1:
+    n = tokens.shape[0]
+    split = lambda x: x.reshape(micro_batches, n // micro_batches, *x.shape[1:])
+    one = lambda tv: frozen_outputs(graphdef, params, tv[0], tv[1], response_len, what=what,
+                                    top_k=top_k, temperature=temperature,
+                                    compute_dtype=compute_dtype)
+    out = jax.lax.map(one, (split(tokens), split(valid)))
+    return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), out)
   model = _model(graphdef, params, compute_dtype)
   if what == "logprobs":
     return {"logprobs": response_logprobs(model, tokens, valid, response_len, temperature)[0]}
@@ -189,4 +200,13 @@ def frozen_outputs(graphdef: nnx.GraphDef, params, tokens: Array, valid: Array,
 
 
 frozen_outputs_jit = jax.jit(frozen_outputs, static_argnums=(0, 4),
-                             static_argnames=("what", "top_k", "temperature", "compute_dtype"))
+                             static_argnames=("what", "top_k", "temperature", "compute_dtype",
+                                              "micro_batches"))
+
+
+def frozen_micro_batches(rows: int, grad_accum_steps: int, micro_batch_rows: int) -> int:
+  """Row slices for frozen_outputs on `rows` rows: as many as the train step's
+  micro-batches (grad_accum_steps of them, each at most micro_batch_rows), or one
+  slice each micro_batch_rows where grad_accum_steps does not divide the rows."""
+  return steps.num_micro_batches(rows, grad_accum_steps if rows % grad_accum_steps == 0 else 1,
+                                 micro_batch_rows)

@@ -96,7 +96,8 @@ _score_jit = jax.jit(
 
 
 def score_rows(graphdef, params, tokens, valid, batch: int = 256) -> np.ndarray:
-  """Reward-model scores [N] float32 of token rows, in fixed-size chunks (one compilation)."""
+  """Reward-model scores [N] float32 of token rows, in chunks of `batch` rows (one
+  compilation; config.reward.rm_batch_rows in the GRPO stage)."""
   out = []
   for start in range(0, len(tokens), batch):
     t, v = np.asarray(tokens[start:start + batch]), np.asarray(valid[start:start + batch])

@@ -1,0 +1,420 @@
+r"""Compiles every jitted function of a pod preset for its TPU slice, on this machine.
+
+  pip install -r requirements-tpu.txt   # jax[tpu] at the pinned jax version: libtpu
+  python -m experiments.compile_pod --config=configs/hero.py:pod --out=results/compile_pod
+
+No TPU is needed: `jax.experimental.topologies` describes the slice
+(parallel.tpu_type, e.g. v5p-64 -> 32 chips "v5p:2x4x4"), the mesh is built on
+those devices, and each function is lowered from abstract arguments carrying the
+run's shardings and compiled by the real TPU compiler (the approach of MaxText's
+train_compile.py). For every stage in config.plans it compiles what that stage
+runs: the sampler (the whole generate call, its prefill and one decode step), the
+frozen forwards (pi_old and reference logprobs over the whole rollout batch,
+teacher logprobs, reward-model scores), the policy's or student's train step with
+its micro-batches, and evaluation's generate. It prints, per function, XLA's own
+per-device memory (`memory_analysis`: arguments + outputs + temporaries - donated
+aliases) against the chip's HBM, FLOPs and bytes (`cost_analysis`), a roofline time
+(the larger of FLOPs / bf16 peak and bytes / HBM bandwidth) and the collectives in
+the optimized HLO; and the roofline seconds of one RL step. --out writes
+<preset>.json and <preset>.md there.
+
+A while loop's body is counted once by cost_analysis, so the whole generate call's
+time is estimated as prefill + max_new_tokens x decode step.
+"""
+import json
+import os
+import re
+import time
+
+from absl import flags
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hybrid_rl import cli
+from hybrid_rl import config_checks
+from hybrid_rl.algorithms import policy_gradient
+from hybrid_rl.models import transformer
+from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import sampler
+from hybrid_rl.train import objectives
+from hybrid_rl.train import optim as optim_lib
+from hybrid_rl.train import steps
+
+_CONFIG = cli.define_config("configs/hero.py:pod")
+_OUT = flags.DEFINE_string("out", "", "Directory for <preset>.json and <preset>.md.")
+_ONLY = flags.DEFINE_string("only", "", "Compile only functions whose name contains this.")
+
+GIB = 1024**3
+# Per chip: HBM bytes, bf16 peak FLOP/s, HBM bytes/s (Cloud TPU system architecture pages).
+CHIPS = {"v4": (32 * GIB, 275e12, 1228e9), "v5e": (16 * GIB, 197e12, 819e9),
+         "v5p": (95 * GIB, 459e12, 2765e9), "v6e": (32 * GIB, 918e12, 1640e9)}
+# Chips -> slice shape: 3-D tori for v4 / v5p, 2-D for v5e / v6e.
+SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
+             256: "4x8x8", 512: "8x8x8"}
+SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16",
+             256: "16x16"}
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
+               "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+
+
+def slice_of(tpu_type: str) -> tuple[str, str, int]:
+  """("v5p", "v5p:2x4x4", chips) for "v5p-64": v4 and v5p count TensorCores (2 a chip)."""
+  chip, _, count = tpu_type.partition("-")
+  chip = "v5e" if chip == "v5litepod" else chip
+  if chip not in CHIPS or not count.isdigit():
+    raise ValueError(f"config.parallel.tpu_type={tpu_type!r}: expected one of "
+                     f"{', '.join(CHIPS)} with a size, e.g. v5p-64")
+  chips = int(count) // 2 if chip in ("v4", "v5p") else int(count)
+  shapes = SHAPES_3D if chip in ("v4", "v5p") else SHAPES_2D
+  if chips not in shapes:
+    raise ValueError(f"config.parallel.tpu_type={tpu_type!r}: no slice shape for {chips} chips")
+  return chip, f"{chip}:{shapes[chips]}", chips
+
+
+def collectives(hlo: str) -> dict[str, list[int]]:
+  """{op: [count, bytes of its results]} over the optimized HLO (a loop body counts once)."""
+  out = {}
+  pattern = re.compile(r"=\s*(\(?[^=]*?\)?)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
+  for match in pattern.finditer(hlo):
+    shapes = re.findall(r"(\w+)\[([\d,]*)\]", match.group(1))
+    size = sum(DTYPE_BYTES.get(d, 4) * int(np.prod([int(x) for x in dims.split(",") if x]))
+               for d, dims in shapes)
+    count, total = out.get(match.group(2), [0, 0])
+    out[match.group(2)] = [count + 1, total + size]
+  return out
+
+
+def report(compiled, chip: str, work: tuple[float, float]) -> dict:
+  """XLA's per-device memory and cost of one compiled function, and roofline times.
+
+  XLA's cost analysis counts a loop body once (the layer scan, micro-batches, chunks,
+  the decode loop), so `flops` / `bytes_accessed` / `xla_roofline_ms` are XLA's figures
+  and `roofline_ms` is from `work`, the per-device model FLOPs and HBM bytes
+  (`model_work`) that every trip of those loops does.
+  """
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  hbm, peak, bandwidth = CHIPS[chip]
+  total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+           - mem.alias_size_in_bytes)
+  flops, accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  return {"total_bytes": int(total), "temp_bytes": int(mem.temp_size_in_bytes),
+          "argument_bytes": int(mem.argument_size_in_bytes),
+          "output_bytes": int(mem.output_size_in_bytes), "alias_bytes": int(mem.alias_size_in_bytes),
+          "hbm_fraction": total / hbm, "flops": flops, "bytes_accessed": accessed,
+          "xla_roofline_ms": 1e3 * max(flops / peak, accessed / bandwidth),
+          "model_flops": work[0], "model_bytes": work[1],
+          "roofline_ms": 1e3 * max(work[0] / peak, work[1] / bandwidth),
+          "collectives": collectives(compiled.as_text())}
+
+
+def model_work(cfg: transformer.ModelConfig, mesh, kind: str, *, rows: int, tokens: int,
+               slots: int, logit_positions: int) -> tuple[float, float]:
+  """(FLOPs, HBM bytes) per device of one call over `rows` rows of `tokens` new tokens
+  attending to `slots` keys, with `logit_positions` positions through the LM head.
+
+  kind: "forward", "train" (forward + backward = 3 forwards, + 1 forward of the layers
+  when rematerialized) or "decode" (one token a row: reads every weight and the cache).
+  Attention counts the whole [tokens, slots] product, as the code computes it.
+  """
+  devices = int(np.prod(list(mesh.shape.values())))
+  l, h, n, k, d = cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  layer_params = cfg.num_params(include_embeddings=False)
+  head = 2 * h * cfg.vocab_size * logit_positions
+  layers = tokens * 2 * layer_params + l * 4 * tokens * slots * n * d
+  forward = rows * (layers + head)
+  flops = {"forward": forward, "decode": forward,
+           "train": 3 * forward + (rows * layers if cfg.remat != "none" else 0)}[kind] / devices
+  weight_bytes = cfg.num_params() * jnp.dtype(cfg.dtype).itemsize / mesh.shape["tensor"]
+  cache_bytes = rows * l * 2 * k * slots * d * jnp.dtype(cfg.dtype).itemsize / devices
+  passes = {"forward": 1, "decode": 1, "train": 3}[kind]
+  return flops, passes * weight_bytes + (cache_bytes if kind == "decode" else 0.0)
+
+
+def model_config(block: ml_collections.ConfigDict, trained: bool) -> transformer.ModelConfig:
+  """A pod model block as the stage builds it: trained models keep float32 master weights,
+  frozen ones are loaded in the compute dtype."""
+  fields = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+            "num_kv_heads", "head_dim", "rope_theta", "tie_embeddings", "qkv_bias", "qk_norm",
+            "num_labels", "max_position_embeddings") + transformer.RUNTIME_FIELDS
+  return transformer.ModelConfig(
+      **{f: block[f] for f in fields if f in block}, dtype=block.compute_dtype,
+      param_dtype=block.param_dtype if trained else block.compute_dtype)
+
+
+def _abstract(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
+
+
+def abstract_model(cfg: transformer.ModelConfig, mesh):
+  """(graphdef, parameters as sharded ShapeDtypeStructs) without allocating weights."""
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: transformer.Transformer(cfg,
+                                                                             rngs=nnx.Rngs(0))))
+  return graphdef, _abstract(state, sharding.param_shardings(state, mesh))
+
+
+def rows_of(mesh, shape, dtype):
+  """A [rows, ...] batch array split by rows over the batch axes."""
+  return jax.ShapeDtypeStruct(shape, dtype,
+                              sharding=sharding.batch_sharding(mesh, len(shape), shape[0]))
+
+
+def replicated(mesh, shape=(), dtype=jnp.uint32):
+  return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
+
+
+def _prefill(graphdef, state, prompts, valid, slots: int):
+  """The sampler's prefill: the prompt's keys and values written to a cache of `slots`."""
+  model = nnx.merge(graphdef, state)
+  cache = [{k: sharding.constrain(v, sharding.CACHE_SPEC) for k, v in layer.items()}
+           for layer in model.init_cache(prompts.shape[0], slots)]
+  kv_valid = jnp.zeros((prompts.shape[0], slots), bool).at[:, :prompts.shape[1]].set(valid)
+  hidden, cache = model(prompts, transformer.positions_from_valid(valid), kv_valid, cache, 0,
+                        model.layer_params())
+  return model.logits(hidden[:, -1]), cache
+
+
+def _decode_step(graphdef, state, token, position, kv_valid, cache, index):
+  """One decode step of the sampler's loop body: a token in, next-token logits out."""
+  model = nnx.merge(graphdef, state)
+  hidden, cache = model(token[:, None], position[:, None], kv_valid, cache, index,
+                        model.layer_params())
+  return model.logits(hidden[:, 0]), cache
+
+
+def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int,
+                      prompt_len: int, new_tokens: int, prefix: str) -> dict:
+  """{name: (jitted, abstract args, model work)} of a generate call over `prompts` x
+  `samples` rows: the whole call, its prefill and one step of its decode loop."""
+  rows, slots = prompts * samples, prompt_len + new_tokens
+  prefill = model_work(cfg, mesh, "forward", rows=prompts, tokens=prompt_len, slots=slots,
+                       logit_positions=1)
+  decode = model_work(cfg, mesh, "decode", rows=rows, tokens=1, slots=slots, logit_positions=1)
+  whole = tuple(a + new_tokens * b for a, b in zip(prefill, decode))
+  sp = sampler.SamplingParams(max_new_tokens=new_tokens, num_samples=samples,
+                              pad_token_id=0, stop_token_ids=(1,))
+  prompt_args = (rows_of(mesh, (prompts, prompt_len), jnp.int32),
+                 rows_of(mesh, (prompts, prompt_len), jnp.bool_))
+  cache_sharding = jax.sharding.NamedSharding(mesh, sharding.fit_spec(
+      sharding.CACHE_SPEC, (rows, cfg.num_kv_heads, slots, cfg.head_dim), mesh))
+  cache = [{k: jax.ShapeDtypeStruct((rows, cfg.num_kv_heads, slots, cfg.head_dim),
+                                    cfg.compute_dtype, sharding=cache_sharding)
+            for k in ("k", "v")} for _ in range(cfg.num_layers)]
+  return {
+      f"{prefix}generate": (jax.jit(sampler._generate, static_argnums=(0, 1)),  # pylint: disable=protected-access
+                            (graphdef, sp, params, *prompt_args, replicated(mesh, (2,))), whole),
+      f"{prefix}prefill": (jax.jit(_prefill, static_argnums=(0, 4)),
+                           (graphdef, params, *prompt_args, slots), prefill),
+      f"{prefix}decode step": (
+          jax.jit(_decode_step, static_argnums=0, donate_argnums=5),
+          (graphdef, params, rows_of(mesh, (rows,), jnp.int32), rows_of(mesh, (rows,), jnp.int32),
+           rows_of(mesh, (rows, slots), jnp.bool_), cache, replicated(mesh, (), jnp.int32)),
+          decode),
+  }
+
+
+def frozen_function(graphdef, params, mesh, *, rows: int, prompt_len: int, new_tokens: int,
+                    micro_batches: int, what: str = "logprobs", top_k: int = 0):
+  """objectives.frozen_outputs over the whole rollout batch, as the stage calls it."""
+  length = prompt_len + new_tokens
+  fn = jax.jit(objectives.frozen_outputs, static_argnums=(0, 4),
+               static_argnames=("what", "top_k", "temperature", "compute_dtype", "micro_batches"))
+  args = (graphdef, params, rows_of(mesh, (rows, length), jnp.int32),
+          rows_of(mesh, (rows, length), jnp.bool_), new_tokens)
+  return lambda: fn.lower(*args, what=what, top_k=top_k, micro_batches=micro_batches,
+                          compute_dtype=str(jax.tree.leaves(params)[0].dtype)).compile()
+
+
+def score_function(graphdef, params, mesh, *, rows: int, length: int):
+  fn = jax.jit(lambda g, p, t, v: objectives.sequence_scores(nnx.merge(g, p), t, v),
+               static_argnums=0)
+  args = (graphdef, params, rows_of(mesh, (rows, length), jnp.int32),
+          rows_of(mesh, (rows, length), jnp.bool_))
+  return lambda: fn.lower(*args).compile()
+
+
+def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows: int,
+                   prompt_len: int, new_tokens: int):
+  """The train step of `objective` ("grpo" or a distillation kind) on one update's rows,
+  micro-batched by train.grad_accum_steps / micro_batch_rows as the stage does."""
+  length = prompt_len + new_tokens
+  if objective == "grpo":
+    pg = policy_gradient.PGConfig(**config.rl.pg.to_dict(), norm_length=new_tokens)
+    loss = objectives.grpo_objective(graphdef, pg, compute_dtype=cfg.dtype)
+  else:
+    loss = objectives.distill_objective(graphdef, objective, compute_dtype=cfg.dtype)
+  optimizer = optim_lib.make_optimizer(config.optim, 100)
+  master = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                        nnx.to_pure_dict(params))
+  state = jax.eval_shape(lambda p: steps.init_state(p, optimizer, jax.random.PRNGKey(0)), master)
+  batch = {"tokens": rows_of(mesh, (rows, length), jnp.int32),
+           "valid": rows_of(mesh, (rows, length), jnp.bool_),
+           "mask": rows_of(mesh, (rows, new_tokens), jnp.bool_)}
+  if objective == "grpo":
+    batch["advantages"] = rows_of(mesh, (rows,), jnp.float32)
+    batch["old_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
+    batch["sampler_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
+  elif objective == "opd_pg":
+    batch["teacher_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
+    batch["sampler_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
+  step = steps.make_train_step(loss, optimizer, config.train.grad_accum_steps,
+                               config.train.micro_batch_rows)
+  jitted = steps.jit_train_step(step, state, batch, mesh)
+  return lambda: jitted.lower(state, batch, replicated(mesh, (2,))).compile()
+
+
+def plan_functions(config: ml_collections.ConfigDict, plan, mesh) -> list[tuple]:
+  """(function name, model, compile thunk, model work) for one stage of the preset."""
+  sampling, data = config.sampling, config.data
+  p, r = data.max_prompt_len, sampling.max_new_tokens
+  length = p + r
+  samples = plan.get("num_samples", sampling.num_samples)
+  update_rows = plan.train_rows // config.rl.minibatches
+  micro_rows = update_rows // steps.num_micro_batches(
+      update_rows, config.train.grad_accum_steps, config.train.micro_batch_rows)
+  out = []
+  for model_name, (block, trained) in plan.models.items():
+    block = config[block] if isinstance(block, str) else block
+    cfg = model_config(block, trained)
+    graphdef, params = abstract_model(cfg, mesh)
+    label = f"{model_name} ({block.get('name', '')})"
+    forward = lambda rows, logits, cfg=cfg: model_work(
+        cfg, mesh, "forward", rows=rows, tokens=length, slots=length, logit_positions=logits)
+    if model_name in plan.samplers:
+      fns = sampler_functions(graphdef, params, cfg, mesh, samples=samples, prompt_len=p,
+                              new_tokens=r, prefix="",
+                              prompts=plan.rollout_rows // samples // sampling.chunks)
+      ev = config.eval
+      fns.update(sampler_functions(graphdef, params, cfg, mesh, samples=ev.num_samples,
+                                   prompt_len=p, new_tokens=r, prefix="eval ",
+                                   prompts=ev.batch_size // sampling.chunks))
+      for fn_name, (fn, args, work) in fns.items():
+        out.append((fn_name, label, lambda fn=fn, args=args: fn.lower(*args).compile(), work))
+    if trained:
+      objective = plan.get("objective", "grpo")
+      if objective == "grpo" and config.rl.epochs * config.rl.minibatches > 1:
+        out.append(("pi_old logprobs", label, frozen_function(
+            graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
+            micro_batches=plan.train_rows // micro_rows), forward(plan.train_rows, r)))
+      out.append(("train step", label, train_function(
+          graphdef, params, cfg, mesh, config, objective=objective, rows=update_rows,
+          prompt_len=p, new_tokens=r), model_work(cfg, mesh, "train", rows=update_rows,
+                                                  tokens=length, slots=length, logit_positions=r)))
+    elif cfg.num_labels:
+      rows = config.reward.rm_batch_rows * max(1, config.parallel.num_devices // 4)
+      out.append(("reward scores", label, score_function(graphdef, params, mesh, rows=rows,
+                                                         length=length), forward(rows, 0)))
+    else:
+      out.append(("teacher logprobs", label, frozen_function(
+          graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
+          micro_batches=plan.train_rows // micro_rows), forward(plan.train_rows, r)))
+  return out
+
+
+def step_seconds(config, plan, rows: list[dict]) -> float:
+  """Roofline seconds of one RL step: chunks x (prefill + tokens x decode step), the
+  frozen forwards (reward scores once per rm_batch_rows a host), and epochs x
+  minibatches train steps."""
+  ms = {r["function"]: r["roofline_ms"] for r in rows}
+  sample = config.sampling.chunks * (ms.get("prefill", 0.0) + config.sampling.max_new_tokens
+                                     * ms.get("decode step", 0.0))
+  score_calls = plan.rollout_rows / (config.reward.rm_batch_rows
+                                     * max(1, config.parallel.num_devices // 4))
+  frozen = (ms.get("pi_old logprobs", 0.0) + ms.get("teacher logprobs", 0.0)
+            + np.ceil(score_calls) * ms.get("reward scores", 0.0))
+  train = config.rl.epochs * config.rl.minibatches * ms.get("train step", 0.0)
+  return (sample + frozen + train) / 1e3
+
+
+def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "") -> dict:
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  chip, topology, chips = slice_of(config.parallel.tpu_type)
+  # v4 and v5p run their two TensorCores as one device (megacore), 4 chips a host.
+  options = (dict(chip_config_name="megacore", chips_per_host_bounds=(2, 2, 1), num_slices=1,
+                  wrap=(False, False, False)) if chip in ("v4", "v5p") else {})
+  devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
+                                         **options).devices
+  mesh = sharding.make_mesh(config.parallel.mesh_shape, devices)
+  hbm = CHIPS[chip][0]
+  print(f"{preset}: {config.parallel.tpu_type} = {chips} chips ({topology}), mesh (data, fsdp, "
+        f"tensor) {tuple(mesh.shape.values())}, HBM {hbm / GIB:.0f} GiB per chip", flush=True)
+  result = {"preset": preset, "tpu_type": config.parallel.tpu_type, "topology": topology,
+            "mesh": list(mesh.shape.values()), "hbm_bytes": hbm, "jax": jax.__version__,
+            "functions": [], "step_seconds": {}}
+  with jax.set_mesh(mesh):
+    for stage, plan in config.plans.items():
+      rows = []
+      for fn_name, model, thunk, work in plan_functions(config, plan, mesh):
+        if only and only not in fn_name:
+          continue
+        t0 = time.perf_counter()
+        try:
+          row = report(thunk(), chip, work)
+        except Exception as e:  # pylint: disable=broad-except
+          message = str(e).splitlines()[0][:300]
+          row = {"error": message, "total_bytes": None, "temp_bytes": None, "flops": None,
+                 "roofline_ms": None}
+        row.update(stage=stage, function=fn_name, model=model,
+                   compile_s=round(time.perf_counter() - t0, 1))
+        rows.append(row)
+        print(format_row(row, hbm), flush=True)
+      result["functions"] += rows
+      if all("error" not in r for r in rows):
+        result["step_seconds"][stage] = step_seconds(config, plan, rows)
+        print(f"  {stage}: roofline {result['step_seconds'][stage]:.1f} s per RL step", flush=True)
+  return result
+
+
+def format_row(row: dict, hbm: int) -> str:
+  head = f"  {row['stage']} | {row['function']} | {row['model']}"
+  if "error" in row:
+    return f"{head} | FAILED: {row['error']}"
+  coll = ", ".join(f"{k} {c}x {b / 2**20:.0f} MiB" for k, (c, b) in row["collectives"].items())
+  return (f"{head} | {row['total_bytes'] / GIB:.1f} GiB ({100 * row['total_bytes'] / hbm:.0f}% "
+          f"of HBM; temp {row['temp_bytes'] / GIB:.1f}) | {row['flops'] / 1e12:.1f} TFLOP | "
+          f"{row['roofline_ms']:.1f} ms | {coll or 'no collectives'} | {row['compile_s']} s")
+
+
+def to_markdown(result: dict) -> str:
+  lines = [f"## {result['preset']}: {result['tpu_type']} ({result['topology']}), mesh "
+           f"{tuple(result['mesh'])}, HBM {result['hbm_bytes'] / GIB:.0f} GiB per chip", "",
+           "| stage | function | model | GiB per device | % of HBM | roofline ms | collectives |",
+           "|---|---|---|---|---|---|---|"]
+  for r in result["functions"]:
+    if "error" in r:
+      lines.append(f"| {r['stage']} | {r['function']} | {r['model']} | FAILED: {r['error']} | | | |")
+      continue
+    coll = ", ".join(f"{k} {c}x" for k, (c, _) in r["collectives"].items()) or "-"
+    lines.append(f"| {r['stage']} | {r['function']} | {r['model']} | "
+                 f"{r['total_bytes'] / GIB:.1f} | {100 * r['hbm_fraction']:.0f} | "
+                 f"{r['roofline_ms']:.1f} | {coll} |")
+  for stage, seconds in result["step_seconds"].items():
+    lines.append(f"\n{stage}: roofline {seconds:.1f} s per RL step")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if "plans" not in config:
+    raise config_checks.ConfigError("this config has no `plans` block (pod presets have one)")
+  # "configs/hero.py:pod" -> "hero_pod"
+  preset = os.path.basename(flags.FLAGS["config"].config_filename).replace(".py:", "_")
+  result = compile_preset(config, preset, _ONLY.value)
+  if _OUT.value:
+    os.makedirs(_OUT.value, exist_ok=True)
+    with open(os.path.join(_OUT.value, f"{preset}.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    with open(os.path.join(_OUT.value, f"{preset}.md"), "w") as f:
+      f.write(to_markdown(result))
+
+
+if __name__ == "__main__":
+  cli.run(main)
