@@ -31,8 +31,9 @@ def model_block(size: str) -> ml_collections.ConfigDict:
 
 # How a model's activations are held (values unchanged): rematerialize each layer
 # ("none" | "full" | "save_dots"), attention in query chunks and training logits in
-# position chunks of that many (0: whole). Pod presets set them from compiled figures.
-MEMORY_SETTINGS = dict(remat="none", attention_chunk=0, logits_chunk=0)
+# position chunks of that many (0: whole), and the decode step's attention products
+# ("sum" | "dot" | "auto": sum on CPU). Pod presets set them from compiled figures.
+MEMORY_SETTINGS = dict(remat="none", attention_chunk=0, logits_chunk=0, decode_attention="auto")
 
 
 def learning_curves(config: ml_collections.ConfigDict, rl_steps: int, points: int = 5) -> None:
@@ -136,7 +137,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
 
   # Device mesh (data, fsdp, tensor) over all processes' devices; -1 = the rest.
-  # num_devices / tpu_type describe the target slice for experiments.memory_plan.
+  # num_devices / tpu_type describe the target slice for experiments.compile_pod.
   config.parallel = ml_collections.ConfigDict(dict(mesh_shape=(-1, 1, 1), num_devices=1,
                                                    tpu_type="cpu"))
   # Multi-process runs (jax.distributed). On a multi-host TPU VM leave these

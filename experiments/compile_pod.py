@@ -142,8 +142,11 @@ def model_config(block: ml_collections.ConfigDict, trained: bool) -> transformer
   fields = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
             "num_kv_heads", "head_dim", "rope_theta", "tie_embeddings", "qkv_bias", "qk_norm",
             "num_labels", "max_position_embeddings") + transformer.RUNTIME_FIELDS
+  settings = {f: block[f] for f in fields if f in block}
+  if settings.get("decode_attention", "auto") == "auto":  # the backend here is the CPU
+    settings["decode_attention"] = "dot"
   return transformer.ModelConfig(
-      **{f: block[f] for f in fields if f in block}, dtype=block.compute_dtype,
+      **settings, dtype=block.compute_dtype,
       param_dtype=block.param_dtype if trained else block.compute_dtype)
 
 
@@ -270,8 +273,33 @@ def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows:
   return lambda: jitted.lower(state, batch, replicated(mesh, (2,))).compile()
 
 
-def plan_functions(config: ml_collections.ConfigDict, plan, mesh) -> list[tuple]:
-  """(function name, model, compile thunk, model work) for one stage of the preset."""
+def bytes_per_device(tree) -> int:
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs."""
+  return int(sum(np.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+                 for x in jax.tree.leaves(tree)))
+
+
+def stage_totals(rows: list[dict], params: dict[str, int]) -> None:
+  """Adds `stage_bytes` to each row: its function's total plus what the stage keeps on the
+  device meanwhile (every other model's parameters, and a trained model's optimizer state
+  and master weights, measured as its train step's arguments)."""
+  state = {r["model"]: r["argument_bytes"] for r in rows
+           if r["function"] == "train step" and "error" not in r}
+  resident = {m: state.get(m, p) for m, p in params.items()}
+  for r in rows:
+    if "error" in r:
+      continue
+    # A trained model's other functions take its parameters, not its optimizer state.
+    own = (state[r["model"]] - params[r["model"]]
+           if r["model"] in state and r["function"] != "train step" else 0)
+    r["stage_bytes"] = r["total_bytes"] + own + sum(v for m, v in resident.items()
+                                                    if m != r["model"])
+
+
+def plan_functions(config: ml_collections.ConfigDict, plan, mesh
+                   ) -> tuple[list[tuple], dict[str, int]]:
+  """([(function name, model, compile thunk, model work)], {model: parameter bytes per
+  device}) for one stage of the preset."""
   sampling, data = config.sampling, config.data
   p, r = data.max_prompt_len, sampling.max_new_tokens
   length = p + r
@@ -279,12 +307,13 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh) -> list[tuple]
   update_rows = plan.train_rows // config.rl.minibatches
   micro_rows = update_rows // steps.num_micro_batches(
       update_rows, config.train.grad_accum_steps, config.train.micro_batch_rows)
-  out = []
+  out, param_bytes = [], {}
   for model_name, (block, trained) in plan.models.items():
     block = config[block] if isinstance(block, str) else block
     cfg = model_config(block, trained)
     graphdef, params = abstract_model(cfg, mesh)
     label = f"{model_name} ({block.get('name', '')})"
+    param_bytes[label] = bytes_per_device(params)
     forward = lambda rows, logits, cfg=cfg: model_work(
         cfg, mesh, "forward", rows=rows, tokens=length, slots=length, logit_positions=logits)
     if model_name in plan.samplers:
@@ -315,7 +344,7 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh) -> list[tuple]
       out.append(("teacher logprobs", label, frozen_function(
           graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
           micro_batches=plan.train_rows // micro_rows), forward(plan.train_rows, r)))
-  return out
+  return out, param_bytes
 
 
 def step_seconds(config, plan, rows: list[dict]) -> float:
@@ -351,7 +380,8 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
   with jax.set_mesh(mesh):
     for stage, plan in config.plans.items():
       rows = []
-      for fn_name, model, thunk, work in plan_functions(config, plan, mesh):
+      functions, param_bytes = plan_functions(config, plan, mesh)
+      for fn_name, model, thunk, work in functions:
         if only and only not in fn_name:
           continue
         t0 = time.perf_counter()
@@ -365,8 +395,13 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
                    compile_s=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(format_row(row, hbm), flush=True)
+      stage_totals(rows, param_bytes)
+      for r in rows:
+        if "stage_bytes" in r:
+          print(f"  {r['stage']} | {r['function']} | with the stage's other arrays: "
+                f"{r['stage_bytes'] / GIB:.1f} GiB ({100 * r['stage_bytes'] / hbm:.0f}% of HBM)")
       result["functions"] += rows
-      if all("error" not in r for r in rows):
+      if all("error" not in r for r in rows) and not only:
         result["step_seconds"][stage] = step_seconds(config, plan, rows)
         print(f"  {stage}: roofline {result['step_seconds'][stage]:.1f} s per RL step", flush=True)
   return result
@@ -385,16 +420,19 @@ def format_row(row: dict, hbm: int) -> str:
 def to_markdown(result: dict) -> str:
   lines = [f"## {result['preset']}: {result['tpu_type']} ({result['topology']}), mesh "
            f"{tuple(result['mesh'])}, HBM {result['hbm_bytes'] / GIB:.0f} GiB per chip", "",
-           "| stage | function | model | GiB per device | % of HBM | roofline ms | collectives |",
-           "|---|---|---|---|---|---|---|"]
+           "| stage | function | model | GiB per device | with the stage's other arrays | "
+           "% of HBM | roofline ms | XLA's ms (loop bodies once) | collectives |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in result["functions"]:
     if "error" in r:
-      lines.append(f"| {r['stage']} | {r['function']} | {r['model']} | FAILED: {r['error']} | | | |")
+      lines.append(f"| {r['stage']} | {r['function']} | {r['model']} | FAILED: {r['error']} "
+                   "| | | | | |")
       continue
     coll = ", ".join(f"{k} {c}x" for k, (c, _) in r["collectives"].items()) or "-"
     lines.append(f"| {r['stage']} | {r['function']} | {r['model']} | "
-                 f"{r['total_bytes'] / GIB:.1f} | {100 * r['hbm_fraction']:.0f} | "
-                 f"{r['roofline_ms']:.1f} | {coll} |")
+                 f"{r['total_bytes'] / GIB:.1f} | {r['stage_bytes'] / GIB:.1f} | "
+                 f"{100 * r['stage_bytes'] / result['hbm_bytes']:.0f} | {r['roofline_ms']:.1f} | "
+                 f"{r['xla_roofline_ms']:.1f} | {coll} |")
   for stage, seconds in result["step_seconds"].items():
     lines.append(f"\n{stage}: roofline {seconds:.1f} s per RL step")
   return "\n".join(lines) + "\n"

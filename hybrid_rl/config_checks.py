@@ -125,6 +125,7 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.pg.aggregation": _one_of("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
     "model.param_dtype": _one_of("float32", "bfloat16"),
     "model.remat": _one_of("none", "full", "save_dots"),
+    "model.decode_attention": _one_of("auto", "sum", "dot"),
     "model.compute_dtype": _one_of("float32", "bfloat16"),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
     "reward_model.loss": _one_of("pointwise", "bradley_terry"),

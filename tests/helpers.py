@@ -10,6 +10,7 @@ def subprocess_env(**extra) -> dict:
   env = dict(os.environ)
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("JAX_PLATFORMS", "cpu")
+  env.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   env.update({k: str(v) for k, v in extra.items()})
   return env
 

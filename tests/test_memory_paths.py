@@ -108,3 +108,12 @@ def test_remat_lowers_the_compiled_temporaries_of_a_gradient():
     return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
 
   assert temp_bytes(dataclasses.replace(cfg, remat="full")) < temp_bytes(cfg)
+
+
+def test_decode_attention_as_dots_equals_the_fused_sum():
+  rng = np.random.default_rng(5)
+  q = jnp.asarray(rng.normal(size=(3, 1, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(3, 2, 11, 8)), jnp.float32) for _ in range(2))
+  mask = jnp.asarray(rng.random((3, 1, 11)) > 0.3).at[:, :, 0].set(True)
+  _close(transformer.cached_attention(q, k, v, mask, decode="sum"),
+         transformer.cached_attention(q, k, v, mask, decode="dot"))

@@ -55,6 +55,7 @@ class ModelConfig:
   remat: str = "none"  # "none" | "full" | "save_dots": rematerialize each layer's body
   attention_chunk: int = 0  # > 0: attention in query chunks, [chunk, S] scores at a time
   logits_chunk: int = 0  # > 0: training logits over the response in chunks of positions
+  decode_attention: str = "auto"  # "sum" | "dot" | "auto": "sum" on CPU, "dot" elsewhere
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -65,6 +66,8 @@ class ModelConfig:
         raise ValueError(f"{name}={getattr(self, name)!r}: must be float32 or bfloat16")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r}: choose {', '.join(REMAT_POLICIES)}")
+    if self.decode_attention not in ("auto", "sum", "dot"):
+      raise ValueError(f"decode_attention={self.decode_attention!r}: choose auto, sum or dot")
 
   @property
   def compute_dtype(self):
@@ -91,7 +94,7 @@ class ModelConfig:
 # projections, not the attention scores).
 REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
                   "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
-RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk")
+RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk", "decode_attention")
 
 
 def _init(rngs: nnx.Rngs, shape, fan_in: int, dtype) -> nnx.Param:
@@ -206,13 +209,15 @@ def chunked_attention(q: Array, k: Array, v: Array, mask: Array, chunk: int) -> 
 
 
 def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
-                     chunk: int = 0) -> Array:
+                     chunk: int = 0, decode: str = "sum") -> Array:
   """`attention` over a KV cache laid out [B, K, S, D].
 
-  For one new token (decode), both products are written as broadcast
-  multiply-and-sum: XLA on CPU fuses them into loops that read the cache once
-  at memory speed, where the same products as batched dots (3 query rows per
-  head group) ran 4x slower at 640 slots. A prompt (T > 1) goes to `chunked_attention`
+  For one new token (decode), `decode` chooses how both products are written:
+  "sum", a broadcast multiply-and-sum, which XLA on CPU fuses into loops that read
+  the cache once at memory speed, where the same products as batched dots (3
+  query rows per head group) ran 4x slower at 640 slots; "dot", batched dots,
+  which the TPU compiler turned into 44% fewer bytes accessed than "sum" for
+  Qwen2.5-Math-1.5B's decode step on v4 (results/compile_pod/README.md). A prompt (T > 1) goes to `chunked_attention`
   (`attention` when chunk is 0).
 
   Args:
@@ -226,11 +231,19 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
     return chunked_attention(q, k_cache.transpose(0, 2, 1, 3), v_cache.transpose(0, 2, 1, 3),
                              mask, chunk)
   kv_heads = k_cache.shape[1]
-  q = q.reshape(b, kv_heads, n // kv_heads, 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
-  scores = jnp.sum(q * k_cache[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)
+  if decode == "dot":
+    q = q.reshape(b, kv_heads, n // kv_heads, d)  # [B, K, G, D]
+    scores = jnp.einsum("bkgd,bksd->bkgs", q, k_cache,
+                        preferred_element_type=jnp.float32) / math.sqrt(d)
+  else:
+    q = q.reshape(b, kv_heads, n // kv_heads, 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
+    scores = jnp.sum(q * k_cache[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)
   scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)  # [B, K, G, S]
   probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
-  out = jnp.sum(probs[..., None] * v_cache[:, :, None], axis=3)  # [B, K, G, D]
+  if decode == "dot":
+    out = jnp.einsum("bkgs,bksd->bkgd", probs, v_cache)
+  else:
+    out = jnp.sum(probs[..., None] * v_cache[:, :, None], axis=3)  # [B, K, G, D]
   return out.reshape(b, 1, n, d)
 
 
@@ -320,6 +333,9 @@ class Transformer(nnx.Module):
         body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
       x, _ = jax.lax.scan(body, x, self.layers.arrays())
     else:
+      decode = cfg.decode_attention
+      if decode == "auto":
+        decode = "sum" if jax.default_backend() == "cpu" else "dot"
       new_cache = []
       for p, layer_cache in zip(layer_params or self.layer_params(), cache):
         def write_then_attend(q, k, v, mask, layer_cache=layer_cache):
@@ -328,7 +344,8 @@ class Transformer(nnx.Module):
               layer_cache[name], new.transpose(0, 2, 1, 3).astype(layer_cache[name].dtype), start)
                      for name, new in (("k", k), ("v", v))}
           new_cache.append(written)
-          return cached_attention(q, written["k"], written["v"], mask, cfg.attention_chunk)
+          return cached_attention(q, written["k"], written["v"], mask, cfg.attention_chunk,
+                                  decode)
         x, _ = _layer(cfg, p, x, positions, mask, inv_freq, write_then_attend)
       cache = new_cache
     return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache

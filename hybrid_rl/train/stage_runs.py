@@ -51,7 +51,7 @@ _EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data
 _BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
                 "train.keep_checkpoints", "train.log_every", "train.trim_multiple",
                 "train.max_consecutive_skips", "model.remat", "model.attention_chunk",
-                "model.logits_chunk")
+                "model.logits_chunk", "model.decode_attention")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:

@@ -1,0 +1,115 @@
+"""The TPU compiler, without a TPU: the micro preset's sampler and train step compile for a
+v5e:2x2 slice (libtpu from requirements-tpu.txt), and remat lowers the train step's
+compiled memory."""
+import json
+import subprocess
+import sys
+
+from experiments import compile_pod
+from tests.helpers import REPO, run_script_result, subprocess_env
+
+SCRIPT = r"""
+import dataclasses, json
+import jax
+from jax.experimental import topologies
+from configs import default
+from experiments import compile_pod
+from hybrid_rl.parallel import sharding
+
+config = default.get_config("micro")
+config.model.vocab_size = 300
+config.model.compute_dtype = "bfloat16"
+devices = topologies.get_topology_desc(topology_name="v5e:2x2", platform="tpu").devices
+mesh = sharding.make_mesh((2, 2, 1), devices)
+out = {"devices": len(devices), "kind": devices[0].device_kind}
+with jax.set_mesh(mesh):
+  for remat in ("none", "full"):
+    config.model.remat = remat
+    cfg = compile_pod.model_config(config.model, trained=True)
+    graphdef, params = compile_pod.abstract_model(cfg, mesh)
+    compiled = compile_pod.train_function(graphdef, params, cfg, mesh, config, objective="grpo",
+                                          rows=16, prompt_len=128, new_tokens=896)()
+    out[f"train_{remat}"] = compile_pod.report(compiled, "v5e", (1.0, 1.0))
+  fns = compile_pod.sampler_functions(graphdef, params, cfg, mesh, prompts=4, samples=2,
+                                      prompt_len=40, new_tokens=24, prefix="")
+  for name, (fn, args, work) in fns.items():
+    out[name] = compile_pod.report(fn.lower(*args).compile(), "v5e", work)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_micro_preset_compiles_for_a_tpu_slice_and_remat_lowers_its_memory():
+  proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True,
+                        env=subprocess_env(), timeout=600)
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+  assert line, proc.stderr[-4000:]
+  out = json.loads(line[0][len("RESULT"):])
+  assert out["devices"] == 4 and "v5" in out["kind"].lower()
+  none, full = out["train_none"], out["train_full"]
+  assert 0 < full["temp_bytes"] < none["temp_bytes"]
+  # A data-parallel update reduces its gradients across the slice.
+  assert any(op in none["collectives"] for op in ("all-reduce", "reduce-scatter"))
+  for name in ("generate", "prefill", "decode step"):
+    assert 0 < out[name]["total_bytes"] < 16 * 2**30 and out[name]["flops"] > 0
+
+
+def test_slice_names_and_collective_parsing():
+  assert compile_pod.slice_of("v5p-64") == ("v5p", "v5p:2x4x4", 32)
+  assert compile_pod.slice_of("v4-64") == ("v4", "v4:2x4x4", 32)
+  assert compile_pod.slice_of("v5litepod-16") == ("v5e", "v5e:4x4", 16)
+  hlo = ("%ag = bf16[8,256]{1,0} all-gather(bf16[2,256]{1,0} %p), dimensions={0}\n"
+         "%ar = (f32[4]{0}, f32[2,2]{1,0}) all-reduce-start(%a, %b), to_apply=%sum\n"
+         "%ar2 = f32[10]{0} all-reduce(f32[10]{0} %c), to_apply=%sum\n")
+  assert compile_pod.collectives(hlo) == {"all-gather": [1, 8 * 256 * 2],
+                                          "all-reduce": [2, 4 * 4 + 4 * 4 + 40]}
+
+
+BYTES_SCRIPT = r"""
+import json
+import jax
+from flax import nnx
+from configs import pod_models
+from experiments import compile_pod
+from hybrid_rl.models import transformer
+from hybrid_rl.parallel import sharding
+
+block = pod_models.model_block("Qwen3-1.7B")
+# A narrow copy of the real architecture: same rules, small enough to materialise.
+block.update(hidden_size=64, intermediate_size=96, num_layers=2, vocab_size=1000, num_heads=4,
+             num_kv_heads=2, head_dim=16)
+cfg = compile_pod.model_config(block, trained=True)
+out = {}
+for shape in [(1, 8, 1), (2, 2, 2), (8, 1, 1), (1, 4, 2)]:
+  mesh = sharding.make_mesh(shape)
+  _, abstract = compile_pod.abstract_model(cfg, mesh)
+  params = nnx.state(transformer.Transformer(cfg, rngs=nnx.Rngs(0)))
+  placed = jax.device_put(params, sharding.param_shardings(params, mesh))
+  device0 = jax.devices()[0]
+  actual = sum(s.data.nbytes for leaf in jax.tree.leaves(placed)
+               for s in leaf.addressable_shards if s.device == device0)
+  out[str(shape)] = [actual, compile_pod.bytes_per_device(abstract)]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_abstract_parameter_bytes_equal_what_a_device_holds():
+  """The stage totals add parameters by bytes_per_device: it must equal the sharded bytes
+  JAX puts on one device."""
+  result = run_script_result(BYTES_SCRIPT, devices=8)
+  assert len(result) == 4
+  for shape, (actual, planned) in result.items():
+    assert planned == actual, shape
+
+
+def test_stage_totals_add_what_the_stage_keeps_resident():
+  gib = 2**30
+  rows = [{"model": "policy", "function": "train step", "total_bytes": 10 * gib,
+           "argument_bytes": 6 * gib},
+          {"model": "policy", "function": "generate", "total_bytes": 5 * gib,
+           "argument_bytes": 2 * gib},
+          {"model": "rm", "function": "reward scores", "total_bytes": 3 * gib,
+           "argument_bytes": 1 * gib}]
+  compile_pod.stage_totals(rows, {"policy": 2 * gib, "rm": 1 * gib})
+  # train step: its own total + the frozen RM; generate: + optimizer state beyond the
+  # parameters it takes (6 - 2) + the RM; the RM: + the policy's whole train state.
+  assert [r["stage_bytes"] / gib for r in rows] == [11, 10, 9]
