@@ -187,7 +187,12 @@ def main(argv):
   subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
                                                         "sparse_to_dense")}
   start_time = time.perf_counter()
-  progress = stage_runs.Progress(planned_stages(config) // config.num_seeds * len(seeds), root,
+  total = planned_stages(config) // config.num_seeds * len(seeds)
+  if distributed.is_main():
+    print(f"quickstart, preset {config.preset}: {', '.join(recipes)}; seeds {seeds}; "
+          f"{total} stages (finished ones in {root} are reused); tables -> "
+          f"{os.path.join(root, 'tables')}, plots -> {os.path.join(root, 'plots')}", flush=True)
+  progress = stage_runs.Progress(total, root,
                                  enabled=config.log.progress and distributed.is_main())
   stage_runs.track(progress)
   results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}

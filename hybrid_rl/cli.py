@@ -51,15 +51,23 @@ def _load_config_file(spec: str) -> ml_collections.ConfigDict:
   return get_config(preset) if preset else get_config()
 
 
-def _unknown_field_message(argv: list[str], flag_name: str, default: str) -> str | None:
-  """Names the first `--config.a.b=` override whose field does not exist."""
+def _file_fields(argv: list[str], flag_name: str, default: str) -> list[str] | None:
+  """The dotted fields of the config file (and preset) the command line names, as the
+  file defines them before overrides; None if it does not load."""
   spec = default
   for arg in argv[1:]:
     if arg.startswith(f"--{flag_name}="):
       spec = arg.split("=", 1)[1]
   try:
-    known = _all_paths(_load_config_file(spec))
+    return _all_paths(_load_config_file(spec))
   except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _unknown_field_message(argv: list[str], flag_name: str, default: str) -> str | None:
+  """Names the first `--config.a.b=` override whose field does not exist."""
+  known = _file_fields(argv, flag_name, default)
+  if known is None:
     return None
   for arg in argv[1:]:
     match = _OVERRIDE.match(arg)
@@ -81,16 +89,8 @@ def _missing_field_message(argv: list[str], flag_name: str,
                            config: ml_collections.ConfigDict) -> str | None:
   """Names a field of the config file that the resolved config lacks: an override such as
   `--config.train={'steps': 2}` replaced a whole block with fewer fields."""
-  spec = _CONFIG_FLAGS.get(flag_name, "")
-  for arg in argv[1:]:
-    if arg.startswith(f"--{flag_name}="):
-      spec = arg.split("=", 1)[1]
-  try:
-    expected = _all_paths(_load_config_file(spec))
-  except Exception:  # pylint: disable=broad-except
-    return None
   have = set(_all_paths(config))
-  for path in expected:
+  for path in _file_fields(argv, flag_name, _CONFIG_FLAGS.get(flag_name, "")) or []:
     if path not in have:
       block = path.rpartition(".")[0] or path
       value = config
@@ -230,15 +230,16 @@ def _workdir_problem(workdir: str) -> str | None:
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates workdir, prints the resolved config and writes <workdir>/config.json;
-  exits with one line if workdir cannot be written."""
+  """Creates workdir and writes the resolved config to <workdir>/config.json (the screen
+  gets one line saying where); exits with one line if workdir cannot be written."""
   problem = _workdir_problem(workdir)
   if problem:
     sys.exit(f"FATAL --workdir={workdir!r}: {problem}")
   if not distributed.is_main():
     return
   text = config_as_json(config)
-  print(f"workdir: {workdir}\nresolved config:\n{text}", flush=True)
+  print(f"workdir: {workdir} (resolved config in {os.path.join(workdir, 'config.json')})",
+        flush=True)
   # Its own temporary name: quickstart --seeds runs several processes on one workdir.
   tmp = os.path.join(workdir, f"config.json.{os.getpid()}.tmp")
   with open(tmp, "w") as f:

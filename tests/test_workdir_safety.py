@@ -170,6 +170,9 @@ def test_a_loaded_model_that_overrides_config_model_says_so(finished, tmp_path):
                     timeout=TIMEOUT)
   notes = [l for l in proc.stdout.splitlines() if l.startswith("NOTE")]
   assert len(notes) == 1 and "hidden_size 64 there, 128 in config.model" in notes[0], proc.stdout
+  # The first screen: where the config went, not the config (it is in config.json).
+  assert proc.stdout.splitlines()[0].startswith(f"workdir: {tmp_path / 'next'} (resolved config in")
+  assert len(proc.stdout.splitlines()) < 10 and "PyTorch was not found" not in proc.stderr
 
 
 def test_a_looping_symlink_workdir_is_named(tmp_path):
