@@ -34,6 +34,11 @@ with jax.set_mesh(mesh):
                                       prompt_len=40, new_tokens=24, prefix="")
   for name, (fn, args, work) in fns.items():
     out[name] = compile_pod.report(fn.lower(*args).compile(), "v5e", work)
+# A mesh whose axes do not factor the torus (fsdp 8 on 4x4x4) splits a physical axis.
+torus = topologies.get_topology_desc(
+    topology_name="v5p:4x4x4", platform="tpu", chip_config_name="megacore",
+    chips_per_host_bounds=(2, 2, 1), num_slices=1, wrap=(False, False, False)).devices
+out["split_mesh"] = list(sharding.make_mesh((8, 8, 1), torus).devices.shape)
 print("RESULT" + json.dumps(out))
 """
 
@@ -51,6 +56,7 @@ def test_micro_preset_compiles_for_a_tpu_slice_and_remat_lowers_its_memory():
   assert any(op in none["collectives"] for op in ("all-reduce", "reduce-scatter"))
   for name in ("generate", "prefill", "decode step"):
     assert 0 < out[name]["total_bytes"] < 16 * 2**30 and out[name]["flops"] > 0
+  assert out["split_mesh"] == [8, 8, 1]
 
 
 def test_slice_names_and_collective_parsing():

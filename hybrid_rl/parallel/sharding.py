@@ -12,6 +12,7 @@ import re
 from typing import Any, Sequence
 
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -48,8 +49,14 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
                      f"found {len(devices)}")
   # Auto axes: XLA's sharding propagation places intermediates; explicit
   # constraints sit only at the residual stream and the KV cache.
-  return jax.make_mesh(tuple(shape), AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+  axis_types = (jax.sharding.AxisType.Auto,) * len(AXES)
+  try:
+    return jax.make_mesh(tuple(shape), AXES, devices=devices, axis_types=axis_types)
+  except NotImplementedError:
+    # A TPU torus whose axes the mesh's do not factor into (fsdp 8 on v5p-128's 4x4x4):
+    # an axis may then span part of a physical one (found by experiments/compile_pod).
+    grid = mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True)
+    return Mesh(grid, AXES, axis_types=axis_types)
 
 
 def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
