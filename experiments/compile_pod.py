@@ -187,12 +187,25 @@ def _prefill(graphdef, state, prompts, valid, slots: int):
   return model.logits(hidden[:, -1]), cache
 
 
-def _decode_step(graphdef, state, token, position, kv_valid, cache, index):
-  """One decode step of the sampler's loop body: a token in, next-token logits out."""
+def _decode_step(graphdef, state, layer_weights, token, position, kv_valid, cache, index):
+  """One decode step of the sampler's loop body: a token in, next-token logits out, with
+  the layer weights the loop gathered before it started (sharding.decode_weights)."""
   model = nnx.merge(graphdef, state)
   hidden, cache = model(token[:, None], position[:, None], kv_valid, cache, index,
-                        model.layer_params())
+                        layer_weights)
   return model.logits(hidden[:, 0]), cache
+
+
+def abstract_decode_weights(cfg: transformer.ModelConfig, mesh) -> list[dict]:
+  """What sharding.decode_weights makes of the layer weights, as sharded ShapeDtypeStructs."""
+  shapes = jax.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)).layers.arrays())
+  out = {}
+  for name, x in shapes.items():
+    spec = tuple(sharding.param_spec(f"layers/{name}"))[1:]
+    spec = jax.sharding.PartitionSpec(*[None if a == "fsdp" else a for a in spec])
+    out[name] = jax.ShapeDtypeStruct(x.shape[1:], cfg.compute_dtype, sharding=jax.sharding.NamedSharding(
+        mesh, sharding.fit_spec(spec, x.shape[1:], mesh)))
+  return [dict(out) for _ in range(cfg.num_layers)]
 
 
 def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int,
@@ -219,9 +232,10 @@ def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int
       f"{prefix}prefill": (jax.jit(_prefill, static_argnums=(0, 4)),
                            (graphdef, params, *prompt_args, slots), prefill),
       f"{prefix}decode step": (
-          jax.jit(_decode_step, static_argnums=0, donate_argnums=5),
-          (graphdef, params, rows_of(mesh, (rows,), jnp.int32), rows_of(mesh, (rows,), jnp.int32),
-           rows_of(mesh, (rows, slots), jnp.bool_), cache, replicated(mesh, (), jnp.int32)),
+          jax.jit(_decode_step, static_argnums=0, donate_argnums=6),
+          (graphdef, params, abstract_decode_weights(cfg, mesh), rows_of(mesh, (rows,), jnp.int32),
+           rows_of(mesh, (rows,), jnp.int32), rows_of(mesh, (rows, slots), jnp.bool_), cache,
+           replicated(mesh, (), jnp.int32)),
           decode),
   }
 

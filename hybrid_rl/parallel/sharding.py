@@ -111,6 +111,16 @@ def batch_sharding(mesh: Mesh, ndim: int, batch_size: int | None = None) -> Name
   return NamedSharding(mesh, spec)
 
 
+def decode_weights(layer_params: list[dict[str, jax.Array]], dtype) -> list[dict[str, jax.Array]]:
+  """Per-layer weights ([in, out] each) in the compute dtype with their FSDP sharding
+  undone (tensor sharding kept): a decode loop gathers them once, before it starts,
+  instead of all-gathering every weight on every token."""
+  def one(name: str, w: jax.Array) -> jax.Array:
+    spec = tuple(param_spec(f"layers/{name}"))[1:]  # without the stacked layer axis
+    return constrain(w.astype(dtype), P(*[None if a == "fsdp" else a for a in spec]))
+  return [{name: one(name, w) for name, w in layer.items()} for layer in layer_params]
+
+
 def constrain(x: jax.Array, spec: P) -> jax.Array:
   """with_sharding_constraint under an active mesh (jax.set_mesh); no-op otherwise."""
   mesh = jax.sharding.get_abstract_mesh()

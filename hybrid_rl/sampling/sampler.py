@@ -121,7 +121,8 @@ def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
   cache = jax.tree.map(lambda c: sharding.constrain(c, sharding.CACHE_SPEC), cache)
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(prompt_valid)
   positions = transformer.positions_from_valid(prompt_valid)
-  layer_params = model.layer_params()  # sliced once, outside the decode loop
+  # Sliced, cast and (on an FSDP mesh) gathered once, outside the decode loop.
+  layer_params = sharding.decode_weights(model.layer_params(), model.cfg.compute_dtype)
   hidden, cache = model(prompts, positions, kv_valid, cache, 0, layer_params)
   logits = model.logits(hidden[:, -1])
 
