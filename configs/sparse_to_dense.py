@@ -94,9 +94,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.eval.update(split="test", num_samples=16, temperature=0.6, top_p=0.95, max_examples=500,
                        batch_size=128)
     if llama:
-      config.parallel.update(mesh_shape=(4, 16, 2), num_devices=128, tpu_type="v5p-256")
+      # Mesh axes that factor the 4x4x8 torus: (4, 16, 2) needed a split physical axis,
+      # on which the TPU compiler failed the train step (results/compile_pod/README.md).
+      config.parallel.update(mesh_shape=(4, 8, 4), num_devices=128, tpu_type="v5p-256")
     else:
-      config.parallel.update(mesh_shape=(8, 8, 1), num_devices=64, tpu_type="v5p-128")
+      # (4, 16, 1) factors the 4x4x4 torus; (8, 8, 1) needed a split physical axis, on
+      # which the TPU compiler failed the train step (results/compile_pod/README.md).
+      config.parallel.update(mesh_shape=(4, 16, 1), num_devices=64, tpu_type="v5p-128")
     config.plans = ml_collections.ConfigDict({
         "stage 1: teacher GRPO": dict(
             rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",

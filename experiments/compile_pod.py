@@ -321,7 +321,8 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
   p, r = data.max_prompt_len, sampling.max_new_tokens
   length = p + r
   samples = plan.get("num_samples", sampling.num_samples)
-  update_rows = plan.train_rows // config.rl.minibatches
+  objective = plan.get("objective", "grpo")
+  update_rows = plan.train_rows // (config.rl.minibatches if objective == "grpo" else 1)
   micro_rows = update_rows // steps.num_micro_batches(
       update_rows, config.train.grad_accum_steps, config.train.micro_batch_rows)
   out, param_bytes = [], {}
@@ -344,7 +345,6 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
       for fn_name, (fn, args, work) in fns.items():
         out.append((fn_name, label, lambda fn=fn, args=args: fn.lower(*args).compile(), work))
     if trained:
-      objective = plan.get("objective", "grpo")
       if objective == "grpo" and config.rl.epochs * config.rl.minibatches > 1:
         out.append(("pi_old logprobs", label, frozen_function(
             graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
@@ -364,10 +364,17 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
   return out, param_bytes
 
 
+def updates_per_batch(config: ml_collections.ConfigDict, plan) -> int:
+  """GRPO takes rl.epochs x rl.minibatches updates of a rollout batch; distillation one."""
+  if plan.get("objective", "grpo") == "grpo":
+    return config.rl.epochs * config.rl.minibatches
+  return 1
+
+
 def step_seconds(config, plan, rows: list[dict]) -> float:
   """Roofline seconds of one RL step: chunks x (prefill + tokens x decode step), the
-  frozen forwards (reward scores once per rm_batch_rows a host), and epochs x
-  minibatches train steps."""
+  frozen forwards (reward scores once per rm_batch_rows a host), and the train steps
+  (updates_per_batch)."""
   ms = {r["function"]: r["roofline_ms"] for r in rows}
   sample = config.sampling.chunks * (ms.get("prefill", 0.0) + config.sampling.max_new_tokens
                                      * ms.get("decode step", 0.0))
@@ -375,7 +382,7 @@ def step_seconds(config, plan, rows: list[dict]) -> float:
                                      * max(1, config.parallel.num_devices // 4))
   frozen = (ms.get("pi_old logprobs", 0.0) + ms.get("teacher logprobs", 0.0)
             + np.ceil(score_calls) * ms.get("reward scores", 0.0))
-  train = config.rl.epochs * config.rl.minibatches * ms.get("train step", 0.0)
+  train = updates_per_batch(config, plan) * ms.get("train step", 0.0)
   return (sample + frozen + train) / 1e3
 
 

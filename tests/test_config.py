@@ -18,7 +18,10 @@ def test_override_applied_and_config_written(tmp_path):
   written = json.load(open(os.path.join(workdir, "config.json")))
   assert written["optim"]["learning_rate"] == 3e-6
   assert written["train"]["steps"] == 3
-  assert '"learning_rate": 3e-06' in proc.stdout  # printed at start
+  # The screen says where the config went; the config itself is in config.json only.
+  assert proc.stdout.splitlines()[0] == (
+      f"workdir: {workdir} (resolved config in {os.path.join(workdir, 'config.json')})")
+  assert '"learning_rate"' not in proc.stdout
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   assert summary["steps"] == 3
 
