@@ -296,6 +296,17 @@ def bytes_per_device(tree) -> int:
                  for x in jax.tree.leaves(tree)))
 
 
+def generate_rooflines(rows: list[dict], new_tokens: int) -> None:
+  """A generate call's roofline_ms: its prefill's plus new_tokens of its decode step's
+  (the whole call's cost analysis counts the decode loop's body once)."""
+  ms = {r["function"]: r.get("roofline_ms") for r in rows if r["function"] != "generate"}
+  for r in rows:
+    prefix = r["function"][:-len("generate")]
+    if r["function"].endswith("generate") and "error" not in r and all(
+        ms.get(prefix + f) is not None for f in ("prefill", "decode step")):
+      r["roofline_ms"] = ms[prefix + "prefill"] + new_tokens * ms[prefix + "decode step"]
+
+
 def stage_totals(rows: list[dict], params: dict[str, int]) -> None:
   """Adds `stage_bytes` to each row: its function's total plus what the stage keeps on the
   device meanwhile (every other model's parameters, and a trained model's optimizer state
@@ -420,6 +431,7 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
         rows.append(row)
         print(format_row(row, hbm), flush=True)
       stage_totals(rows, param_bytes)
+      generate_rooflines(rows, config.sampling.max_new_tokens)
       for r in rows:
         if "stage_bytes" in r:
           print(f"  {r['stage']} | {r['function']} | with the stage's other arrays: "

@@ -119,3 +119,13 @@ def test_stage_totals_add_what_the_stage_keeps_resident():
   # train step: its own total + the frozen RM; generate: + optimizer state beyond the
   # parameters it takes (6 - 2) + the RM; the RM: + the policy's whole train state.
   assert [r["stage_bytes"] / gib for r in rows] == [11, 10, 9]
+
+
+def test_a_generate_call_costs_its_prefill_and_a_decode_step_per_token():
+  rows = [{"function": "generate", "roofline_ms": 1.0}, {"function": "prefill", "roofline_ms": 5.0},
+          {"function": "decode step", "roofline_ms": 2.0},
+          {"function": "eval generate", "roofline_ms": 1.0},
+          {"function": "eval prefill", "roofline_ms": 1.0},
+          {"function": "eval decode step", "roofline_ms": 0.5}]
+  compile_pod.generate_rooflines(rows, new_tokens=10)
+  assert [r["roofline_ms"] for r in rows] == [25.0, 5.0, 2.0, 6.0, 1.0, 0.5]
