@@ -21,9 +21,11 @@ the optimized HLO; and the roofline seconds of one RL step. --out writes
 A while loop's body is counted once by cost_analysis, so the whole generate call's
 time is estimated as prefill + max_new_tokens x decode step.
 """
+import importlib.util
 import json
 import os
 import re
+import sys
 import time
 
 from absl import flags
@@ -479,6 +481,8 @@ def main(argv):
   config = _CONFIG.value
   if "plans" not in config:
     raise config_checks.ConfigError("this config has no `plans` block (pod presets have one)")
+  if importlib.util.find_spec("libtpu") is None:
+    sys.exit("FATAL the TPU compiler is not installed: pip install -r requirements-tpu.txt")
   # "configs/hero.py:pod" -> "hero_pod"
   preset = os.path.basename(flags.FLAGS["config"].config_filename).replace(".py:", "_")
   result = compile_preset(config, preset, _ONLY.value)
