@@ -108,7 +108,8 @@ def report(compiled, chip: str, work: tuple[float, float]) -> dict:
   flops, accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
   return {"total_bytes": int(total), "temp_bytes": int(mem.temp_size_in_bytes),
           "argument_bytes": int(mem.argument_size_in_bytes),
-          "output_bytes": int(mem.output_size_in_bytes), "alias_bytes": int(mem.alias_size_in_bytes),
+          "output_bytes": int(mem.output_size_in_bytes),
+          "alias_bytes": int(mem.alias_size_in_bytes),
           "hbm_fraction": total / hbm, "flops": flops, "bytes_accessed": accessed,
           "xla_roofline_ms": 1e3 * max(flops / peak, accessed / bandwidth),
           "model_flops": work[0], "model_bytes": work[1],
@@ -205,8 +206,8 @@ def abstract_decode_weights(cfg: transformer.ModelConfig, mesh) -> list[dict]:
   for name, x in shapes.items():
     spec = tuple(sharding.param_spec(f"layers/{name}"))[1:]
     spec = jax.sharding.PartitionSpec(*[None if a == "fsdp" else a for a in spec])
-    out[name] = jax.ShapeDtypeStruct(x.shape[1:], cfg.compute_dtype, sharding=jax.sharding.NamedSharding(
-        mesh, sharding.fit_spec(spec, x.shape[1:], mesh)))
+    placed = jax.sharding.NamedSharding(mesh, sharding.fit_spec(spec, x.shape[1:], mesh))
+    out[name] = jax.ShapeDtypeStruct(x.shape[1:], cfg.compute_dtype, sharding=placed)
   return [dict(out) for _ in range(cfg.num_layers)]
 
 
@@ -228,8 +229,9 @@ def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int
   cache = [{k: jax.ShapeDtypeStruct((rows, cfg.num_kv_heads, slots, cfg.head_dim),
                                     cfg.compute_dtype, sharding=cache_sharding)
             for k in ("k", "v")} for _ in range(cfg.num_layers)]
+  generate = sampler._generate  # pylint: disable=protected-access
   return {
-      f"{prefix}generate": (jax.jit(sampler._generate, static_argnums=(0, 1)),  # pylint: disable=protected-access
+      f"{prefix}generate": (jax.jit(generate, static_argnums=(0, 1)),
                             (graphdef, sp, params, *prompt_args, replicated(mesh, (2,))), whole),
       f"{prefix}prefill": (jax.jit(_prefill, static_argnums=(0, 4)),
                            (graphdef, params, *prompt_args, slots), prefill),
