@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl import cli
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
@@ -482,7 +482,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   if "plans" not in config:
-    raise config_checks.ConfigError("this config has no `plans` block (pod presets have one)")
+    raise errors.ConfigError("this config has no `plans` block (pod presets have one)")
   if importlib.util.find_spec("libtpu") is None:
     sys.exit("FATAL the TPU compiler is not installed: pip install -r requirements-tpu.txt")
   # "configs/hero.py:pod" -> "hero_pod"

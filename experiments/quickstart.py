@@ -28,7 +28,7 @@ from experiments import hero
 from experiments import reinforce_ada
 from experiments import sparse_to_dense
 from hybrid_rl import cli
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.eval import paired
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
@@ -174,7 +174,7 @@ def seeds_to_run(flag: str, num_seeds: int) -> list[int]:
   except ValueError:
     seeds = []
   if not seeds or not all(0 <= s < num_seeds for s in seeds):
-    raise config_checks.ConfigError(f"--seeds={flag!r}: expected a comma list of seeds in "
+    raise errors.ConfigError(f"--seeds={flag!r}: expected a comma list of seeds in "
                                     f"0..{num_seeds - 1} (config.num_seeds={num_seeds})")
   return seeds
 

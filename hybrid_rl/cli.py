@@ -27,6 +27,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import checkpoints
 from hybrid_rl.train import loop
@@ -156,7 +157,7 @@ def run(main) -> None:
   def guarded(argv):
     try:
       return main(argv)
-    except (stage_runs.StageMismatchError, config_checks.ConfigError,
+    except (stage_runs.StageMismatchError, errors.ConfigError,
             loop.TrainingDiverged, stage_io.CorruptCheckpointError,
             checkpoints.UnusableCheckpointError) as e:
       sys.exit(f"FATAL {e}")
@@ -188,7 +189,7 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
   try:
     config_checks.validate(config)
     config_checks.check_paths(config)
-  except config_checks.ConfigError as e:
+  except errors.ConfigError as e:
     sys.exit(f"FATAL invalid config: {e}")
   if "distributed" in config:
     try:

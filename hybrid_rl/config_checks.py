@@ -21,9 +21,7 @@ import re
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A config field holds an invalid value."""
+from hybrid_rl.errors import ConfigError
 
 
 MIN_VOCAB_SIZE = 258  # 256 byte tokens + <pad> and <eos> (data/tokenizer.py)

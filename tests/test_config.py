@@ -7,6 +7,7 @@ import pytest
 from configs import default
 from configs import quickstart
 from hybrid_rl import config_checks
+from hybrid_rl import errors
 from tests.helpers import run_module
 
 
@@ -49,7 +50,7 @@ def test_validate_rules_by_leaf_and_path():
   config_checks.validate(config)  # the preset itself is valid
   with config.unlocked():
     config.hero = {"alpha": 1.5}
-  with pytest.raises(config_checks.ConfigError, match=r"config\.hero\.alpha=1\.5: must be in \(0, 1\]"):
+  with pytest.raises(errors.ConfigError, match=r"config\.hero\.alpha=1\.5: must be in \(0, 1\]"):
     config_checks.validate(config)
   config.hero.alpha = 0.1
   config_checks.validate(config)
@@ -72,7 +73,7 @@ def test_switches_that_would_do_nothing_are_refused(overrides, expected):
     for block in blocks:
       target = target[block]
     target[leaf] = value
-  with pytest.raises(config_checks.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     config_checks.validate(config)
   assert expected in str(e.value)
 

@@ -26,7 +26,7 @@ import random
 import re
 from typing import Callable, Iterator
 
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 
 Fraction = fractions.Fraction
 
@@ -383,7 +383,7 @@ def generate(split: str, num_examples: int, *, seed: int,
   With both families, problem i is hard when floor((i + 1) h) > floor(i h) for
   h = hard_share (0.5: they alternate), so every prefix holds its share; kinds
   and levels are drawn uniformly. Validation and test hold unique questions
-  (raises config_checks.ConfigError after `max_misses` draws in a row that give
+  (raises errors.ConfigError after `max_misses` draws in a row that give
   nothing new: the problem space is too small to fill them).
   Train is a stream of i.i.d. draws from its hash region: as long as asked for,
   never overlapping validation or test; a kind whose space is small (a level-1
@@ -412,7 +412,7 @@ def generate(split: str, num_examples: int, *, seed: int,
   seen, count, misses = set(), 0, 0
   while count < num_examples:
     if misses > max_misses:
-      raise config_checks.ConfigError(
+      raise errors.ConfigError(
           f"config.data.synthetic.num_{split}={num_examples}: synthetic_math holds only about "
           f"{count} unique '{split}' problems at max_level={max_level}, operand_scale="
           f"{operand_scale}; lower num_{split} or raise max_level or operand_scale")

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.data import pipeline
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import loop
@@ -42,15 +42,15 @@ TEACHER_OUTPUT = {"fkl_sampled": None, "fkl_full": "logits", "fkl_topk": "top_k"
 def check(cfg: ml_collections.ConfigDict) -> None:
   allowed = TEACHER_ROLLOUT_KINDS if cfg.rollouts == "teacher" else STUDENT_ROLLOUT_KINDS
   if cfg.rollouts not in ("teacher", "student"):
-    raise config_checks.ConfigError(f"config.distill.rollouts={cfg.rollouts!r}: choose teacher or student")
+    raise errors.ConfigError(f"config.distill.rollouts={cfg.rollouts!r}: choose teacher or student")
   if cfg.kind not in allowed:
-    raise config_checks.ConfigError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
+    raise errors.ConfigError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
                      f"choose {', '.join(allowed)}")
   if cfg.opd_clip_epsilon and cfg.kind != "opd_pg":
-    raise config_checks.ConfigError(f"config.distill.opd_clip_epsilon={cfg.opd_clip_epsilon} with kind="
+    raise errors.ConfigError(f"config.distill.opd_clip_epsilon={cfg.opd_clip_epsilon} with kind="
                      f"{cfg.kind!r}: the ratio clip applies to opd_pg only (set it to 0)")
   if not cfg.teacher_from:
-    raise config_checks.ConfigError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
+    raise errors.ConfigError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
                      "directory or .gguf file)")
 
 
@@ -66,7 +66,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   student = stage_io.build_or_load(config, workdir)
   teacher = stage_io.build_or_load(config, workdir, init_from=dcfg.teacher_from)
   if len(teacher.tokenizer) != len(student.tokenizer):
-    raise config_checks.ConfigError(f"teacher vocabulary ({len(teacher.tokenizer)}) differs from the student's "
+    raise errors.ConfigError(f"teacher vocabulary ({len(teacher.tokenizer)}) differs from the student's "
                      f"({len(student.tokenizer)}): token-level distillation needs one vocabulary")
   tokenizer = student.tokenizer
   graphdef, _ = nnx.split(student.model)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.adaptive import collect as adaptive_collect
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
@@ -269,7 +269,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   examples = stage_io.select_families(
       stage_io.load_split(config, workdir, config.data.train_split), config.data.train_families)
   if config.eval.every and jax.process_count() > 1:
-    raise config_checks.ConfigError("config.eval.every > 0 with several processes: run the eval stage on the "
+    raise errors.ConfigError("config.eval.every > 0 with several processes: run the eval stage on the "
                      "exported checkpoint instead")
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
@@ -289,7 +289,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
   if ada_cfg is not None and reward_cfg.mode != "verifier":
-    raise config_checks.ConfigError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
+    raise errors.ConfigError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
                      f"{reward_cfg.mode!r}: adaptive sampling uses verifier rewards only for now")
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.eval import reward_metrics
 from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import loop
@@ -37,7 +37,7 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return dict(np.load(path))
   rm = config.reward_model
   if not rm.policy_from:
-    raise config_checks.ConfigError("config.reward_model.policy_from='': set it to the policy whose samples "
+    raise errors.ConfigError("config.reward_model.policy_from='': set it to the policy whose samples "
                      "the reward model learns to judge (e.g. the SFT stage workdir)")
   policy = stage_io.build_or_load(config, workdir, init_from=rm.policy_from)
   examples = stage_io.load_split(config, workdir, rm.split)

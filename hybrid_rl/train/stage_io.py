@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from hybrid_rl import config_checks
+from hybrid_rl import errors
 from hybrid_rl.data import pipeline
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.data import tokenizer as tokenizer_lib
@@ -59,7 +59,7 @@ def select_families(examples: list[dict], families: str) -> list[dict]:
   kept = [e for e in examples if e["family"] in wanted]
   if not kept:
     present = sorted({e["family"] for e in examples})
-    raise config_checks.ConfigError(f"config.data.train_families={families!r}: no example of these families "
+    raise errors.ConfigError(f"config.data.train_families={families!r}: no example of these families "
                      f"(the split has {', '.join(present)})")
   return kept
 
