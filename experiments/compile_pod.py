@@ -180,35 +180,27 @@ def replicated(mesh, shape=(), dtype=jnp.uint32):
 
 
 def _prefill(graphdef, state, prompts, valid, slots: int):
-  """The sampler's prefill: the prompt's keys and values written to a cache of `slots`."""
+  """The sampler's prefill, with the layer weights its generate call gathers first."""
   model = nnx.merge(graphdef, state)
-  cache = [{k: sharding.constrain(v, sharding.CACHE_SPEC) for k, v in layer.items()}
-           for layer in model.init_cache(prompts.shape[0], slots)]
-  kv_valid = jnp.zeros((prompts.shape[0], slots), bool).at[:, :prompts.shape[1]].set(valid)
-  hidden, cache = model(prompts, transformer.positions_from_valid(valid), kv_valid, cache, 0,
-                        model.layer_params())
-  return model.logits(hidden[:, -1]), cache
+  weights = sharding.decode_weights(model.layer_params(), model.cfg.compute_dtype)
+  return sampler.prefill(model, prompts, valid, slots, weights)[:2]
 
 
 def _decode_step(graphdef, state, layer_weights, token, position, kv_valid, cache, index):
-  """One decode step of the sampler's loop body: a token in, next-token logits out, with
-  the layer weights the loop gathered before it started (sharding.decode_weights)."""
-  model = nnx.merge(graphdef, state)
-  hidden, cache = model(token[:, None], position[:, None], kv_valid, cache, index,
-                        layer_weights)
-  return model.logits(hidden[:, 0]), cache
+  """One step of the sampler's decode loop, given the weights it gathered before the loop."""
+  return sampler.decode_step(nnx.merge(graphdef, state), token, position, kv_valid, cache, index,
+                             layer_weights)
 
 
 def abstract_decode_weights(cfg: transformer.ModelConfig, mesh) -> list[dict]:
   """What sharding.decode_weights makes of the layer weights, as sharded ShapeDtypeStructs."""
   shapes = jax.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)).layers.arrays())
-  out = {}
+  layer = {}
   for name, x in shapes.items():
-    spec = tuple(sharding.param_spec(f"layers/{name}"))[1:]
-    spec = jax.sharding.PartitionSpec(*[None if a == "fsdp" else a for a in spec])
-    placed = jax.sharding.NamedSharding(mesh, sharding.fit_spec(spec, x.shape[1:], mesh))
-    out[name] = jax.ShapeDtypeStruct(x.shape[1:], cfg.compute_dtype, sharding=placed)
-  return [dict(out) for _ in range(cfg.num_layers)]
+    spec = sharding.fit_spec(sharding.decode_weight_spec(name), x.shape[1:], mesh)
+    layer[name] = jax.ShapeDtypeStruct(x.shape[1:], cfg.compute_dtype,
+                                       sharding=jax.sharding.NamedSharding(mesh, spec))
+  return [dict(layer) for _ in range(cfg.num_layers)]
 
 
 def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int,

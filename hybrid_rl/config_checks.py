@@ -22,6 +22,7 @@ import re
 import ml_collections
 
 from hybrid_rl.errors import ConfigError
+from hybrid_rl.models import transformer
 
 
 MIN_VOCAB_SIZE = 258  # 256 byte tokens + <pad> and <eos> (data/tokenizer.py)
@@ -122,8 +123,8 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.pg.kl_estimator": _one_of("k1", "k2", "k3"),
     "rl.pg.aggregation": _one_of("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
     "model.param_dtype": _one_of("float32", "bfloat16"),
-    "model.remat": _one_of("none", "full", "save_dots"),
-    "model.decode_attention": _one_of("auto", "sum", "dot"),
+    "model.remat": _one_of(*transformer.REMAT_POLICIES),
+    "model.decode_attention": _one_of(*transformer.DECODE_ATTENTION),
     "model.compute_dtype": _one_of("float32", "bfloat16"),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
     "reward_model.loss": _one_of("pointwise", "bradley_terry"),

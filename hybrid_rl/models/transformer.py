@@ -66,7 +66,7 @@ class ModelConfig:
         raise ValueError(f"{name}={getattr(self, name)!r}: must be float32 or bfloat16")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r}: choose {', '.join(REMAT_POLICIES)}")
-    if self.decode_attention not in ("auto", "sum", "dot"):
+    if self.decode_attention not in DECODE_ATTENTION:
       raise ValueError(f"decode_attention={self.decode_attention!r}: choose auto, sum or dot")
 
   @property
@@ -94,6 +94,7 @@ class ModelConfig:
 # projections, not the attention scores).
 REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
                   "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+DECODE_ATTENTION = ("auto", "sum", "dot")
 RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk", "decode_attention")
 
 
@@ -217,8 +218,8 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
   the cache once at memory speed, where the same products as batched dots (3
   query rows per head group) ran 4x slower at 640 slots; "dot", batched dots,
   which the TPU compiler turned into 44% fewer bytes accessed than "sum" for
-  Qwen2.5-Math-1.5B's decode step on v4 (results/compile_pod/README.md). A prompt (T > 1) goes to `chunked_attention`
-  (`attention` when chunk is 0).
+  Qwen2.5-Math-1.5B's decode step on v4 (results/compile_pod/README.md). A prompt
+  (T > 1) goes to `chunked_attention` (`attention` when chunk is 0).
 
   Args:
     q: [B, T, N, D]; k_cache, v_cache: [B, K, S, D].

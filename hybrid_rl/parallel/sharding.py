@@ -115,10 +115,15 @@ def decode_weights(layer_params: list[dict[str, jax.Array]], dtype) -> list[dict
   """Per-layer weights ([in, out] each) in the compute dtype with their FSDP sharding
   undone (tensor sharding kept): a decode loop gathers them once, before it starts,
   instead of all-gathering every weight on every token."""
-  def one(name: str, w: jax.Array) -> jax.Array:
-    spec = tuple(param_spec(f"layers/{name}"))[1:]  # without the stacked layer axis
-    return constrain(w.astype(dtype), P(*[None if a == "fsdp" else a for a in spec]))
-  return [{name: one(name, w) for name, w in layer.items()} for layer in layer_params]
+  return [{name: constrain(w.astype(dtype), decode_weight_spec(name)) for name, w in layer.items()}
+          for layer in layer_params]
+
+
+def decode_weight_spec(name: str) -> P:
+  """The spec of one layer's weight `name` in decode_weights: its stacked spec without
+  the layer axis and without fsdp."""
+  spec = tuple(param_spec(f"layers/{name}"))[1:]
+  return P(*[None if a == "fsdp" else a for a in spec])
 
 
 def constrain(x: jax.Array, spec: P) -> jax.Array:

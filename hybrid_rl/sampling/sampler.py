@@ -110,21 +110,42 @@ def sample_token(key: Array, logits: Array, sp: SamplingParams) -> tuple[Array, 
   return tokens.astype(jnp.int32), picked - jax.nn.logsumexp(scaled, axis=-1)
 
 
+def prefill(model: transformer.Transformer, prompts: Array, prompt_valid: Array, slots: int,
+            layer_params: list[dict[str, Array]]):
+  """Writes the prompts' keys and values into a fresh cache of `slots` slots.
+
+  Args:
+    prompts, prompt_valid: [B, P], left-padded.
+    layer_params: sharding.decode_weights of the model's layers.
+  Returns:
+    (next-token logits [B, V] float32, cache, kv_valid [B, S], positions [B, P]).
+  """
+  b, p = prompts.shape
+  cache = model.init_cache(b, slots)
+  cache = jax.tree.map(lambda c: sharding.constrain(c, sharding.CACHE_SPEC), cache)
+  kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(prompt_valid)
+  positions = transformer.positions_from_valid(prompt_valid)
+  hidden, cache = model(prompts, positions, kv_valid, cache, 0, layer_params)
+  return model.logits(hidden[:, -1]), cache, kv_valid, positions
+
+
+def decode_step(model: transformer.Transformer, token: Array, position: Array,
+                kv_valid: Array, cache, index: Array, layer_params: list[dict[str, Array]]):
+  """One token a row at cache slot `index`. token, position: [R]; kv_valid: [R, S]
+  (marking `index`). Returns (next-token logits [R, V] float32, cache)."""
+  hidden, cache = model(token[:, None], position[:, None], kv_valid, cache, index, layer_params)
+  return model.logits(hidden[:, 0]), cache
+
+
 def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
               prompts: Array, prompt_valid: Array, rng: Array) -> SampleOutput:
   model = nnx.merge(graphdef, state)
   b, p = prompts.shape
   n, g = sp.max_new_tokens, sp.num_samples
-  slots = p + n
-
-  cache = model.init_cache(b, slots)
-  cache = jax.tree.map(lambda c: sharding.constrain(c, sharding.CACHE_SPEC), cache)
-  kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(prompt_valid)
-  positions = transformer.positions_from_valid(prompt_valid)
   # Sliced, cast and (on an FSDP mesh) gathered once, outside the decode loop.
   layer_params = sharding.decode_weights(model.layer_params(), model.cfg.compute_dtype)
-  hidden, cache = model(prompts, positions, kv_valid, cache, 0, layer_params)
-  logits = model.logits(hidden[:, -1])
+  logits, cache, kv_valid, positions = prefill(model, prompts, prompt_valid, p + n,
+                                               layer_params)
 
   repeat = lambda x, axis=0: jnp.repeat(x, g, axis=axis)
   cache = jax.tree.map(lambda c: sharding.constrain(repeat(c), sharding.CACHE_SPEC), cache)
@@ -154,11 +175,11 @@ def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
     logprob = jnp.where(c["done"], 0.0, logprob)
     done = c["done"] | jnp.isin(token, stop_ids)
     kv_valid = c["kv_valid"].at[:, p + t].set(True)
-    hidden, cache = model(token[:, None], c["position"][:, None], kv_valid, c["cache"], p + t,
-                          layer_params)
+    logits, cache = decode_step(model, token, c["position"], kv_valid, c["cache"], p + t,
+                                layer_params)
     return dict(
         t=t + 1,
-        logits=model.logits(hidden[:, 0]),
+        logits=logits,
         tokens=c["tokens"].at[:, t].set(token),
         logprobs=c["logprobs"].at[:, t].set(logprob),
         lengths=c["lengths"] + (~c["done"]).astype(jnp.int32),

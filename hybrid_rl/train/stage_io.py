@@ -105,8 +105,8 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int
 
 
 def runtime_fields(config: ml_collections.ConfigDict) -> dict:
-  """config.model's memory settings (remat, attention_chunk, logits_chunk) that apply to
-  any model a stage builds or loads."""
+  """config.model's settings of how, not what, a model computes (transformer.RUNTIME_FIELDS:
+  remat, chunks, decode attention), applied to any model a stage builds or loads."""
   return {k: config.model[k] for k in transformer.RUNTIME_FIELDS if k in config.model}
 
 

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_io
@@ -50,8 +51,8 @@ _EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data
 # Within those, fields that change where or how often things are written, not results.
 _BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
                 "train.keep_checkpoints", "train.log_every", "train.trim_multiple",
-                "train.max_consecutive_skips", "model.remat", "model.attention_chunk",
-                "model.logits_chunk", "model.decode_attention")
+                "train.max_consecutive_skips") + tuple(
+                    f"model.{f}" for f in transformer.RUNTIME_FIELDS)  # memory, not values
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
