@@ -41,6 +41,7 @@ from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
 from hybrid_rl.sampling import sampler
+from hybrid_rl.train import batches
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim as optim_lib
 from hybrid_rl.train import steps
@@ -274,9 +275,9 @@ def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows:
            "valid": rows_of(mesh, (rows, length), jnp.bool_),
            "mask": rows_of(mesh, (rows, new_tokens), jnp.bool_)}
   if objective == "grpo":
-    batch["advantages"] = rows_of(mesh, (rows,), jnp.float32)
-    batch["old_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
-    batch["sampler_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
+    batch = batches.PGBatch(**batch, advantages=rows_of(mesh, (rows,), jnp.float32),
+                            old_logprobs=rows_of(mesh, (rows, new_tokens), jnp.float32),
+                            sampler_logprobs=rows_of(mesh, (rows, new_tokens), jnp.float32))
   elif objective == "opd_pg":
     batch["teacher_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
     batch["sampler_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)

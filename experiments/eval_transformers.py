@@ -18,6 +18,7 @@ from absl import flags
 import numpy as np
 
 from hybrid_rl import cli
+from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.eval import transformers_reference
 from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import stage_io
@@ -59,7 +60,7 @@ def main(argv):
   import transformers  # pylint: disable=g-import-not-at-top
   tokenizer = transformers.AutoTokenizer.from_pretrained(_HF_DIR.value)
   texts = transformers_reference.greedy_texts(
-      _HF_DIR.value, stage_io.format_prompts(examples, config, tokenizer),
+      _HF_DIR.value, prompts_lib.format_prompts(examples, config, tokenizer),
       config.sampling.max_new_tokens, config.eval.batch_size)
   pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
   verdicts = pool.verify("equivalence", texts, [e["answer"] for e in examples])

@@ -28,6 +28,7 @@ from hybrid_rl import cli
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 
 
@@ -76,49 +77,33 @@ def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, str, str, dic
   return arms
 
 
-def arm_config(config: ml_collections.ConfigDict, seed: int, regime: str, method: str,
-               extra: dict, sft_dir: str, rm_dir: str) -> ml_collections.ConfigDict:
+def arm_overrides(config: ml_collections.ConfigDict, regime: str, method: str, extra: dict,
+                  start: str, rm_dir: str) -> dict:
+  """The GRPO stage of one arm, from the policy in `start`."""
   alpha = main_alpha(config, regime)
-  overrides = {"stage": "grpo", "seed": seed, "init_from": sft_dir,
-               **stage_runs.block_overrides(config.grpo),
-               "data.train_families": REGIMES[regime], "rl.verifier": config.hero.rule_verifier,
-               "reward.mode": METHODS[method][0], "reward.alpha": alpha, "reward.beta": alpha,
-               "reward.rm_from": "" if method == "verifier" else rm_dir}
-  overrides.update(extra)
-  return stage_runs.derive(config, overrides)
-
-
-def planned_stages(config: ml_collections.ConfigDict, shared_start: bool = False) -> int:
-  """Stages run_seed runs for one seed (for progress and ETA)."""
-  return (0 if shared_start else int(bool(config.sft.steps))) + int(bool(config.rm.steps)) + \
-      1 + 2 * len(arm_list(config))
+  return {"stage": "grpo", "init_from": start, **stage_runs.block_overrides(config.grpo),
+          "data.train_families": REGIMES[regime], "rl.verifier": config.hero.rule_verifier,
+          "reward.mode": METHODS[method][0], "reward.alpha": alpha, "reward.beta": alpha,
+          "reward.rm_from": "" if method == "verifier" else rm_dir, **extra}
 
 
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
              start: str | None = None) -> dict:
   """Reward model and every arm of one seed; `start` is a finished policy to begin from
   (else the SFT cold start of config.sft, or config.init_from)."""
-  d = lambda *names: os.path.join(root, f"seed{seed}", *names)
-  if start is None and config.sft.steps:
-    stage_runs.run_stage(stage_runs.derive(config, {
-        "stage": "sft", "seed": seed, **stage_runs.block_overrides(config.sft)}), d("sft"))
-    start = d("sft")
-  start = start or config.init_from
+  c = stage_runs.Chain(config, root, seed)
+  start = c.cold_start(start)
   rm_dir, rm_report = config.reward.rm_from, None
   if config.rm.steps:
-    rm_report = stage_runs.run_stage(stage_runs.derive(config, {
-        "stage": "reward_model", "seed": seed, "init_from": start,
-        "reward_model.policy_from": start, **stage_runs.block_overrides(config.rm)}), d("rm"))
-    rm_dir = d("rm")
-  final_eval = lambda policy, workdir: stage_runs.run_stage(stage_runs.derive(config, {
-      "stage": "eval", "seed": seed, "init_from": policy, "eval.split": config.final_eval_split,
-      "eval.max_examples": 100000}), workdir)
-  start_eval = final_eval(start, d("eval_start"))  # the row every arm starts from
+    rm_dir = c.run("rm", {"stage": "reward_model", "init_from": start,
+                          "reward_model.policy_from": start, **stage_runs.block_overrides(config.rm)})
+    rm_report = c.summaries["rm"]
+  start_eval = c.evaluate("eval_start", start)  # the row every arm starts from
   results = {}
   for arm_id, regime, method, extra in arm_list(config):
-    stage_runs.run_stage(arm_config(config, seed, regime, method, extra, start, rm_dir),
-                         d("arms", arm_id, "grpo"))
-    results[arm_id] = final_eval(d("arms", arm_id, "grpo"), d("arms", arm_id, "eval"))
+    policy = c.run(os.path.join("arms", arm_id, "grpo"),
+                   arm_overrides(config, regime, method, extra, start, rm_dir))
+    results[arm_id] = c.evaluate(os.path.join("arms", arm_id, "eval"), policy)
   return {"arms": results, "rm": rm_report, "start": start_eval}
 
 
@@ -204,8 +189,8 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], runs_
                               os.path.join(out_root, "tables", f"{prefix}_ablations")))
   with open(os.path.join(out_root, "tables", f"{prefix}_rm.json"), "w") as f:
     json.dump([s["rm"] for s in per_seed], f, indent=2)
-  curves = {f"{arm} s{i}": os.path.join(runs_root, f"seed{i}", "arms", arm, "grpo",
-                                        "metrics.jsonl")
+  curves = {f"{arm} s{i}": metrics_lib.read_metrics(os.path.join(runs_root, f"seed{i}", "arms", arm,
+                                                                "grpo", "metrics.jsonl"))
             for i in range(len(per_seed)) for arm in per_seed[i]["arms"] if arm.count("-") == 1}
   plots.plot_learning_curves(curves, ["accuracy", "reward_mean", "eval/avg@k"],
                              os.path.join(out_root, "plots", f"{prefix}_curves.png"))

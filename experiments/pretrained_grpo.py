@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl import cli
+from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.eval import paired
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import throughput
@@ -80,7 +81,7 @@ def transformers_round_trip(config: ml_collections.ConfigDict, root: str, hf_dir
   import transformers  # pylint: disable=g-import-not-at-top
   tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
   texts = transformers_reference.greedy_texts(
-      hf_dir, stage_io.format_prompts(examples, config, tokenizer),
+      hf_dir, prompts_lib.format_prompts(examples, config, tokenizer),
       config.sampling.max_new_tokens, config.eval.batch_size)
   pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
   correct = [int(v.correct) for v in pool.verify("equivalence", texts,
@@ -233,7 +234,8 @@ def main(argv):
   summary = summarize(config, root, evals, grpo, hf, minutes, peak)
   examples = stage_io.load_split(config, root, config.eval.split)[: config.eval.max_examples]
   text = report(summary, per_kind(examples, evals["before", "greedy"], evals["after", "greedy"]))
-  plots.plot_learning_curves({"GRPO": os.path.join(root, "grpo", "metrics.jsonl")},
+  plots.plot_learning_curves({"GRPO": metrics_lib.read_metrics(os.path.join(root, "grpo",
+                                                                               "metrics.jsonl"))},
                              ["reward_mean", "response_length"],
                              os.path.join(root, "plots", "train_reward.png"),
                              title=f"GRPO of {config.init_from}")

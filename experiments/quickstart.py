@@ -33,6 +33,7 @@ from hybrid_rl.eval import paired
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
@@ -61,32 +62,41 @@ def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collection
 
 def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple[str, dict]:
   """SFT cold start -> eval -> GRPO -> eval; returns (SFT dir, results)."""
-  d = lambda name: os.path.join(root, f"seed{seed}", name)
-  stage = lambda stage, init_from, block=None: stage_runs.derive(config, {
-      "stage": stage, "seed": seed, "init_from": init_from, "log.progress": False,
-      **(stage_runs.block_overrides(block) if block is not None else {})})
-  stage_runs.run_stage(stage("sft", "", config.sft), d("sft"))
-  out = {"sft": stage_runs.run_stage(stage("eval", d("sft")), d("eval_sft"))}
+  c = stage_runs.Chain(config, root, seed)
+  stage = lambda stage, init_from, block=None: {
+      "stage": stage, "init_from": init_from, "log.progress": False,
+      **(stage_runs.block_overrides(block) if block is not None else {})}
+  sft = c.run("sft", stage("sft", "", config.sft))
+  c.run("eval_sft", stage("eval", sft))
+  out = {"sft": c.summaries["eval_sft"]}
   if "slice" in config.recipes.split(","):
-    stage_runs.run_stage(stage("grpo", d("sft"), config.grpo), d("grpo"))
-    out["grpo"] = stage_runs.run_stage(stage("eval", d("grpo")), d("eval_grpo"))
-  return d("sft"), out
+    c.run("eval_grpo", stage("eval", c.run("grpo", stage("grpo", sft, config.grpo))))
+    out["grpo"] = c.summaries["eval_grpo"]
+  return sft, out
 
 
-def planned_stages(config: ml_collections.ConfigDict) -> int:
+def run_seeds(config: ml_collections.ConfigDict, subs: dict, root: str, seeds: list[int]
+              ) -> dict[str, list[dict]]:
+  """Every recipe of config.recipes for each seed: recipe -> per-seed results."""
   recipes = config.recipes.split(",")
-  n = 2 + (2 if "slice" in recipes else 0)
-  if "hero" in recipes:
-    n += hero.planned_stages(config.hero, shared_start=True)
-  if "reinforce_ada" in recipes:
-    n += reinforce_ada.planned_stages(config.reinforce_ada, shared_start=True)
-  if "sparse_to_dense" in recipes:
-    s2d = ml_collections.ConfigDict(config.sparse_to_dense.to_dict())
-    role = quickstart_config.shared_cold_start(config)
-    if role:
-      s2d[f"{role}_init_from"] = "shared"
-    n += sparse_to_dense.planned_stages(s2d)
-  return n * config.num_seeds
+  results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
+  s2d_shared_role = quickstart_config.shared_cold_start(config)
+  for seed in seeds:
+    sft_dir, slice_result = slice_seed(config, root, seed)
+    results["slice"].append(slice_result)
+    if "hero" in recipes:
+      results["hero"].append(hero.run_seed(subs["hero"], os.path.join(root, "hero"), seed,
+                                           start=sft_dir))
+    if "reinforce_ada" in recipes:
+      results["reinforce_ada"].append(reinforce_ada.run_seed(
+          subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
+    if "sparse_to_dense" in recipes:
+      s2d = subs["sparse_to_dense"]
+      if s2d_shared_role:
+        s2d = stage_runs.derive(s2d, {f"{s2d_shared_role}_init_from": sft_dir})
+      results["sparse_to_dense"].append(sparse_to_dense.run_seed(
+          s2d, os.path.join(root, "sparse_to_dense"), seed))
+  return results
 
 
 def slice_table(results: list[dict], config: ml_collections.ConfigDict, stem: str) -> str:
@@ -187,7 +197,9 @@ def main(argv):
   subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
                                                         "sparse_to_dense")}
   start_time = time.perf_counter()
-  total = planned_stages(config) // config.num_seeds * len(seeds)
+  with stage_runs.dry_run() as planned:  # the stage count, from the code that runs them
+    run_seeds(config, subs, root, seeds)
+  total = len(planned)
   if distributed.is_main():
     print(f"quickstart, preset {config.preset}: {', '.join(recipes)}; seeds {seeds}; "
           f"{total} stages (finished ones in {root} are reused); tables -> "
@@ -195,24 +207,8 @@ def main(argv):
   progress = stage_runs.Progress(total, root,
                                  enabled=config.log.progress and distributed.is_main())
   stage_runs.track(progress)
-  results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
-  s2d_shared_role = quickstart_config.shared_cold_start(config)
   try:
-    for seed in seeds:
-      sft_dir, slice_result = slice_seed(config, root, seed)
-      results["slice"].append(slice_result)
-      if "hero" in recipes:
-        results["hero"].append(hero.run_seed(subs["hero"], os.path.join(root, "hero"), seed,
-                                             start=sft_dir))
-      if "reinforce_ada" in recipes:
-        results["reinforce_ada"].append(reinforce_ada.run_seed(
-            subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
-      if "sparse_to_dense" in recipes:
-        s2d = subs["sparse_to_dense"]
-        if s2d_shared_role:
-          s2d = stage_runs.derive(s2d, {f"{s2d_shared_role}_init_from": sft_dir})
-        results["sparse_to_dense"].append(sparse_to_dense.run_seed(
-            s2d, os.path.join(root, "sparse_to_dense"), seed))
+    results = run_seeds(config, subs, root, seeds)
   finally:
     stage_runs.track(None)
     progress.close()
@@ -226,7 +222,7 @@ def main(argv):
   if "slice" in recipes:
     out.append(slice_table(results["slice"], config, os.path.join(root, "tables", "slice")))
     plots.plot_learning_curves(
-        {f"seed{s}": os.path.join(root, f"seed{s}", "grpo", "metrics.jsonl")
+        {f"seed{s}": metrics_lib.read_metrics(os.path.join(root, f"seed{s}", "grpo", "metrics.jsonl"))
          for s in range(config.num_seeds)}, ["reward_mean", "eval/avg@k"],
         os.path.join(root, "plots", "grpo_curves.png"))
   if "hero" in recipes:

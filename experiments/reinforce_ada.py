@@ -27,34 +27,22 @@ PAPER = {  # Qwen2.5-Math-1.5B: weighted avg@32, seconds per step on 8xH100
     "grpo": ("45.3", "102"), "ada_pos": ("46.1", "228"), "ada_balance": ("47.6", "290")}
 
 
-def planned_stages(config: ml_collections.ConfigDict, shared_start: bool = False) -> int:
-  """Stages run_seed runs for one seed (for progress and ETA)."""
-  return (0 if shared_start else int(bool(config.sft.steps))) + 2 * len(config.arms.split(","))
-
-
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
              start: str | None = None) -> dict:
   """Runs every arm of one seed; `start` is a finished policy to begin from (else the
   SFT cold start of config.sft, or config.init_from)."""
-  d = lambda *names: os.path.join(root, f"seed{seed}", *names)
-  if start is None and config.sft.steps:
-    stage_runs.run_stage(stage_runs.derive(config, {"stage": "sft", "seed": seed,
-                                                    **stage_runs.block_overrides(config.sft)}), d("sft"))
-    start = d("sft")
-  start = start or config.init_from
+  c = stage_runs.Chain(config, root, seed)
+  start = c.cold_start(start)
   out = {}
   for arm in config.arms.split(","):
-    overrides = {"stage": "grpo", "seed": seed, "init_from": start,
-                 **stage_runs.block_overrides(config.grpo),
+    overrides = {"stage": "grpo", "init_from": start, **stage_runs.block_overrides(config.grpo),
                  "rl.sampling": "fixed" if arm == "grpo" else arm}
     if arm == "grpo":
       overrides["sampling.num_samples"] = config.rl.ada.n
-    stage_runs.run_stage(stage_runs.derive(config, overrides), d(arm, "grpo"))
-    result = stage_runs.run_stage(stage_runs.derive(config, {
-        "stage": "eval", "seed": seed, "init_from": d(arm, "grpo"),
-        "eval.split": config.final_eval_split, "eval.max_examples": 100000}), d(arm, "eval"))
-    rows = metrics_lib.read_metrics(d(arm, "grpo", "metrics.jsonl"))
-    out[arm] = {"eval": result, "metrics": rows, "metrics_path": d(arm, "grpo", "metrics.jsonl")}
+    policy = c.run(os.path.join(arm, "grpo"), overrides)
+    metrics_path = os.path.join(policy, "metrics.jsonl")
+    out[arm] = {"eval": c.evaluate(os.path.join(arm, "eval"), policy),
+                "metrics": metrics_lib.read_metrics(metrics_path), "metrics_path": metrics_path}
   return out
 
 
@@ -98,7 +86,7 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root:
            ratio]
   out = tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", stem),
                            title="Reinforce-Ada vs GRPO", notes=[n for n in notes if n])
-  curves = {f"{ARM_NAMES[a]} s{i}": s[a]["metrics_path"] for a in arms
+  curves = {f"{ARM_NAMES[a]} s{i}": metrics_lib.read_metrics(s[a]["metrics_path"]) for a in arms
             for i, s in enumerate(per_seed)}
   for x in ("step", "samples_total"):
     plots.plot_learning_curves(curves, ["reward_mean", "eval/avg@k"], os.path.join(

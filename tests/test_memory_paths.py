@@ -12,6 +12,7 @@ import pytest
 from hybrid_rl.algorithms import distillation
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.models import transformer
+from hybrid_rl.train import batches
 from hybrid_rl.train import objectives
 from hybrid_rl.train import steps
 
@@ -55,9 +56,10 @@ def _loss_and_grads(cfg, tokens, valid, response_len=8, entropy_coef=0.0):
   graphdef, _ = nnx.split(model)
   params = steps.params_of(model)
   rng = np.random.default_rng(3)
-  batch = {"tokens": tokens, "valid": valid,
-           "mask": jnp.asarray(rng.random((tokens.shape[0], response_len)) > 0.2),
-           "advantages": jnp.asarray(rng.normal(size=tokens.shape[0]), jnp.float32)}
+  batch = batches.PGBatch(
+      tokens=tokens, valid=valid,
+      mask=jnp.asarray(rng.random((tokens.shape[0], response_len)) > 0.2),
+      advantages=jnp.asarray(rng.normal(size=tokens.shape[0]), jnp.float32))
   pg = policy_gradient.PGConfig(entropy_coef=entropy_coef)
   loss_fn = objectives.grpo_objective(graphdef, pg, temperature=0.7)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)

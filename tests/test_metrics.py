@@ -47,7 +47,7 @@ def test_plot_learning_curves_writes_png(tmp_path):
     with metrics_lib.MetricsWriter(str(tmp_path / name), tensorboard=False) as writer:
       for step in range(1, 11):
         writer.write(step, {"loss": scale / step, "samples": 8 * step})
-    runs[name] = str(tmp_path / name / "metrics.jsonl")
+    runs[name] = metrics_lib.read_metrics(str(tmp_path / name / "metrics.jsonl"))
   out = plots.plot_learning_curves(runs, ["loss"], str(tmp_path / "plots" / "curves.png"),
                                    x_key="samples")
   image = matplotlib.image.imread(out)

@@ -3,8 +3,10 @@ plots written and well-formed, each recipe's arms wired as specified, stages reu
 refused when started with other settings)."""
 import csv
 import json
+import glob
 import math
 import os
+import re
 
 import matplotlib.image
 import pytest
@@ -44,6 +46,32 @@ def test_every_table_and_plot_is_written_and_printed(quickstart):
   rows = _csv(workdir, "slice")
   assert [r["arm"] for r in rows] == ["SFT cold start", "SFT + GRPO", "GRPO - SFT (paired)"]
   assert all(0.0 <= float(r["avg@2"]) <= 100.0 for r in rows[:2])
+
+
+def test_the_stage_count_is_what_runs(quickstart):
+  # The count comes from a dry run of the code that runs the stages: every stage it
+  # announced ran (a directory with a summary) or was asked for again and reused.
+  workdir, stdout = quickstart
+  planned = int(re.search(r"; (\d+) stages \(finished ones", stdout).group(1))
+  ran, reused = map(int, re.search(r"this call ran (\d+) and reused (\d+)", stdout).groups())
+  assert ran + reused == planned
+  stage_dirs = [os.path.dirname(p) for p in glob.glob(os.path.join(workdir, "**", "config.json"),
+                                                       recursive=True)
+                if os.path.exists(os.path.join(os.path.dirname(p), "summary.json"))]
+  assert ran == len(stage_dirs)
+  assert ran == stdout.count("\n== ")
+
+
+def test_a_dry_run_runs_nothing_and_records_each_call(tmp_path):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from hybrid_rl.train import stage_runs  # pylint: disable=g-import-not-at-top
+  config = default.get_config("toy")
+  with stage_runs.dry_run() as calls:
+    chain = stage_runs.Chain(config, str(tmp_path), seed=3)
+    first = chain.run("a", {"train.steps": 2})
+    chain.run("a", {"train.steps": 2})
+  assert calls == [first, first] and first == str(tmp_path / "seed3" / "a")
+  assert chain.summaries == {"a": {}} and not os.listdir(tmp_path)
 
 
 def test_summary_json_holds_the_tables_numbers_per_seed(quickstart):

@@ -125,7 +125,7 @@ def test_left_pad_buckets_and_truncates():
 
 
 def test_chunked_generation_is_per_chunk_generation_concatenated(model):
-  from hybrid_rl.train import rollouts  # pylint: disable=g-import-not-at-top
+  from hybrid_rl.sampling import rollouts  # pylint: disable=g-import-not-at-top
   prompts = jnp.asarray(np.random.default_rng(3).integers(1, 50, (4, 5)), jnp.int32)
   valid = jnp.ones((4, 5), bool).at[0, :2].set(False)
   sp = sampler.SamplingParams(max_new_tokens=6, temperature=1.0, num_samples=2)

@@ -20,7 +20,7 @@ loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(epsilon_high=0.28, kl_
 # gradients into O(lr) parameter differences, which would test Adam, not sharding.
 optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9))
 batch = grpo_batch(model, n=16)
-batch["ref_logprobs"] = batch["old_logprobs"] - 0.1
+batch = batch._replace(ref_logprobs=batch.old_logprobs - 0.1)
 step = steps.make_train_step(loss_fn, optimizer)
 
 def run(mesh):

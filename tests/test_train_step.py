@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from hybrid_rl.algorithms import policy_gradient as pg
+from hybrid_rl.train import batches
 from hybrid_rl.train import objectives
-from hybrid_rl.train import rollouts
 from hybrid_rl.train import steps
 from tests.train_fixtures import grpo_batch, tiny_model
 
@@ -27,7 +27,7 @@ def _setup(objective="grpo", lr=1e-2):
 
 def test_model_gradients_match_finite_differences():
   model, _, loss_fn, _, state = _setup("sft")
-  batch = grpo_batch(model)
+  batch = grpo_batch(model)._asdict()
   params = state["params"]
   grads = jax.grad(lambda p: loss_fn(p, batch, None)[0])(params)
   for seed in range(3):
@@ -55,7 +55,7 @@ def test_on_policy_loss_without_old_logprobs_equals_the_frozen_pass():
   # separate pi_old pass (grpo_stage.update skips it); loss, metrics and gradients agree.
   model, _, loss_fn, _, state = _setup()
   batch = grpo_batch(model)
-  on_policy = {k: v for k, v in batch.items() if k != "old_logprobs"}
+  on_policy = batch._replace(old_logprobs=None)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, None)
   (loss2, metrics2), grads2 = jax.value_and_grad(loss_fn, has_aux=True)(
       state["params"], on_policy, None)
@@ -64,7 +64,7 @@ def test_on_policy_loss_without_old_logprobs_equals_the_frozen_pass():
   for g, g2 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads2)):
     np.testing.assert_allclose(np.asarray(g2), np.asarray(g), rtol=1e-4, atol=1e-7)
   # A pi_old that differs is not replaced: the two losses then disagree.
-  stale = {**batch, "old_logprobs": batch["old_logprobs"] - 0.5 * batch["mask"]}
+  stale = batch._replace(old_logprobs=batch.old_logprobs - 0.5 * batch.mask)
   assert abs(float(loss_fn(state["params"], stale, None)[0]) - float(loss)) > 1e-3
 
 
@@ -72,7 +72,7 @@ def test_nonfinite_batch_leaves_state_bit_identical():
   model, _, loss_fn, optimizer, state = _setup()
   step = jax.jit(steps.make_train_step(loss_fn, optimizer))
   batch = grpo_batch(model)
-  batch["advantages"] = batch["advantages"].at[0].set(jnp.nan)
+  batch = batch._replace(advantages=batch.advantages.at[0].set(jnp.nan))
   before = jax.device_get(state)
   after, metrics = step(state, batch, jax.random.PRNGKey(1))
   assert float(metrics["nonfinite_skipped"]) == 1.0
@@ -112,8 +112,10 @@ def test_gradient_accumulation_equals_one_big_batch(objective):
   optimizer = optax.sgd(1.0)  # the update is the gradient itself
   state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
   batch = grpo_batch(model)
-  batch["mask"] = batch["mask"].at[1].set(False)
-  counts = np.asarray(batch["mask"]).sum(1)
+  batch = batch._replace(mask=batch.mask.at[1].set(False))
+  if objective == "sft":
+    batch = batch._asdict()
+  counts = np.asarray(batch["mask"] if objective == "sft" else batch.mask).sum(1)
   assert counts[:4].sum() != counts[4:].sum()  # micro-batches of unequal token counts
   one, m1 = jax.jit(steps.make_train_step(loss_fn, optimizer))(state, batch, jax.random.PRNGKey(0))
   for split in ({"grad_accum_steps": 2}, {"grad_accum_steps": 4}, {"micro_batch_rows": 3},
@@ -199,7 +201,10 @@ def test_trimming_padding_columns_leaves_losses_and_gradients_unchanged(objectiv
     loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(aggregation=objective,
                                                               norm_length=14))
   full = _padded_batch(model)
-  trimmed = rollouts.trim_padding(full, multiple=4)
+  trimmed = batches.trim_padding(full, multiple=4)
+  as_input = lambda batch: batch if objective == "sft" else batches.PGBatch(**batch)
+  same = jax.tree.map(np.array_equal, batches.trim_padding(as_input(full), 4), as_input(trimmed))
+  assert jax.tree.all(same)
   assert trimmed["tokens"].shape == (8, 8 + 8) and trimmed["mask"].shape == (8, 8)
   assert trimmed["sampler_logprobs"].shape == (8, 8) and trimmed["advantages"].shape == (8,)
   # A frozen model's log-probs on the trimmed batch are the full batch's first columns.
@@ -207,8 +212,9 @@ def test_trimming_padding_columns_leaves_losses_and_gradients_unchanged(objectiv
                                       trimmed["valid"], 8, what="logprobs")["logprobs"]
   np.testing.assert_allclose(np.asarray(old), np.asarray(full["old_logprobs"][:, :8]),
                              atol=1e-5)
-  (loss_full, _), g_full = jax.value_and_grad(loss_fn, has_aux=True)(params, full, None)
-  (loss_trim, _), g_trim = jax.value_and_grad(loss_fn, has_aux=True)(params, trimmed, None)
+  (loss_full, _), g_full = jax.value_and_grad(loss_fn, has_aux=True)(params, as_input(full), None)
+  (loss_trim, _), g_trim = jax.value_and_grad(loss_fn, has_aux=True)(params, as_input(trimmed),
+                                                                     None)
   np.testing.assert_allclose(float(loss_trim), float(loss_full), rtol=1e-5, atol=1e-6)
   for a, b in zip(jax.tree.leaves(g_trim), jax.tree.leaves(g_full)):  # float32 summation order
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
@@ -224,13 +230,13 @@ def test_grpo_stage_sets_dr_grpo_divisor_to_max_new_tokens():
 def test_trimming_keeps_used_columns_and_can_be_switched_off():
   model = tiny_model()
   full = _padded_batch(model)
-  assert rollouts.trim_padding(full, 0) is full
+  assert batches.trim_padding(full, 0) is full
   widest = _padded_batch(model, prompt_max=12, response_max=14)  # row 0 uses every slot
-  assert rollouts.trim_padding(widest, 4)["tokens"].shape == widest["tokens"].shape
+  assert batches.trim_padding(widest, 4)["tokens"].shape == widest["tokens"].shape
   # Widths are rounded up to the multiple, never past the full P = 12 and R = 14.
-  odd = rollouts.trim_padding(_padded_batch(model, prompt_max=9, response_max=13), 5)
+  odd = batches.trim_padding(_padded_batch(model, prompt_max=9, response_max=13), 5)
   assert odd["tokens"].shape[1] - odd["mask"].shape[1] == 10 and odd["mask"].shape[1] == 14
-  assert rollouts.trim_padding(_padded_batch(model, prompt_max=3, response_max=2), 5
+  assert batches.trim_padding(_padded_batch(model, prompt_max=3, response_max=2), 5
                                )["tokens"].shape[1] == 5 + 5
 
 
@@ -241,9 +247,9 @@ def test_a_policy_gradient_step_raises_the_likelihood_of_positive_advantage_resp
   batch = grpo_batch(model, n=16)
   state, _ = jax.jit(steps.make_train_step(loss_fn, optimizer))(state, batch,
                                                                jax.random.PRNGKey(0))
-  new = objectives.frozen_outputs_jit(graphdef, state["params"], batch["tokens"], batch["valid"],
-                                      batch["mask"].shape[1], what="logprobs")["logprobs"]
-  gain = ((new - batch["old_logprobs"]) * batch["mask"]).sum(-1)  # [N] per response
-  adv = np.asarray(batch["advantages"])
+  new = objectives.frozen_outputs_jit(graphdef, state["params"], batch.tokens, batch.valid,
+                                      batch.mask.shape[1], what="logprobs")["logprobs"]
+  gain = ((new - batch.old_logprobs) * batch.mask).sum(-1)  # [N] per response
+  adv = np.asarray(batch.advantages)
   assert float(np.mean(np.asarray(gain)[adv > 0])) > float(np.mean(np.asarray(gain)[adv < 0]))
   assert float(np.dot(adv, np.asarray(gain))) > 0

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_rl.models import transformer
+from hybrid_rl.train import batches
 from hybrid_rl.train import objectives
 from hybrid_rl.train import steps
 
@@ -30,6 +31,6 @@ def grpo_batch(model, n=8, p=5, r=7, seed=0):
   graphdef, _ = nnx.split(model)
   old = objectives.frozen_outputs_jit(graphdef, steps.params_of(model), jnp.asarray(tokens),
                                       jnp.asarray(valid), r, what="logprobs")["logprobs"]
-  return {"tokens": jnp.asarray(tokens, jnp.int32), "valid": jnp.asarray(valid),
-          "mask": jnp.asarray(mask), "old_logprobs": old,
-          "advantages": jnp.asarray(rs.randn(n), jnp.float32)}
+  return batches.PGBatch(tokens=jnp.asarray(tokens, jnp.int32), valid=jnp.asarray(valid),
+                         mask=jnp.asarray(mask), old_logprobs=old,
+                         advantages=jnp.asarray(rs.randn(n), jnp.float32))

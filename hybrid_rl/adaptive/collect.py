@@ -13,8 +13,8 @@ import numpy as np
 
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.rewards import scoring
+from hybrid_rl.sampling import rollouts
 from hybrid_rl.sampling import sampler
-from hybrid_rl.train import rollouts
 
 
 def bucket_size(n: int, cap: int) -> int:
@@ -22,18 +22,39 @@ def bucket_size(n: int, cap: int) -> int:
   return min(cap, 1 << max(0, (n - 1).bit_length()))
 
 
+@dataclasses.dataclass
+class Collected:
+  """B prompts' balanced groups of n responses: rows b * n .. b * n + n - 1 are
+  prompt b's (P prompt, R response columns).
+
+  tokens / valid: [B*n, P+R]; mask / sampler_logprobs: [B*n, R] (with
+  mask_truncated, rows that hit max_new_tokens have an all-False mask);
+  rule, oracle: [B*n] float32 verdicts; finished: [B*n] bool (ended by EOS);
+  baseline / scale: [B] se.pool_statistics, for policy_gradient.group_advantages;
+  samples / tokens_generated: over every round; statuses: verdict counts
+  (scoring.Scores.statuses); rounds_mean; finished_fraction: prompts whose exit
+  condition held.
+  """
+  tokens: jax.Array
+  valid: jax.Array
+  mask: jax.Array
+  sampler_logprobs: jax.Array
+  rule: np.ndarray
+  oracle: np.ndarray
+  finished: np.ndarray
+  baseline: np.ndarray
+  scale: np.ndarray
+  samples: int
+  tokens_generated: int
+  statuses: collections.Counter
+  rounds_mean: float
+  finished_fraction: float
+
+
 def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool, verifier: str,
             cfg: se.AdaConfig, sp: sampler.SamplingParams, prompt_len: int, rng: jax.Array,
-            choice_seed: tuple[int, ...], mask_truncated: bool = False) -> dict:
-  """Samples, scores and down-samples; returns a train batch of B * n rows and statistics.
-
-  Returns dict with tokens / valid [B*n, P+R], mask / sampler_logprobs [B*n, R]
-  (mask_truncated: rows that hit max_new_tokens get an all-False mask),
-  rule, oracle, finished [B*n], baseline / scale [B] (se.pool_statistics, for
-  policy_gradient.group_advantages), and host statistics: samples,
-  tokens_generated, statuses (verdict counts, scoring.Scores.statuses),
-  rounds_mean, finished_fraction (prompts whose exit condition held).
-  """
+            choice_seed: tuple[int, ...], mask_truncated: bool = False) -> Collected:
+  """Samples in rounds, scores as it goes and down-samples each pool to n."""
   b = len(prompt_texts)
   prompt_tokens, prompt_valid = rollouts.encode_prompts(tokenizer, prompt_texts, prompt_len)
   tokens_generated, statuses = 0, collections.Counter()
@@ -67,20 +88,18 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
   resp_valid = np.stack([r[0][2] for r in rows])
   finished = np.array([r[0][4] for r in rows], bool)
   resp_mask = resp_valid & finished[:, None] if mask_truncated else resp_valid
-  return {
-      "tokens": jnp.concatenate([prompt_tokens[prompt_index], jnp.asarray(resp_tokens)], axis=1),
-      "valid": jnp.concatenate([prompt_valid[prompt_index], jnp.asarray(resp_valid)], axis=1),
-      "mask": jnp.asarray(resp_mask),
-      "sampler_logprobs": jnp.asarray(np.stack([r[0][1] for r in rows])),
-      "baseline": np.array([m for m, _ in statistics], np.float32),
-      "scale": np.array([s for _, s in statistics], np.float32),
-      "finished": finished,
-      "rule": np.array([r[1] for r in rows], np.float32),
-      "oracle": np.array([r[0][3] for r in rows], np.float32),
-      "samples": sum(len(p.rewards) for p in pools),
-      "statuses": statuses,
-      "tokens_generated": tokens_generated,
-      "rounds_mean": float(np.mean([p.rounds for p in pools])),
-      "finished_fraction": float(np.mean([p.done for p in pools])),
-      "group_sizes": np.bincount(prompt_index, minlength=b),
-  }
+  return Collected(
+      tokens=jnp.concatenate([prompt_tokens[prompt_index], jnp.asarray(resp_tokens)], axis=1),
+      valid=jnp.concatenate([prompt_valid[prompt_index], jnp.asarray(resp_valid)], axis=1),
+      mask=jnp.asarray(resp_mask),
+      sampler_logprobs=jnp.asarray(np.stack([r[0][1] for r in rows])),
+      rule=np.array([r[1] for r in rows], np.float32),
+      oracle=np.array([r[0][3] for r in rows], np.float32),
+      finished=finished,
+      baseline=np.array([m for m, _ in statistics], np.float32),
+      scale=np.array([s for _, s in statistics], np.float32),
+      samples=sum(len(p.rewards) for p in pools),
+      tokens_generated=tokens_generated,
+      statuses=statuses,
+      rounds_mean=float(np.mean([p.rounds for p in pools])),
+      finished_fraction=float(np.mean([p.done for p in pools])))

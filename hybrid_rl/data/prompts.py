@@ -4,6 +4,7 @@ The answer instruction tells the model how to present its final answer; the
 verifiers read the last \\boxed{}.
 """
 DEFAULT_INSTRUCTION = "Put the final answer in \\boxed{}."
+STYLES = ("plain", "chat")
 
 
 def format_prompt(question: str, *, style: str = "plain", instruction: str = DEFAULT_INSTRUCTION,
@@ -24,3 +25,10 @@ def format_prompt(question: str, *, style: str = "plain", instruction: str = DEF
         {"role": "user", "content": content}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
   raise ValueError(f"unknown prompt style {style!r} (choose plain or chat)")
+
+
+def format_prompts(examples: list[dict], config, tokenizer) -> list[str]:
+  """format_prompt for each example's "question" with config.data's prompt settings."""
+  d = config.data
+  return [format_prompt(e["question"], style=d.prompt_style, instruction=d.instruction,
+                        tokenizer=tokenizer, system=d.system or None) for e in examples]

@@ -30,6 +30,7 @@ from hybrid_rl import errors
 
 Fraction = fractions.Fraction
 
+FAMILIES = ("easy", "hard")
 EASY_KINDS = ("arith_chain", "word_shop", "word_groups")
 HARD_KINDS = ("fraction_sum", "mixed_number", "radical", "inequality", "quadratic_roots",
               "expand")

@@ -1,4 +1,4 @@
-"""Learning curves from metrics.jsonl files to PNG."""
+"""Learning curves (rows of metrics.jsonl, train/metrics.read_metrics) to PNG."""
 import os
 from typing import Mapping, Sequence
 
@@ -6,8 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-from hybrid_rl.train import metrics as metrics_lib
 
 
 # Axis labels with units for the metrics the experiments plot.
@@ -22,13 +20,13 @@ AXIS_LABELS = {
 }
 
 
-def plot_learning_curves(runs: Mapping[str, str], keys: Sequence[str],
+def plot_learning_curves(runs: Mapping[str, Sequence[Mapping]], keys: Sequence[str],
                          out_png: str, *, x_key: str = "step",
                          title: str = "") -> str:
   """Draws one panel per metric key, one line per run, a marker on every point.
 
   Args:
-    runs: run label -> path of its metrics.jsonl.
+    runs: run label -> its metric rows ({"step": int, name: float}).
     keys: metric names to plot (rows without a key are skipped for it).
     out_png: output path; parent directories are created.
     x_key: the x axis, "step" or any cumulative metric (e.g. samples seen).
@@ -38,9 +36,8 @@ def plot_learning_curves(runs: Mapping[str, str], keys: Sequence[str],
   fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4),
                            squeeze=False)
   for ax, key in zip(axes[0], keys):
-    for label, path in runs.items():
-      rows = [r for r in metrics_lib.read_metrics(path)
-              if key in r and x_key in r]
+    for label, run_rows in runs.items():
+      rows = [r for r in run_rows if key in r and x_key in r]
       if rows:
         ax.plot([r[x_key] for r in rows], [r[key] for r in rows], label=label,
                 marker="o", markersize=3)

@@ -62,8 +62,8 @@ class ModelConfig:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
                        f"num_kv_heads={self.num_kv_heads}")
     for name in ("dtype", "param_dtype"):
-      if getattr(self, name) not in ("float32", "bfloat16"):
-        raise ValueError(f"{name}={getattr(self, name)!r}: must be float32 or bfloat16")
+      if getattr(self, name) not in DTYPES:
+        raise ValueError(f"{name}={getattr(self, name)!r}: must be one of {', '.join(DTYPES)}")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r}: choose {', '.join(REMAT_POLICIES)}")
     if self.decode_attention not in DECODE_ATTENTION:
@@ -95,6 +95,7 @@ class ModelConfig:
 REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
                   "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 DECODE_ATTENTION = ("auto", "sum", "dot")
+DTYPES = ("float32", "bfloat16")  # parameters and activations
 RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk", "decode_attention")
 
 

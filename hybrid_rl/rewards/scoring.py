@@ -12,6 +12,7 @@ class Scores:
   rule: np.ndarray  # [N] float32 in {0, 1}: the training verifier's verdict
   oracle: np.ndarray  # [N] float32 in {0, 1}: the equivalence verifier's verdict
   statuses: collections.Counter  # verdict status -> count (both verifiers)
+  extracted: list[str | None]  # [N] the answer the oracle read, None without one
 
 
 def verify_texts(pool: VerifierPool, verifier: str, texts: list[str], golds: list[str]) -> Scores:
@@ -22,4 +23,5 @@ def verify_texts(pool: VerifierPool, verifier: str, texts: list[str], golds: lis
   if oracle is not rule:
     statuses.update(f"equivalence_{v.status}" for v in oracle)
   return Scores(np.array([v.correct for v in rule], np.float32),
-                np.array([v.correct for v in oracle], np.float32), statuses)
+                np.array([v.correct for v in oracle], np.float32), statuses,
+                [v.extracted for v in oracle])

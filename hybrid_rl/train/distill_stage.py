@@ -22,36 +22,25 @@ import jax
 import ml_collections
 import numpy as np
 
+from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl import errors
 from hybrid_rl.data import pipeline
 from hybrid_rl.parallel import distributed
+from hybrid_rl.sampling import rollouts
+from hybrid_rl.train import batches
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
-from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
 
-TEACHER_ROLLOUT_KINDS = ("fkl_sampled", "fkl_full", "fkl_topk")
-STUDENT_ROLLOUT_KINDS = ("opd_pg", "rkl_full", "jsd")
+# distill.rollouts -> the losses that train on those rollouts (config_checks enforces it).
+KINDS_BY_ROLLOUTS = {"teacher": ("fkl_sampled", "fkl_full", "fkl_topk"),
+                     "student": ("opd_pg", "rkl_full", "jsd")}
+ROLLOUT_KINDS = tuple(KINDS_BY_ROLLOUTS)
 # What the loss needs from the teacher on each row.
 TEACHER_OUTPUT = {"fkl_sampled": None, "fkl_full": "logits", "fkl_topk": "top_k",
                   "opd_pg": "logprobs", "rkl_full": "logits", "jsd": "logits"}
-
-
-def check(cfg: ml_collections.ConfigDict) -> None:
-  allowed = TEACHER_ROLLOUT_KINDS if cfg.rollouts == "teacher" else STUDENT_ROLLOUT_KINDS
-  if cfg.rollouts not in ("teacher", "student"):
-    raise errors.ConfigError(f"config.distill.rollouts={cfg.rollouts!r}: choose teacher or student")
-  if cfg.kind not in allowed:
-    raise errors.ConfigError(f"config.distill.kind={cfg.kind!r} with rollouts={cfg.rollouts!r}: "
-                     f"choose {', '.join(allowed)}")
-  if cfg.opd_clip_epsilon and cfg.kind != "opd_pg":
-    raise errors.ConfigError(f"config.distill.opd_clip_epsilon={cfg.opd_clip_epsilon} with kind="
-                     f"{cfg.kind!r}: the ratio clip applies to opd_pg only (set it to 0)")
-  if not cfg.teacher_from:
-    raise errors.ConfigError("config.distill.teacher_from='': set the teacher (a stage workdir, HF "
-                     "directory or .gguf file)")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -62,7 +51,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   dcfg = config.distill
-  check(dcfg)
   student = stage_io.build_or_load(config, workdir)
   teacher = stage_io.build_or_load(config, workdir, init_from=dcfg.teacher_from)
   if len(teacher.tokenizer) != len(student.tokenizer):
@@ -80,7 +68,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                           jax.random.PRNGKey(config.seed),
                           stats={"samples_total": 0.0, "tokens_total": 0.0})
   init = distributed.put_global(init, steps.state_shardings(init, mesh))
-  temperature = rollouts.learner_temperature(config.sampling)
+  temperature = batches.learner_temperature(config.sampling)
   train_step = steps.jit_train_step(steps.make_train_step(
       objectives.distill_objective(graphdef, dcfg.kind, jsd_beta=dcfg.jsd_beta,
                                    opd_clip_epsilon=dcfg.opd_clip_epsilon,
@@ -101,7 +89,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     it = pipeline.BatchIterator(examples, config.train.batch_size, seed=config.seed,
                                 position=int(state["data_position"]),
                                 shard_index=jax.process_index(), shard_count=jax.process_count())
-    prompts = stage_io.format_prompts(next(it), config, tokenizer)
+    prompts = prompts_lib.format_prompts(next(it), config, tokenizer)
     rng, sample_key, train_key = jax.random.split(state["rng"], 3)
     sampler_model = (nnx.merge(teacher_graphdef, teacher_params) if dcfg.rollouts == "teacher"
                      else nnx.merge(graphdef, state["params"]))
@@ -109,10 +97,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     rollout = rollouts.sample(sampler_model, tokenizer, prompts, sample_key, sp,
                               config.data.max_prompt_len, mesh=mesh,
                               chunks=config.sampling.chunks)
-    batch = rollouts.sequence_batch(rollout)
+    batch = batches.sequence_batch(rollout)
     if what == "logprobs":
       batch["sampler_logprobs"] = rollout.out.logprobs
-    batch = rollouts.trim_padding(batch, config.train.trim_multiple)
+    batch = batches.trim_padding(batch, config.train.trim_multiple)
     t1 = time.perf_counter()
     if what is not None:
       out = objectives.frozen_outputs_jit(

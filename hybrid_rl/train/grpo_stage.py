@@ -1,8 +1,8 @@
 """GRPO stage: sample G responses per prompt, verify, compute advantages, update.
 
 Per step (host loop around jitted pieces), one function per phase:
-collect (`collect_fixed` | `collect_adaptive`) -> `score` -> `advantages` ->
-`update` -> `step_metrics`:
+collect and score (`collect_fixed` | `collect_adaptive`, each a `Scored`) ->
+`advantages` -> `update` -> `step_metrics`:
   1. draw `train.batch_size` prompts at the state's data position;
   2. sample G = sampling.num_samples responses each (jitted KV-cache sampler),
      or, with rl.sampling = ada_pos | ada_balance, run Reinforce-Ada's rounds
@@ -35,16 +35,17 @@ from hybrid_rl.adaptive import collect as adaptive_collect
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import pipeline
-from hybrid_rl.eval import evaluate
+from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.parallel import distributed
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import scoring
 from hybrid_rl.rewards import verifier_pool
+from hybrid_rl.sampling import rollouts
+from hybrid_rl.train import batches
+from hybrid_rl.train import eval_stage
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
-from hybrid_rl.train import rm_stage
-from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
 
@@ -69,7 +70,7 @@ def ada_config(config: ml_collections.ConfigDict) -> se.AdaConfig | None:
 
 
 def eval_metrics(model, tokenizer, examples, config, pool, step: int) -> dict:
-  result = evaluate.evaluate(model, tokenizer, examples, config, pool,
+  result = eval_stage.evaluate(model, tokenizer, examples, config, pool,
                              jax.random.PRNGKey(config.seed * 1000 + step))
   out = {"eval/avg@k": result["overall"]["avg@k"], "eval/pass@k": result["overall"]["pass@k"]}
   for family, s in result.get("family", {}).items():
@@ -97,7 +98,7 @@ class StepContext:
   sp: object  # sampler.SamplingParams
   reward_cfg: hero.RewardConfig
   ada_cfg: se.AdaConfig | None
-  temperature: float  # the learner's, see rollouts.learner_temperature
+  temperature: float  # the learner's, see batches.learner_temperature
   rm_graphdef: nnx.GraphDef | None = None
   rm_params: dict | None = None
   ref_params: dict | None = None
@@ -111,12 +112,16 @@ class StepContext:
 class Scored:
   """One step's responses with their rewards, this process's rows.
 
-  batch: tokens, valid, mask [R, ...] and sampler_logprobs (global arrays);
-  rule, oracle: [R] rule-verifier and equivalence-oracle rewards;
+  batch: tokens, valid, mask and sampler_logprobs (global arrays), advantages
+    still None;
+  rule, oracle: [N] rule-verifier and equivalence-oracle rewards of this
+    process's N rows;
   rm_scores: [B, G] reward-model scores (global) or None;
-  pool_stats: Reinforce-Ada's pool baseline and scale per prompt, or None.
+  pool_stats: Reinforce-Ada's pool baseline and scale per prompt, or None;
+  seconds: seconds_sampling and seconds_verifying (adaptive sampling verifies
+    inside its rounds: all of it is sampling).
   """
-  batch: dict
+  batch: batches.PGBatch
   rule: np.ndarray
   oracle: np.ndarray
   statuses: dict
@@ -124,6 +129,7 @@ class Scored:
   tokens_generated: int
   lengths: np.ndarray
   host_means: dict
+  seconds: dict
   rm_scores: jax.Array | None = None
   pool_stats: dict | None = None
 
@@ -131,6 +137,7 @@ class Scored:
 def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: list[str],
                      key: jax.Array, choice_seed: tuple) -> Scored:
   """Reinforce-Ada's rounds, verifying as they go; keeps groups of rl.ada.n."""
+  t0 = time.perf_counter()
   # Rounds differ per prompt, so each process samples its own prompts with a
   # host-local replica of the policy (several processes) outside the global mesh.
   nproc = jax.process_count()
@@ -147,44 +154,46 @@ def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: l
         verifier=ctx.config.rl.verifier, cfg=ctx.ada_cfg, sp=ctx.sp,
         prompt_len=ctx.config.data.max_prompt_len, rng=key, choice_seed=choice_seed,
         mask_truncated=ctx.config.rl.mask_truncated)
+  batch = batches.PGBatch(tokens=ctx.rows(res.tokens), valid=ctx.rows(res.valid),
+                          mask=ctx.rows(res.mask), sampler_logprobs=ctx.rows(res.sampler_logprobs))
   return Scored(
-      batch={k: ctx.rows(res[k]) for k in ("tokens", "valid", "mask", "sampler_logprobs")},
-      rule=np.asarray(res["rule"]), oracle=np.asarray(res["oracle"]), statuses=res["statuses"],
-      samples=res["samples"], tokens_generated=res["tokens_generated"],
-      lengths=np.asarray(res["mask"]).sum(-1),
-      host_means={"ada_rounds_mean": res["rounds_mean"],
-                  "ada_finished_fraction": res["finished_fraction"],
-                  "truncated_fraction": ~res["finished"]},
-      pool_stats={"baseline": res["baseline"], "scale": res["scale"]})
+      batch=batch, rule=res.rule, oracle=res.oracle, statuses=res.statuses, samples=res.samples,
+      tokens_generated=res.tokens_generated, lengths=np.asarray(res.mask).sum(-1),
+      host_means={"ada_rounds_mean": res.rounds_mean,
+                  "ada_finished_fraction": res.finished_fraction,
+                  "truncated_fraction": ~res.finished},
+      seconds={"seconds_sampling": time.perf_counter() - t0, "seconds_verifying": 0.0},
+      pool_stats={"baseline": res.baseline, "scale": res.scale})
 
 
-def collect_fixed(ctx: StepContext, params, prompt_texts: list[str], key: jax.Array
-                  ) -> rollouts.Rollout:
-  """G = sampling.num_samples responses per prompt (the jitted sampler)."""
-  return rollouts.sample(nnx.merge(ctx.graphdef, params), ctx.tokenizer, prompt_texts, key,
-                         ctx.sp, ctx.config.data.max_prompt_len, mesh=ctx.mesh,
-                         chunks=ctx.config.sampling.chunks)
-
-
-def score(ctx: StepContext, rollout: rollouts.Rollout, golds: list[str]) -> Scored:
-  """Verifier rewards (and reward-model scores when reward.mode uses them)."""
+def collect_fixed(ctx: StepContext, params, prompt_texts: list[str], golds: list[str],
+                  key: jax.Array) -> Scored:
+  """G = sampling.num_samples responses per prompt (the jitted sampler), with verifier
+  rewards (and reward-model scores when reward.mode uses them)."""
+  t0 = time.perf_counter()
+  rollout = rollouts.sample(nnx.merge(ctx.graphdef, params), ctx.tokenizer, prompt_texts, key,
+                            ctx.sp, ctx.config.data.max_prompt_len, mesh=ctx.mesh,
+                            chunks=ctx.config.sampling.chunks)
+  t1 = time.perf_counter()
   g = ctx.config.sampling.num_samples
   scores = scoring.verify_texts(ctx.pool, ctx.config.rl.verifier, rollout.texts,
                                 [a for a in golds for _ in range(g)])
-  batch = rollouts.sequence_batch(rollout, mask_truncated=ctx.config.rl.mask_truncated)
-  batch["sampler_logprobs"] = rollout.out.logprobs
+  rows = batches.sequence_batch(rollout, mask_truncated=ctx.config.rl.mask_truncated)
+  batch = batches.PGBatch(**rows, sampler_logprobs=rollout.out.logprobs)
   rm_scores = None
   if ctx.rm_params is not None:
-    tokens_local = distributed.local_rows(ctx.mesh, batch["tokens"])
-    valid_local = distributed.local_rows(ctx.mesh, batch["valid"])
+    tokens_local = distributed.local_rows(ctx.mesh, batch.tokens)
+    valid_local = distributed.local_rows(ctx.mesh, batch.valid)
     with jax.set_mesh(ctx.local_mesh):
-      local_scores = rm_stage.score_rows(ctx.rm_graphdef, ctx.rm_params, tokens_local,
-                                         valid_local, ctx.config.reward.rm_batch_rows)
+      local_scores = objectives.score_rows(ctx.rm_graphdef, ctx.rm_params, tokens_local,
+                                           valid_local, ctx.config.reward.rm_batch_rows)
     rm_scores = ctx.rows(local_scores.reshape(len(golds), g))
   return Scored(batch=batch, rule=scores.rule, oracle=scores.oracle, statuses=scores.statuses,
                 samples=len(golds) * g, tokens_generated=rollout.tokens_generated(),
                 lengths=rollout.local_out.lengths,
                 host_means={"truncated_fraction": ~np.asarray(rollout.local_out.finished)},
+                seconds={"seconds_sampling": t1 - t0,
+                         "seconds_verifying": time.perf_counter() - t1},
                 rm_scores=rm_scores)
 
 
@@ -210,28 +219,28 @@ def advantages(ctx: StepContext, scored: Scored, sigma_bar: float
   return adv, rewards, float(new_sigma_bar), reward_metrics
 
 
-def update(ctx: StepContext, train_step, state: dict, batch: dict, key: jax.Array
+def update(ctx: StepContext, train_step, state: dict, batch: batches.PGBatch, key: jax.Array
            ) -> tuple[dict, list[dict]]:
   """Old (and reference) logprobs, then rl.epochs x rl.minibatches updates. With one
   update per batch the loss takes pi_old from its own forward pass (grpo_objective)."""
   config = ctx.config
-  batch = rollouts.trim_padding(batch, config.train.trim_multiple)
+  batch = batches.trim_padding(batch, config.train.trim_multiple)
 
   # The whole rollout batch in the train step's micro-batch rows, one slice at a time.
   micro = objectives.frozen_micro_batches(
-      batch["tokens"].shape[0], config.train.grad_accum_steps * config.rl.minibatches,
+      batch.tokens.shape[0], config.train.grad_accum_steps * config.rl.minibatches,
       config.train.micro_batch_rows)
 
   def frozen_logprobs(params):
-    return objectives.frozen_outputs_jit(ctx.graphdef, params, batch["tokens"], batch["valid"],
-                                         batch["mask"].shape[1], what="logprobs",
+    return objectives.frozen_outputs_jit(ctx.graphdef, params, batch.tokens, batch.valid,
+                                         batch.mask.shape[1], what="logprobs",
                                          temperature=ctx.temperature,
                                          compute_dtype=config.model.compute_dtype,
                                          micro_batches=micro)["logprobs"]
   if config.rl.epochs * config.rl.minibatches > 1:
-    batch["old_logprobs"] = frozen_logprobs(state["params"])
+    batch = batch._replace(old_logprobs=frozen_logprobs(state["params"]))
   if ctx.ref_params is not None:
-    batch["ref_logprobs"] = frozen_logprobs(ctx.ref_params)
+    batch = batch._replace(ref_logprobs=frozen_logprobs(ctx.ref_params))
   state, history = steps.ppo_epochs(train_step, state, batch, key, epochs=config.rl.epochs,
                                     minibatches=config.rl.minibatches)
   jax.block_until_ready(state["params"])
@@ -274,7 +283,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
-  temperature = rollouts.learner_temperature(config.sampling)
+  temperature = batches.learner_temperature(config.sampling)
   cfg = pg_config(config)
   init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
                           stats={"samples_total": 0.0, "tokens_total": 0.0,
@@ -288,9 +297,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       mesh=mesh)
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
-  if ada_cfg is not None and reward_cfg.mode != "verifier":
-    raise errors.ConfigError(f"config.rl.sampling={config.rl.sampling!r} with reward.mode="
-                     f"{reward_cfg.mode!r}: adaptive sampling uses verifier rewards only for now")
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":
     rm_model, _ = stage_io.load_final(config.reward.rm_from)
@@ -317,28 +323,23 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         examples, config.train.batch_size, seed=config.seed,
         position=int(state["data_position"]), shard_index=pidx, shard_count=nproc))
     rng, sample_key, train_key = jax.random.split(state["rng"], 3)
-    prompt_texts = stage_io.format_prompts(batch_examples, config, tokenizer)
+    prompt_texts = prompts_lib.format_prompts(batch_examples, config, tokenizer)
     golds = [e["answer"] for e in batch_examples]
     # Host copies: the train step donates the state's buffers.
     stats = {k: float(v) for k, v in state["stats"].items()}
-    t0 = time.perf_counter()
     if ada_cfg is not None:  # verification happens inside the rounds
       scored = collect_adaptive(ctx, state["params"], prompt_texts, golds, sample_key,
                                 (config.seed, int(state["data_position"]), pidx))
-      t1 = t2 = time.perf_counter()
     else:
-      rollout = collect_fixed(ctx, state["params"], prompt_texts, sample_key)
-      t1 = time.perf_counter()
-      scored = score(ctx, rollout, golds)
-      t2 = time.perf_counter()
+      scored = collect_fixed(ctx, state["params"], prompt_texts, golds, sample_key)
+    t0 = time.perf_counter()
     adv, rewards, stats["sigma_bar"], reward_metrics = advantages(ctx, scored, stats["sigma_bar"])
     state, history = update(ctx, train_step, state,
-                            {**scored.batch, "advantages": adv.reshape(-1)}, train_key)
-    t3 = time.perf_counter()
-    metrics, stats = step_metrics(
-        scored, adv, rewards, reward_metrics, history, stats,
-        {"seconds_sampling": t1 - t0, "seconds_verifying": t2 - t1, "seconds_training": t3 - t2,
-         "seconds_rollout_and_update": t3 - t0})  # the step's cost without periodic evaluation
+                            scored.batch._replace(advantages=adv.reshape(-1)), train_key)
+    seconds = {**scored.seconds, "seconds_training": time.perf_counter() - t0}
+    # The step's cost without periodic evaluation.
+    seconds["seconds_rollout_and_update"] = sum(seconds.values())
+    metrics, stats = step_metrics(scored, adv, rewards, reward_metrics, history, stats, seconds)
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
              "stats": distributed.put_replicated(mesh, stats)}
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):

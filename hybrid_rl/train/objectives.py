@@ -12,16 +12,16 @@ so only the last R hidden states go through the LM head.
 Frozen models (reference, teacher) are run by `frozen_outputs` beforehand;
 their outputs enter as batch fields.
 """
-from typing import Mapping
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hybrid_rl.algorithms import distillation
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.algorithms import reward_model
 from hybrid_rl.models import transformer
+from hybrid_rl.train import batches
 from hybrid_rl.train import steps
 
 Array = jax.Array
@@ -41,6 +41,25 @@ def _hidden(model, tokens: Array, valid: Array) -> Array:
 def sequence_scores(model, tokens: Array, valid: Array) -> Array:
   """Scalar-head score of each row's last valid token: [N, L] -> [N] float32."""
   return model.scores(_hidden(model, tokens, valid), valid)[:, 0]
+
+
+_score_jit = jax.jit(
+    lambda graphdef, params, tokens, valid: sequence_scores(
+        nnx.merge(graphdef, params), tokens, valid), static_argnums=0)
+
+
+def score_rows(graphdef, params, tokens, valid, batch: int = 256) -> np.ndarray:
+  """Reward-model scores [N] float32 of token rows, in chunks of `batch` rows (one
+  compilation; config.reward.rm_batch_rows in the GRPO stage)."""
+  out = []
+  for start in range(0, len(tokens), batch):
+    t, v = np.asarray(tokens[start:start + batch]), np.asarray(valid[start:start + batch])
+    pad = batch - len(t)
+    if pad:  # the last row repeated: one compiled shape
+      t, v = (np.concatenate([x, np.repeat(x[-1:], pad, 0)]) for x in (t, v))
+    scores = _score_jit(graphdef, params, jnp.asarray(t), jnp.asarray(v))
+    out.append(np.asarray(scores)[: batch - pad])
+  return np.concatenate(out)
 
 
 def response_logits(model, tokens: Array, valid: Array, response_len: int,
@@ -70,20 +89,19 @@ def response_logprobs(model, tokens: Array, valid: Array, response_len: int,
 
 def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
                    temperature: float = 1.0, compute_dtype: str = "float32"):
-  """Batch: tokens, valid, mask, advantages [N] or [N, R]; optional old_logprobs,
-  ref_logprobs, sampler_logprobs [N, R]. Without old_logprobs the policy being
-  updated is the one that sampled (one update per batch): its own logprobs, held
-  constant, are pi_old, which saves the separate forward pass that computed them."""
-  def loss_fn(params, batch: Mapping[str, Array], rng):
+  """Loss of a batches.PGBatch. Without old_logprobs the policy being updated is
+  the one that sampled (one update per batch): its own logprobs, held constant,
+  are pi_old, which saves the separate forward pass that computed them."""
+  def loss_fn(params, batch: batches.PGBatch, rng):
     del rng
-    r = batch["mask"].shape[1]
+    r = batch.mask.shape[1]
     model = _model(graphdef, params, compute_dtype)
-    logprobs, ent = response_logprobs(model, batch["tokens"], batch["valid"], r, temperature,
+    logprobs, ent = response_logprobs(model, batch.tokens, batch.valid, r, temperature,
                                       with_entropy=bool(cfg.entropy_coef))
+    old = logprobs if batch.old_logprobs is None else batch.old_logprobs
     return policy_gradient.pg_loss(
-        logprobs, batch.get("old_logprobs", logprobs), batch["advantages"], batch["mask"], cfg,
-        ref_logprobs=batch.get("ref_logprobs"), sampler_logprobs=batch.get("sampler_logprobs"),
-        entropy=ent)
+        logprobs, old, batch.advantages, batch.mask, cfg, ref_logprobs=batch.ref_logprobs,
+        sampler_logprobs=batch.sampler_logprobs, entropy=ent)
   return loss_fn
 
 

@@ -3,6 +3,9 @@ import ml_collections
 import optax
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 def learning_rate_schedule(optim: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
   """Linear warmup over `warmup_steps`, then constant or cosine decay to 0 at `steps`."""
   warmup = optim.warmup_steps

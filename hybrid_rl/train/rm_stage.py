@@ -19,13 +19,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl import errors
 from hybrid_rl.eval import reward_metrics
 from hybrid_rl.rewards import verifier_pool
+from hybrid_rl.sampling import rollouts
+from hybrid_rl.train import batches
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
-from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
 
@@ -53,12 +55,12 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
     padded = chunk + [chunk[-1]] * (batch - len(chunk))
     rng, key = jax.random.split(rng)
     rollout = rollouts.sample(policy.model, policy.tokenizer,
-                              stage_io.format_prompts(padded, config, policy.tokenizer), key, sp,
+                              prompts_lib.format_prompts(padded, config, policy.tokenizer), key, sp,
                               config.data.max_prompt_len)
     n = len(chunk) * g
     verdicts = pool.verify("equivalence", rollout.texts[:n],
                            [e["answer"] for e in chunk for _ in range(g)])
-    rows = rollouts.sequence_batch(rollout)
+    rows = batches.sequence_batch(rollout)
     tokens.append(np.asarray(rows["tokens"][:n]))
     valid.append(np.asarray(rows["valid"][:n]))
     labels.append(np.array([v.correct for v in verdicts], np.float32))
@@ -88,24 +90,6 @@ def preference_pairs(data: dict, rng: np.random.Generator) -> np.ndarray:
     if len(good) and len(bad):
       pairs += [(g, rng.choice(bad)) for g in good]
   return np.array(pairs, np.int64).reshape(-1, 2)
-
-
-_score_jit = jax.jit(
-    lambda graphdef, params, tokens, valid: objectives.sequence_scores(
-        nnx.merge(graphdef, params), tokens, valid), static_argnums=0)
-
-
-def score_rows(graphdef, params, tokens, valid, batch: int = 256) -> np.ndarray:
-  """Reward-model scores [N] float32 of token rows, in chunks of `batch` rows (one
-  compilation; config.reward.rm_batch_rows in the GRPO stage)."""
-  out = []
-  for start in range(0, len(tokens), batch):
-    t, v = np.asarray(tokens[start:start + batch]), np.asarray(valid[start:start + batch])
-    pad = batch - len(t)
-    if pad:
-      t, v = np.concatenate([t, np.repeat(t[-1:], pad, 0)]), np.concatenate([v, np.repeat(v[-1:], pad, 0)])
-    out.append(np.asarray(_score_jit(graphdef, params, jnp.asarray(t), jnp.asarray(v)))[: batch - pad])
-  return np.concatenate(out)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -144,7 +128,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init = steps.init_state(steps.params_of(policy.model), optimizer, jax.random.PRNGKey(config.seed))
   state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc="reward_model",
                          **loop.options(config))
-  scores = score_rows(graphdef, state["params"], held["tokens"], held["valid"])
+  scores = objectives.score_rows(graphdef, state["params"], held["tokens"], held["valid"])
   report = reward_metrics.classification_report(scores, held["labels"])
   report.update({"train_samples": int(len(train["labels"])), "loss": rm.loss,
                  "train_positive_rate": float(train["labels"].mean())})

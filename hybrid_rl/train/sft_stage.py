@@ -8,12 +8,13 @@ from flax import nnx
 import jax
 import ml_collections
 
+from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.data import pipeline
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import batches
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
-from hybrid_rl.train import rollouts
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
 
@@ -44,12 +45,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                 position=int(state["data_position"]),
                                 shard_index=jax.process_index(), shard_count=jax.process_count())
     batch_examples = next(it)
-    batch = rollouts.supervised_batch(
-        tokenizer, stage_io.format_prompts(batch_examples, config, tokenizer),
+    batch = batches.supervised_batch(
+        tokenizer, prompts_lib.format_prompts(batch_examples, config, tokenizer),
         [" " + e["solution"] for e in batch_examples], config.data.max_prompt_len,
         config.sampling.max_new_tokens)
     batch = {k: distributed.global_rows(mesh, v) for k, v in batch.items()}
-    batch = rollouts.trim_padding(batch, config.train.trim_multiple)
+    batch = batches.trim_padding(batch, config.train.trim_multiple)
     rng, key = jax.random.split(state["rng"])
     state, metrics = train_step(state, batch, key)
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1}

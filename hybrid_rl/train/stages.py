@@ -12,7 +12,7 @@ _STAGE_MODULES = {
     "toy": "hybrid_rl.train.toy_stage",
     "sft": "hybrid_rl.train.sft_stage",
     "grpo": "hybrid_rl.train.grpo_stage",
-    "eval": "hybrid_rl.eval.evaluate",
+    "eval": "hybrid_rl.train.eval_stage",
     "reward_model": "hybrid_rl.train.rm_stage",
     "distill": "hybrid_rl.train.distill_stage",
 }

@@ -142,9 +142,9 @@ def state_shardings(state: PyTree, mesh) -> PyTree:
   return sharding.param_shardings(state, mesh)
 
 
-def batch_shardings(batch: Mapping[str, jax.Array], mesh) -> PyTree:
+def batch_shardings(batch: PyTree, mesh) -> PyTree:
   """Every batch field split along its leading (row) dimension."""
-  return {k: sharding.batch_sharding(mesh, jnp.ndim(v), jnp.shape(v)[0]) for k, v in batch.items()}
+  return jax.tree.map(lambda v: sharding.batch_sharding(mesh, jnp.ndim(v), jnp.shape(v)[0]), batch)
 
 
 def jit_train_step(step, state: PyTree, batch: Mapping[str, jax.Array] | None = None, mesh=None,

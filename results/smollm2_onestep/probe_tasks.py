@@ -1,3 +1,4 @@
+# Record of a probe run at commit 76b68df (2026-12-02); kept as written then, not maintained: the package has changed since.
 """Probe SmolLM2-135M-Instruct on candidate tasks: greedy and T=1 accuracy (64 problems each).
 
   PYTHONPATH=. python results/smollm2_onestep/probe_tasks.py 64   # from the repository root

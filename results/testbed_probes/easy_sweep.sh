@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit e52519d (2026-11-24); kept as written then, not maintained: the package has changed since.
 # GRPO on easy-family prompts only, from probe b's SFT (1200 steps): does RL move validation?
 cd /work/main && . .venv/bin/activate
 for lr in "$@"; do

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit e52519d (2026-11-24); kept as written then, not maintained: the package has changed since.
 # 150 GRPO steps on fresh prompts (all families) from probe b's SFT, warmup 10, b2 0.999.
 cd /work/main && . .venv/bin/activate
 PYTHONPATH=. python -m experiments.train --config=configs/default.py:tiny --config.stage=grpo \

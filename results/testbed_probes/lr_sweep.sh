@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit e52519d (2026-11-24); kept as written then, not maintained: the package has changed since.
 # GRPO lr sweep from probe b's SFT checkpoint (1200 steps, 29.2% val avg@2).
 cd /work/main && . .venv/bin/activate
 for lr in "$@"; do

@@ -1,3 +1,4 @@
+# Record of a probe run at commit e52519d (2026-11-24); kept as written then, not maintained: the package has changed since.
 """Does one GRPO update on real rollouts raise the likelihood of rewarded responses,
 and does sharpening (many small steps) raise accuracy on the same prompts?"""
 import jax, jax.numpy as jnp, numpy as np, optax

@@ -1,3 +1,4 @@
+# Record of a probe run at commit af2ba9c (2026-11-24); kept as written then, not maintained: the package has changed since.
 """GRPO on a fixed pool of train prompts (cycled), then validation accuracy: does
 what RL learns on its prompts transfer to unseen ones?"""
 import sys

@@ -1,3 +1,4 @@
+# Record of a probe run at commit d8bf1dd (2026-12-02); kept as written then, not maintained: the package has changed since.
 """The full preset's micro student: SFT of STEPS steps, then its validation avg@8 with the
 slice's eval_sft settings (the teacher's cold start is measured on the same 200 problems).
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit 02d8140 (2026-11-24); kept as written then, not maintained: the package has changed since.
 # Slice probe: chain_ops + hard_share at direct 0.5, scale 9; SFT then GRPO 60 x 32 x 8 at lr 1e-4, then per-kind modes.
 kinds=$(realpath "$(dirname "$0")")/../operand_scale/kinds.py
 cd "$(dirname "$0")/../../.." && . /work/main/.venv/bin/activate

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit 8488db0 (2026-11-24); kept as written then, not maintained: the package has changed since.
 # Slice with answer-only SFT solutions mixed in: SFT 1200 steps then GRPO 40 x 32 x 8.
 cd /work/main && . .venv/bin/activate
 frac=$1; lr=$2; shift 2

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit 8488db0 (2026-11-24); kept as written then, not maintained: the package has changed since.
 # GRPO on fresh prompts (train stream) from probe b's SFT, Adam eps near the gradient scale.
 cd /work/main && . .venv/bin/activate
 run() {  # name lr eps [extra overrides]

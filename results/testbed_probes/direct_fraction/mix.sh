@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit 8488db0 (2026-11-24); kept as written then, not maintained: the package has changed since.
 # Probe: probe b's SFT (1200 steps, worked solutions only) fine-tuned 300 more steps on a
 # train stream where 30% of solutions are answer-only, then GRPO 40 x 32 x 8 on fresh prompts.
 cd /work/main && . .venv/bin/activate

@@ -1,3 +1,4 @@
+# Record of a probe run at commit 8488db0 (2026-11-24); kept as written then, not maintained: the package has changed since.
 """Accuracy of answer-only vs worked responses of a checkpoint on validation."""
 import sys
 import jax, numpy as np

@@ -1,3 +1,4 @@
+# Record of a probe run at commit 2a04072 (2026-11-24); kept as written then, not maintained: the package has changed since.
 """Per-kind accuracy of answer-only vs worked responses at a given temperature
 (../direct_fraction/modes.py, split by kind instead of family).
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Record of a probe run at commit ce5b961 (2026-11-24); kept as written then, not maintained: the package has changed since.
 # Slice probe: direct_fraction + operand scale; SFT then GRPO 40 x 32 x 8 at lr 1e-4, then per-kind modes.
 kinds=$(realpath "$(dirname "$0")")/kinds.py
 cd /work/main && . .venv/bin/activate

@@ -1,7 +1,7 @@
 r"""How the cost of one GRPO step grows with prompts per step and response length.
 
-  python -m experiments.bench_growth --workdir=/tmp/growth
-  python -m experiments.bench_growth --workdir=/tmp/growth --prompts=8,32,128 --tokens=64,128,256
+  python -m experiments.bench.growth --workdir=/tmp/growth
+  python -m experiments.bench.growth --workdir=/tmp/growth --prompts=8,32,128 --tokens=64,128,256
 
 The quickstart's tiny model (configs/default.py:tiny, the `grpo` stage as the
 quickstart runs it: 8 samples per prompt, micro-batches of 8 rows) from random

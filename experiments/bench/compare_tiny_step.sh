@@ -2,7 +2,7 @@
 # The quickstart slice's GRPO step (tiny model, 64 prompts x 8 samples x <= 64 tokens, the
 # settings of configs/default.py:tiny at 276c3fe, the code issue #20 timed) at 276c3fe and
 # at a later commit, alternating on one machine.
-#   results/bench_tiny_step/compare.sh NEW_COMMIT OUT_DIR [ROUNDS]
+#   experiments/bench/compare_tiny_step.sh NEW_COMMIT OUT_DIR [ROUNDS]
 # Both start from random weights (responses run to 64 tokens: the same work on both
 # sides); metrics.jsonl of each run lands in OUT_DIR/<commit>_<round>/.
 set -euo pipefail

