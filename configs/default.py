@@ -75,7 +75,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # see fresh problems; validation and test do not depend on it.
   config.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=30000, num_validation=200, num_test=400, max_level=1, operand_scale=9,
-      families="easy,hard", direct_fraction=0.0, hard_share=0.5, chain_ops=0))
+      families="easy,hard", direct_fraction=0.0, hard_share=0.5, chain_ops=0,
+      hard_family="solve"))
 
   # trim_multiple: train batches drop the padding columns no row uses, keeping
   # prompt and response widths multiples of this (0: always the full P + R).
@@ -83,7 +84,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # gradients accumulated exactly (0: one pass, or grad_accum_steps of them). The
   # tiny models' step on CPU is 2.5x faster in passes of 8 rows than in one of
   # 256 (1.5x for SFT's 32), as the activations then stay in cache
-  # (experiments/bench_train.py --model=tiny); presets of large models set 0.
+  # (experiments/bench/train_step.py --model=tiny); presets of large models set 0.
   config.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=64, checkpoint_every=100, keep_checkpoints=2, log_every=10,
       grad_accum_steps=1, micro_batch_rows=0 if preset in ("micro", "toy") else 8,

@@ -138,6 +138,7 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.decode_attention": _one_of(*transformer.DECODE_ATTENTION),
     "model.compute_dtype": _one_of(*transformer.DTYPES),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
+    "data.synthetic.hard_family": _one_of(*synthetic_math.HARD_FAMILIES),
     "reward_model.loss": _one_of(*objectives.REWARD_LOSSES),
     "rl.sampling": _one_of(*se.MODES),
     "reward.mode": _one_of(*hero.REWARD_MODES),

@@ -127,6 +127,35 @@ def test_reference_solutions_are_correct_and_hard_family_defeats_strict_checker(
   assert 0.05 < np.mean(strict_hits["hard"]) < 0.6  # many correct forms it rejects
 
 
+def test_the_forms_hard_family_is_the_easy_word_problems_written_in_other_forms(tmp_path):
+  # Hard to verify, not to solve: the same worked steps as the easy word problems (one
+  # operation each), integer gold answers, the final answer in a random one of forms
+  # that the oracle accepts and the strict checker refuses (all but the canonical one).
+  forms = {**SMALL, "hard_family": "forms", "chain_ops": 3}
+  train = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **forms)
+  hard = [e for e in train if e["family"] == "hard"]
+  assert {e["kind"] for e in hard} == set(synthetic_math.FORMS_KINDS)
+  written = collections.Counter()
+  for e in hard:
+    assert re.fullmatch(r"\d+", e["answer"]), e
+    steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", e["solution"])
+    assert len(steps) == 3, e
+    unit = re.search(r"How many (\w+)", e["question"]).group(1)
+    candidates = synthetic_math.unit_forms(int(e["answer"]), unit)
+    boxed = verifiers.last_boxed(e["solution"])
+    assert boxed in candidates, e
+    written[candidates.index(boxed)] += 1
+    for i, form in enumerate(candidates):
+      text = f"The answer is \\boxed{{{form}}}."
+      assert verifiers.equivalence_verify(text, e["answer"]).correct, form
+      assert verifiers.strict_verify(text, e["answer"]).correct == (i == 0), form
+  assert len(written) == 5 and written[0] < len(hard) / 2  # every form; canonical a minority
+  # Its own cache: the default hard family's data is a different dataset.
+  default = pipeline.load_examples("synthetic_math", "train", str(tmp_path),
+                                   **{**forms, "hard_family": "solve"})
+  assert {e["kind"] for e in default if e["family"] == "hard"} <= set(synthetic_math.HARD_KINDS)
+
+
 def test_split_assignment_is_a_function_of_the_question():
   fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
   seen = {}

@@ -50,12 +50,14 @@ class SyntheticMathConfig(tfds.core.BuilderConfig):
   direct_fraction: float = 0.0  # share of answer-only train solutions (synthetic_math.generate)
   hard_share: float = 0.5  # share of hard-family problems in every split (both families)
   chain_ops: int = 0  # operations per easy problem (0: the level's)
+  hard_family: str = "solve"  # the hard family's kinds (synthetic_math.HARD_FAMILIES)
 
   def __post_init__(self):
     if not self.name:
       direct = f"_d{self.direct_fraction:g}" if self.direct_fraction else ""
       direct += f"_h{self.hard_share:g}" if self.hard_share != 0.5 else ""
       direct += f"_c{self.chain_ops}" if self.chain_ops else ""
+      direct += f"_{self.hard_family}" if self.hard_family != "solve" else ""
       object.__setattr__(self, "name", f"s{self.seed}_n{self.num_train}-{self.num_validation}-{self.num_test}"
                    f"_l{self.max_level}_o{self.operand_scale}_{'-'.join(self.families)}{direct}")
     super().__post_init__() if hasattr(super(), "__post_init__") else None
@@ -83,7 +85,8 @@ class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                           families=tuple(c.families), max_level=c.max_level,
                                           operand_scale=c.operand_scale,
                                           direct_fraction=c.direct_fraction,
-                                          hard_share=c.hard_share, chain_ops=c.chain_ops):
+                                          hard_share=c.hard_share, chain_ops=c.chain_ops,
+                                          hard_family=c.hard_family):
       yield key, {"id": key, "question": p.question, "solution": p.solution,
                   "answer": p.answer, "family": p.family, "kind": p.kind, "level": p.level}
 
@@ -134,6 +137,9 @@ class Math(_JsonlBuilder):
 
 
 BUILDERS = {"synthetic_math": SyntheticMath, "gsm8k": Gsm8k, "math": Math}
+# The splits each dataset has (what config split specs may name).
+SPLITS = {"synthetic_math": tuple(synthetic_math.HASH_FRACTIONS), "gsm8k": tuple(Gsm8k.SPLIT_FILES),
+          "math": tuple(Math.SPLIT_FILES)}
 
 
 class _QuietCustomConfig(logging.Filter):

@@ -3,12 +3,18 @@
 Two families:
   easy: multi-step integer arithmetic and word problems; the answer is an
     integer with one written form, so a strict string checker is reliable.
-  hard: fractions, mixed numbers, radicals, inequalities (intervals), roots
-    (sets of values) and polynomial expansions, whose correct answers have
-    many equivalent surface forms. The gold answer is canonical; each
-    reference solution ends in a randomly chosen equivalent form, so a policy
-    cold-started on them writes correct answers that a strict checker
-    rejects and an equivalence checker accepts (HERO's hard-to-verify regime).
+  hard: problems whose correct answers have many equivalent surface forms.
+    The gold answer is canonical; each reference solution ends in a randomly
+    chosen equivalent form, so a policy cold-started on them writes correct
+    answers that a strict checker rejects and an equivalence checker accepts
+    (HERO's hard-to-verify regime). Two kinds of hard family (`hard_family`):
+      solve  fractions, mixed numbers, radicals, inequalities (intervals), roots
+             (sets of values) and polynomial expansions: hard to verify and,
+             for a small model, hard to solve as well;
+      forms  the easy family's word problems, their answers written with the
+             unit ("12\\text{ apples}") or with decimal zeros ("12.0"): as
+             hard to solve as the easy family, hard only to verify, the
+             property HERO's hard-to-verify problems have.
 
 Difficulty `level` in 1..3 scales operand size and the number of steps; the
 config's `max_level`, `operand_scale` and `chain_ops` tune how hard the task is.
@@ -34,6 +40,8 @@ FAMILIES = ("easy", "hard")
 EASY_KINDS = ("arith_chain", "word_shop", "word_groups")
 HARD_KINDS = ("fraction_sum", "mixed_number", "radical", "inequality", "quadratic_roots",
               "expand")
+FORMS_KINDS = ("word_shop_forms", "word_groups_forms")
+HARD_FAMILIES = {"solve": HARD_KINDS, "forms": FORMS_KINDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +120,15 @@ def interval_forms(bound: Fraction, greater: bool, inclusive: bool) -> list[str]
   right = "]" if inclusive else ")"
   return [f"(-\\infty, {b}{right}", f"(-\\infty,{b}{right}", f"x \\in (-\\infty, {b}{right}",
           f"(-\\infty, {alt}{right}"]
+
+
+def unit_forms(value: int, unit: str) -> list[str]:
+  """Forms of a count of `unit` (canonical first): with the unit as LaTeX text, or with
+  decimal zeros. An equivalence checker reads each as the number; a string match
+  accepts only the first. (A bare "12 books" is not among them: math-verify reads
+  some such words as products of symbols.)"""
+  return [str(value), f"{value}\\text{{ {unit}}}", f"{value} \\text{{{unit}}}", f"{value}.0",
+          f"{value}.00"]
 
 
 def set_forms(values: list[int]) -> list[str]:
@@ -335,6 +352,17 @@ def gen_expand(rng: random.Random, level: int, scale: int) -> Problem:
   return _hard(rng, question, steps, poly_forms(coeffs), "expand", level)
 
 
+def _with_unit_forms(base: Callable[..., Problem], kind: str) -> Callable[..., Problem]:
+  """A hard-family kind: `base`'s word problem, its answer written in a random one of
+  unit_forms (the unit is the item the question asks about)."""
+  def gen(rng: random.Random, level: int, scale: int, ops: int = 0) -> Problem:
+    p = base(rng, level, scale, ops)
+    unit = re.search(r"How many (\w+)", p.question).group(1)
+    work = p.solution[:p.solution.rindex("The answer is ")].strip()
+    return _hard(rng, p.question, [work], unit_forms(int(p.answer), unit), kind, level)
+  return gen
+
+
 def _hard(rng: random.Random, question: str, steps: list[str], forms: list[str],
           kind: str, level: int) -> Problem:
   """Hard-family problem whose solution ends in a random equivalent form."""
@@ -353,6 +381,8 @@ GENERATORS: dict[str, Callable[[random.Random, int, int], Problem]] = {
     "inequality": gen_inequality,
     "quadratic_roots": gen_quadratic_roots,
     "expand": gen_expand,
+    "word_shop_forms": _with_unit_forms(gen_word_shop, "word_shop_forms"),
+    "word_groups_forms": _with_unit_forms(gen_word_groups, "word_groups_forms"),
 }
 
 
@@ -377,7 +407,7 @@ def split_of(question: str, fractions_by_split: dict[str, float]) -> str:
 def generate(split: str, num_examples: int, *, seed: int,
              fractions_by_split: dict[str, float], families: tuple[str, ...] = ("easy", "hard"),
              max_level: int = 3, operand_scale: int = 9, direct_fraction: float = 0.0,
-             hard_share: float = 0.5, chain_ops: int = 0,
+             hard_share: float = 0.5, chain_ops: int = 0, hard_family: str = "solve",
              max_misses: int = 20000) -> Iterator[tuple[str, Problem]]:
   """Yields (id, problem) for one split, every question hashed into `split`.
 
@@ -391,8 +421,11 @@ def generate(split: str, num_examples: int, *, seed: int,
   radical has a few dozen) repeats in it, a large one (arith_chain) is nearly
   always fresh.
 
-  chain_ops: operations in every easy problem (0: arith_chain level + 1, the word
-  problems two). Each worked step is one operation, so a chain longer than the model
+  hard_family: the hard family's kinds, "solve" or "forms" (HARD_FAMILIES, module
+  docstring).
+
+  chain_ops: operations in every easy problem and every "forms" hard problem (0:
+  arith_chain level + 1, the word problems two). Each worked step is one operation, so a chain longer than the model
   composes in one pass is answered far better by working than at once (a
   4-layer student after SFT: 5-14% vs 28-72% at 4 operations, results/testbed_probes).
   1 makes every easy problem one operation (a sum or difference, a purchase, a
@@ -406,7 +439,8 @@ def generate(split: str, num_examples: int, *, seed: int,
   carries over to unseen problems, as it does in pretrained models that sometimes
   answer before reasoning. Validation and test keep worked solutions.
   """
-  kinds = [k for f in families for k in (EASY_KINDS if f == "easy" else HARD_KINDS)]
+  hard_kinds = HARD_FAMILIES[hard_family]
+  kinds = [k for f in families for k in (EASY_KINDS if f == "easy" else hard_kinds)]
   unique = split != "train"
   rng = random.Random(f"{seed}:{split}")
   style_rng = random.Random(f"{seed}:{split}:direct")  # leaves the problem stream unchanged
@@ -422,7 +456,7 @@ def generate(split: str, num_examples: int, *, seed: int,
         else "easy")
     kind = rng.choice([k for k in kinds if (k in EASY_KINDS) == (family == "easy")])
     level = rng.randint(1, max_level)
-    ops = {"ops": chain_ops} if chain_ops and kind in EASY_KINDS else {}
+    ops = {"ops": chain_ops} if chain_ops and kind in EASY_KINDS + FORMS_KINDS else {}
     problem = GENERATORS[kind](rng, level, operand_scale, **ops)
     if ((unique and problem.question in seen)
         or split_of(problem.question, fractions_by_split) != split):

@@ -39,7 +39,8 @@ def synthetic_kwargs(config: ml_collections.ConfigDict) -> dict:
   return dict(seed=s.seed, num_train=s.num_train, num_validation=s.num_validation,
               num_test=s.num_test, max_level=s.max_level, operand_scale=s.operand_scale,
               families=tuple(f for f in s.families.split(",") if f),
-              direct_fraction=s.direct_fraction, hard_share=s.hard_share, chain_ops=s.chain_ops)
+              direct_fraction=s.direct_fraction, hard_share=s.hard_share, chain_ops=s.chain_ops,
+              hard_family=s.hard_family)
 
 
 def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> list[dict]:
