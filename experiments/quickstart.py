@@ -22,6 +22,7 @@ import time
 from absl import flags
 import jax
 import ml_collections
+import numpy as np
 
 from configs import quickstart as quickstart_config
 from experiments import hero
@@ -99,6 +100,14 @@ def run_seeds(config: ml_collections.ConfigDict, subs: dict, root: str, seeds: l
   return results
 
 
+def slice_problem_differences(results: list[dict], k: int) -> list[dict]:
+  """Per seed, GRPO - SFT over the eval problems (avg@k per problem, in points) with its
+  paired 95% bootstrap interval (paired.problem_difference)."""
+  per_problem = lambda ev: np.asarray(ev["correct_per_example"], np.float64) / k
+  return [paired.problem_difference(per_problem(r["sft"]), per_problem(r["grpo"]), seed=seed)
+          for seed, r in enumerate(results)]
+
+
 def slice_table(results: list[dict], config: ml_collections.ConfigDict, stem: str) -> str:
   """SFT vs GRPO oracle accuracy on the eval split, mean +- 95% CI over seeds."""
   k = config.eval.num_samples
@@ -121,19 +130,29 @@ def slice_table(results: list[dict], config: ml_collections.ConfigDict, stem: st
            f"GRPO: {config.grpo.steps} steps x {config.grpo.batch_size} prompts x "
            f"{config.grpo.num_samples} samples on {config.grpo.split}, lr "
            f"{config.grpo.learning_rate}.",
+           "GRPO - SFT over the same problems, per seed (paired bootstrap 95% interval): " +
+           "; ".join(f"seed {i}: {d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]"
+                     for i, d in enumerate(slice_problem_differences(results, k))) + ".",
            "No paper row: this is the shared vertical slice (GRPO of DeepSeekMath, as "
            "implemented by TRL / verl)."]
   return tables.write_table(rows, list(rows[0]), stem, title="SFT -> GRPO slice",
                             notes=notes)["md"]
 
 
-def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: float) -> dict:
+def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: float,
+            wall_minutes: float) -> dict:
   """The run's headline numbers as per-seed lists (accuracies in %, avg@k of each
-  table's split), for programs; `<workdir>/tables/summary.json`."""
+  table's split), for programs; `<workdir>/tables/summary.json`.
+
+  slice.ci_low / ci_high: the paired 95% interval of GRPO - SFT over problems;
+  families.<family>: the SFT cold start's validation avg@k (cold_start_oracle), the
+  strict checker's recall and precision on its samples, and the HERO reward model's
+  held-out AUC on that family's samples.
+  """
   pct = lambda ev, family=None: round(
       100 * (ev["family"][family] if family else ev["overall"])["avg@k"], 2)
   out = {"preset": config.preset, "seeds": list(range(config.num_seeds)),
-         "stage_minutes": round(stage_minutes, 2)}
+         "stage_minutes": round(stage_minutes, 2), "wall_minutes": round(wall_minutes, 2)}
   if results["slice"]:
     sl = results["slice"]
     out["slice"] = {"split": config.eval.split, "k": config.eval.num_samples,
@@ -142,6 +161,14 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
       out["slice"]["grpo"] = [pct(r["grpo"]) for r in sl]
       out["slice"]["gain"] = [round(g - s, 2) for g, s in zip(out["slice"]["grpo"],
                                                                out["slice"]["sft"])]
+      diffs = slice_problem_differences(sl, config.eval.num_samples)
+      out["slice"]["ci_low"] = [round(d["ci_low"], 2) for d in diffs]
+      out["slice"]["ci_high"] = [round(d["ci_high"], 2) for d in diffs]
+    out["families"] = {f: {
+        "cold_start_oracle": [pct(r["sft"], f) for r in sl],
+        "strict_recall": [r["sft"]["strict_vs_oracle"][f]["recall"] for r in sl],
+        "strict_precision": [r["sft"]["strict_vs_oracle"][f]["precision"] for r in sl]}
+                       for f in sorted(sl[0]["sft"].get("family", {}))}
     # The strict checker on the SFT policy's own hard-family samples, pooled over seeds.
     hard = [r["sft"]["strict_vs_oracle"]["hard"] for r in sl
             if "hard" in r["sft"].get("strict_vs_oracle", {})]
@@ -156,6 +183,9 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
     # None where a seed's held-out samples hold one class only (AUC undefined).
     out["rm_auc"] = [round(r["rm"]["auc"], 4) if math.isfinite(r["rm"]["auc"]) else None
                      for r in he if r["rm"]]
+    for f, row in out.get("families", {}).items():
+      row["rm_auc"] = [_finite(r["rm"].get("family", {}).get(f, {}).get("auc")) for r in he
+                       if r["rm"]]
     out["hero"] = {"split": config.hero.final_eval_split, "start": {
         f: [pct(r["start"], f) for r in he] for f in ("easy", "hard")}}
     for arm in he[0]["arms"]:
@@ -173,6 +203,11 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
         arm: [pct(r["arms"][arm]["eval"]) for r in sd] for arm in sd[0]["arms"]}}
   out["paired"] = paired.paired_differences(out)
   return out
+
+
+def _finite(x) -> float | None:
+  """x rounded, or None for a missing or undefined figure (an AUC of one class)."""
+  return round(x, 4) if x is not None and math.isfinite(x) else None
 
 
 def seeds_to_run(flag: str, num_seeds: int) -> list[int]:
@@ -240,7 +275,7 @@ def main(argv):
             f"{sum(progress.stage_times.values()) / 60:.1f} min of wall time when they ran; "
             f"this call ran "
             f"{progress.ran} and reused {progress.done - progress.ran} in {minutes:.1f} min.")
-  numbers = summary(config, results, sum(progress.stage_times.values()) / 60)
+  numbers = summary(config, results, sum(progress.stage_times.values()) / 60, minutes)
   with open(os.path.join(root, "tables", "summary.json"), "w") as f:
     json.dump(numbers, f, indent=1)
   if config.num_seeds > 1:

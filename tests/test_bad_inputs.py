@@ -91,7 +91,7 @@ CASES = [
      "config.train.grad_accum_steps=3: must divide the 8 rows of an update"),
     (MICRO + ["--config.stage=grpo", "--config.train.grad_accum_steps=5"],
      "must divide the 32 rows of an update"),
-    (MICRO + ["--config.rl.ada.threshold=5.0"], "config.rl.ada.threshold=5.0: must be in [0, 1)"),
+    (MICRO + ["--config.rl.ada.threshold=5.0"], "config.rl.ada: threshold=5.0: must be in [0, 1)"),
     (MICRO + ["--config.data.max_prompt_len=2000"],
      "must be <= model.max_position_embeddings=1024"),
     (MICRO + ["--config.optim.learning_rate=inf"],

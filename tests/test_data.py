@@ -302,14 +302,15 @@ def test_prompt_formats():
     prompts.format_prompt("Q", style="chat")
 
 
-@pytest.mark.parametrize("chain_ops", [0, 4])
-def test_tiny_config_responses_hold_every_reference_solution(chain_ops, tmp_path):
+@pytest.mark.parametrize("synthetic", [{"chain_ops": 0}, {"chain_ops": 4},
+                                       {"chain_ops": 4, "hard_family": "forms"}])
+def test_tiny_config_responses_hold_every_reference_solution(synthetic, tmp_path):
   # A solution longer than sampling.max_new_tokens can never be sampled whole, so
   # its kind would score 0 at any policy (radicals did at 64 tokens).
   from configs import default
   from hybrid_rl.train import stage_io
   config = default.get_config("tiny")
-  config.data.synthetic.update(num_train=5000, chain_ops=chain_ops)
+  config.data.synthetic.update(num_train=5000, **synthetic)
   tokenizer = stage_io.load_tokenizer(stage_io.tokenizer_path(config, str(tmp_path)))
   rows = [r for split in ("train", "validation", "test")
           for r in stage_io.load_split(config, str(tmp_path), split)]

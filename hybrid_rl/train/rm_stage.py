@@ -46,7 +46,7 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
   g = rm.samples_per_prompt
   sp = rollouts.sampling_params(policy.tokenizer, config.sampling.max_new_tokens,
                                 temperature=config.sampling.temperature, num_samples=g)
-  tokens, valid, labels, prompt_ids = [], [], [], []
+  tokens, valid, labels, prompt_ids, families = [], [], [], [], []
   rng = jax.random.PRNGKey(config.seed + 31)
   batch = config.eval.batch_size
   pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
@@ -65,8 +65,10 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
     valid.append(np.asarray(rows["valid"][:n]))
     labels.append(np.array([v.correct for v in verdicts], np.float32))
     prompt_ids.append(np.repeat(np.arange(start, start + len(chunk)), g))
+    families.append(np.repeat([e.get("family", "") for e in chunk], g))
   data = {"tokens": np.concatenate(tokens), "valid": np.concatenate(valid),
-          "labels": np.concatenate(labels), "prompt": np.concatenate(prompt_ids)}
+          "labels": np.concatenate(labels), "prompt": np.concatenate(prompt_ids),
+          "family": np.concatenate(families)}
   os.makedirs(workdir, exist_ok=True)
   np.savez(path + ".tmp.npz", **data)
   os.replace(path + ".tmp.npz", path)
@@ -130,6 +132,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          **loop.options(config))
   scores = objectives.score_rows(graphdef, state["params"], held["tokens"], held["valid"])
   report = reward_metrics.classification_report(scores, held["labels"])
+  if "family" in held:  # samples cached before families were recorded have none
+    report["family"] = {str(f): reward_metrics.classification_report(
+        scores[held["family"] == f], held["labels"][held["family"] == f])
+                        for f in np.unique(held["family"]) if f}
   report.update({"train_samples": int(len(train["labels"])), "loss": rm.loss,
                  "train_positive_rate": float(train["labels"].mean())})
   with open(os.path.join(workdir, "rm_eval.json"), "w") as f:
