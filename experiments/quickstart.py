@@ -166,8 +166,8 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
       out["slice"]["ci_high"] = [round(d["ci_high"], 2) for d in diffs]
     out["families"] = {f: {
         "cold_start_oracle": [pct(r["sft"], f) for r in sl],
-        "strict_recall": [r["sft"]["strict_vs_oracle"][f]["recall"] for r in sl],
-        "strict_precision": [r["sft"]["strict_vs_oracle"][f]["precision"] for r in sl]}
+        "strict_recall": [_finite(r["sft"]["strict_vs_oracle"][f]["recall"]) for r in sl],
+        "strict_precision": [_finite(r["sft"]["strict_vs_oracle"][f]["precision"]) for r in sl]}
                        for f in sorted(sl[0]["sft"].get("family", {}))}
     # The strict checker on the SFT policy's own hard-family samples, pooled over seeds.
     hard = [r["sft"]["strict_vs_oracle"]["hard"] for r in sl

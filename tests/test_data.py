@@ -135,6 +135,8 @@ def test_the_forms_hard_family_is_the_easy_word_problems_written_in_other_forms(
   train = pipeline.load_examples("synthetic_math", "train", str(tmp_path), **forms)
   hard = [e for e in train if e["family"] == "hard"]
   assert {e["kind"] for e in hard} == set(synthetic_math.FORMS_KINDS)
+  # The word problems are the hard family's alone (a policy could not tell them apart).
+  assert {e["kind"] for e in train if e["family"] == "easy"} == {"arith_chain"}
   written = collections.Counter()
   for e in hard:
     assert re.fullmatch(r"\d+", e["answer"]), e
