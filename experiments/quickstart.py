@@ -140,9 +140,11 @@ def slice_table(results: list[dict], config: ml_collections.ConfigDict, stem: st
 
 
 def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: float,
-            wall_minutes: float) -> dict:
+            call_minutes: float) -> dict:
   """The run's headline numbers as per-seed lists (accuracies in %, avg@k of each
-  table's split), for programs; `<workdir>/tables/summary.json`.
+  table's split), for programs; `<workdir>/tables/summary.json`. stage_minutes adds
+  the wall time of every stage when it ran; call_minutes is this call's (near 0 when
+  every stage was reused).
 
   slice.ci_low / ci_high: the paired 95% interval of GRPO - SFT over problems;
   families.<family>: the SFT cold start's validation avg@k (cold_start_oracle), the
@@ -152,7 +154,7 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
   pct = lambda ev, family=None: round(
       100 * (ev["family"][family] if family else ev["overall"])["avg@k"], 2)
   out = {"preset": config.preset, "seeds": list(range(config.num_seeds)),
-         "stage_minutes": round(stage_minutes, 2), "wall_minutes": round(wall_minutes, 2)}
+         "stage_minutes": round(stage_minutes, 2), "call_minutes": round(call_minutes, 2)}
   if results["slice"]:
     sl = results["slice"]
     out["slice"] = {"split": config.eval.split, "k": config.eval.num_samples,

@@ -175,6 +175,16 @@ def test_a_loaded_model_that_overrides_config_model_says_so(finished, tmp_path):
   assert len(proc.stdout.splitlines()) < 10 and "PyTorch was not found" not in proc.stderr
 
 
+def test_a_teacher_of_another_architecture_is_no_note(finished, tmp_path):
+  # config.model describes the student; the teacher's own architecture is expected.
+  source, data = finished
+  proc = run_module("experiments.train", f"--workdir={tmp_path / 'distill'}", *MICRO,
+                    f"--config.data.data_dir={data}", "--config.stage=distill",
+                    f"--config.distill.teacher_from={source}", "--config.model.hidden_size=128",
+                    "--config.train.steps=1", timeout=TIMEOUT)
+  assert not [l for l in proc.stdout.splitlines() if l.startswith("NOTE")], proc.stdout
+
+
 def test_a_looping_symlink_workdir_is_named(tmp_path):
   loop = tmp_path / "loop"
   os.symlink(loop, loop)

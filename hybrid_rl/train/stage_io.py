@@ -190,6 +190,7 @@ def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
   num_labels overrides the head: 1 turns a loaded LM into a reward model
   (the LM head is dropped, a fresh scalar head is added).
   """
+  own_model = init_from is None  # config.model describes this model (not a teacher's)
   init_from = config.init_from if init_from is None else init_from
   if not init_from:
     tok_path = tokenizer_path(config, workdir)
@@ -207,7 +208,7 @@ def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
   ignored = [f"{k} {getattr(model.cfg, k)} there, {config.model[k]} in config.model"
              for k in _ARCHITECTURE_FIELDS
              if k in config.model and getattr(model.cfg, k) != config.model[k]]
-  if ignored and distributed.is_main():
+  if ignored and own_model and distributed.is_main():
     print(f"NOTE config.model's architecture is not used: the model comes from "
           f"config.init_from={init_from!r} ({'; '.join(ignored)})", flush=True)
   model.cfg = dataclasses.replace(model.cfg, **runtime_fields(config))
