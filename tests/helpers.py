@@ -11,7 +11,10 @@ def subprocess_env(**extra) -> dict:
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("JAX_PLATFORMS", "cpu")
   env.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  env.update({k: str(v) for k, v in extra.items()})
+  extra = {k: str(v) for k, v in extra.items()}
+  if "XLA_FLAGS" in extra:  # added to the flags the test run set (conftest), not instead
+    extra["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {extra['XLA_FLAGS']}".strip()
+  env.update(extra)
   return env
 
 
