@@ -99,6 +99,15 @@ def test_summary_json_holds_the_tables_numbers_per_seed(quickstart):
   assert summary.get("strict_recall_hard") == (round(strict["recall"], 4) if strict["n_correct"]
                                                else None)
   assert summary["stage_minutes"] > 0
+  sl = summary["slice"]
+  assert sl["ci_low"][0] <= sl["gain"][0] <= sl["ci_high"][0]
+  sft_eval = json.load(open(os.path.join(workdir, "seed0", "eval_sft", "eval.json")))
+  for family, row in summary["families"].items():
+    assert row["cold_start_oracle"] == [round(100 * sft_eval["family"][family]["avg@k"], 2)]
+    recall = sft_eval["strict_vs_oracle"][family]["recall"]
+    assert row["strict_recall"] == [None if recall is None else round(recall, 4)]
+    auc = rm[0]["family"][family]["auc"]
+    assert row["rm_auc"] == [None if math.isnan(auc) else round(auc, 4)]
   diffs = summary["paired"]
   assert diffs["slice: GRPO - SFT (validation)"] == {
       "per_seed": summary["slice"]["gain"], "mean": summary["slice"]["gain"][0], "ci95": None}

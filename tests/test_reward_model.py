@@ -12,6 +12,15 @@ MICRO = ["--config=configs/default.py:micro", "--config.log.progress=False",
          "--config.log.tensorboard=False", "--config.verifier.num_workers=1"]
 
 
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+  """A micro SFT policy and its data directory, shared by the stage tests."""
+  root = tmp_path_factory.mktemp("rm_policy")
+  data, sft = str(root / "data"), str(root / "sft")
+  run_module("experiments.train", f"--workdir={sft}", *MICRO, f"--config.data.data_dir={data}")
+  return sft, data
+
+
 def test_auc_matches_pairwise_definition():
   rs = np.random.RandomState(0)
   scores, labels = rs.randn(50), (rs.rand(50) > 0.6).astype(float)
@@ -26,10 +35,8 @@ def test_auc_matches_pairwise_definition():
 
 
 @pytest.mark.parametrize("loss", ["pointwise", "bradley_terry"])
-def test_reward_model_stage_trains_on_policy_samples(tmp_path, loss):
-  data = str(tmp_path / "data")
-  sft = str(tmp_path / "sft")
-  run_module("experiments.train", f"--workdir={sft}", *MICRO, f"--config.data.data_dir={data}")
+def test_reward_model_stage_trains_on_policy_samples(policy, tmp_path, loss):
+  sft, data = policy
   rm = str(tmp_path / "rm")
   args = [f"--workdir={rm}", *MICRO, f"--config.data.data_dir={data}",
           "--config.stage=reward_model", f"--config.reward_model.policy_from={sft}",
@@ -43,7 +50,11 @@ def test_reward_model_stage_trains_on_policy_samples(tmp_path, loss):
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.load(open(os.path.join(rm, "rm_eval.json")))
   assert 0.0 <= report["accuracy"] <= 1.0 and report["n"] > 0 and report["loss"] == loss
+  # Per family: the held-out samples split by their problem's family.
+  assert set(report["family"]) == {"easy", "hard"}
+  assert sum(f["n"] for f in report["family"].values()) == report["n"]
   samples = np.load(os.path.join(rm, "rm_samples.npz"))
+  assert sorted(set(samples["family"])) == ["easy", "hard"]
   assert samples["tokens"].shape[0] == samples["labels"].shape[0] == 150 * 4  # train[:50%] x 4
   meta = json.load(open(os.path.join(rm, "final", "model.json")))
   assert meta["model"]["num_labels"] == 1
@@ -55,11 +66,10 @@ def test_reward_model_stage_requires_a_policy(tmp_path):
   assert proc.returncode != 0 and "reward_model.policy_from" in proc.stderr
 
 
-def test_grpo_with_hero_rewards_uses_the_reward_model_and_checkpoints_sigma_bar(tmp_path):
-  data = str(tmp_path / "data")
-  sft, rm, grpo = (str(tmp_path / n) for n in ("sft", "rm", "grpo"))
+def test_grpo_with_hero_rewards_uses_the_reward_model_and_checkpoints_sigma_bar(policy, tmp_path):
+  sft, data = policy
+  rm, grpo = (str(tmp_path / n) for n in ("rm", "grpo"))
   common = [*MICRO, f"--config.data.data_dir={data}"]
-  run_module("experiments.train", f"--workdir={sft}", *common)
   run_module("experiments.train", f"--workdir={rm}", *common, "--config.stage=reward_model",
              f"--config.reward_model.policy_from={sft}", "--config.train.steps=2")
   run_module("experiments.train", f"--workdir={grpo}", *common, "--config.stage=grpo",
