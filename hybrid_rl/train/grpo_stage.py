@@ -71,7 +71,7 @@ def ada_config(config: ml_collections.ConfigDict) -> se.AdaConfig | None:
 
 def eval_metrics(model, tokenizer, examples, config, pool, step: int) -> dict:
   result = eval_stage.evaluate(model, tokenizer, examples, config, pool,
-                             jax.random.PRNGKey(config.seed * 1000 + step))
+                               jax.random.PRNGKey(config.seed * 1000 + step))
   out = {"eval/avg@k": result["overall"]["avg@k"], "eval/pass@k": result["overall"]["pass@k"]}
   for family, s in result.get("family", {}).items():
     out[f"eval/avg@k/{family}"] = s["avg@k"]
