@@ -158,6 +158,14 @@ def test_the_forms_hard_family_is_the_easy_word_problems_written_in_other_forms(
   assert {e["kind"] for e in default if e["family"] == "hard"} <= set(synthetic_math.HARD_KINDS)
 
 
+def test_a_build_says_in_one_line_what_it_builds(tmp_path, capfd):
+  pipeline.load_examples("synthetic_math", "test", str(tmp_path), **{**SMALL, "seed": 11})
+  lines = [l for l in capfd.readouterr().out.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("building synthetic_math (s11_"), lines
+  pipeline.load_examples("synthetic_math", "test", str(tmp_path), **{**SMALL, "seed": 11})
+  assert not capfd.readouterr().out.strip()  # built once, read after
+
+
 def test_split_assignment_is_a_function_of_the_question():
   fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
   seen = {}

@@ -63,7 +63,18 @@ class SyntheticMathConfig(tfds.core.BuilderConfig):
     super().__post_init__() if hasattr(super(), "__post_init__") else None
 
 
-class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _OneLineBuild(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """TFDS announces a build in two bold lines of download sizes ("Unknown size" for data
+  made locally); these builders say in one line what they build and where."""
+
+  def _log_download_bytes(self) -> None:
+    print(f"building {self.name} ({self.builder_config.name}) in {self.data_dir}", flush=True)
+
+  def _log_download_done(self) -> None:
+    pass
+
+
+class SyntheticMath(_OneLineBuild, skip_registration=True):
   """Procedurally generated easy- and hard-to-verify math problems."""
   # 1.1.0: fixed hash shares (synthetic_math.HASH_FRACTIONS) and a train stream.
   VERSION = tfds.core.Version("1.1.0")
@@ -91,7 +102,7 @@ class SyntheticMath(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                   "answer": p.answer, "family": p.family, "kind": p.kind, "level": p.level}
 
 
-class _JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _JsonlBuilder(_OneLineBuild, skip_registration=True):
   """Reads <manual_dir>/<file> per split."""
   VERSION = tfds.core.Version("1.0.0")
   SPLIT_FILES: dict[str, str] = {}
