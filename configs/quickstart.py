@@ -46,6 +46,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.preset = preset
   config.stage = "quickstart"
   config.num_seeds = 3 if preset == "full" else 1
+  # Seeds run side by side in this many processes of the command (each with --seeds=s),
+  # then the command writes the tables; 1: one after the other in this process.
+  config.seed_processes = 1
   config.recipes = "slice,hero,reinforce_ada,sparse_to_dense"
   # The shared cold start: SFT on the first half of train. The slice's GRPO and
   # the other recipes' RL stages use the second half.
@@ -142,6 +145,7 @@ def _full(config: ml_collections.ConfigDict) -> None:
   # A quarter hard problems, which stay under 10% at any setting tried.
   config.data.synthetic.update(direct_fraction=0.5, chain_ops=4, hard_share=0.25)
   config.sft.steps = 3000
+  config.seed_processes = 3  # the three seeds side by side (how results/quickstart_full ran)
   config.grpo.update(steps=50, batch_size=32)
   config.eval.max_examples = 200
   h = config.hero

@@ -17,6 +17,8 @@ import datetime
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 
 from absl import flags
@@ -226,11 +228,43 @@ def seeds_to_run(flag: str, num_seeds: int) -> list[int]:
   return seeds
 
 
+def run_seed_processes(seeds: list[int], root: str, processes: int) -> None:
+  """Runs the seeds side by side, `processes` at a time, each as this command with
+  --seeds=<seed> (output in <root>/logs/seed<seed>.log). A seed that fails stops the
+  command with one line naming its log; the stages that finished are kept for a rerun."""
+  os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+  command = [sys.executable, "-m", "experiments.quickstart", *sys.argv[1:]]
+  pending, running = list(seeds), {}
+  print(f"seeds {seeds}: {processes} processes side by side, logs in "
+        f"{os.path.join(root, 'logs')}", flush=True)
+  while pending or running:
+    while pending and len(running) < processes:
+      seed = pending.pop(0)
+      log = open(os.path.join(root, "logs", f"seed{seed}.log"), "w")
+      running[seed] = (subprocess.Popen([*command, f"--seeds={seed}"], stdout=log,
+                                        stderr=subprocess.STDOUT), log)
+    time.sleep(1)
+    for seed, (proc, log) in list(running.items()):
+      if proc.poll() is None:
+        continue
+      log.close()
+      del running[seed]
+      if proc.returncode:
+        for other, _ in running.values():
+          other.terminate()
+        sys.exit(f"FATAL seed {seed} failed (exit {proc.returncode}); its output: {log.name}. "
+                 "Finished stages are kept: the same command reuses them")
+      print(f"seed {seed} done", flush=True)
+
+
 def main(argv):
   del argv
   seeds = seeds_to_run(_SEEDS.value, _CONFIG.value.num_seeds)  # before the workdir is made
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   recipes = config.recipes.split(",")
+  if (config.seed_processes > 1 and not _SEEDS.value and len(seeds) > 1
+      and distributed.is_main() and jax.process_count() == 1):
+    run_seed_processes(seeds, root, config.seed_processes)  # then every stage is reused
   subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
                                                         "sparse_to_dense")}
   start_time = time.perf_counter()

@@ -106,6 +106,7 @@ _LEAF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "noise": (_non_negative, "must be >= 0"),
     "step_sleep_s": (_non_negative, "must be >= 0"),
     "num_seeds": (_positive, "must be > 0"),
+    "seed_processes": (_positive, "must be > 0 (1: seeds one after the other)"),
     "grad_accum_steps": (_positive, "must be > 0"),
     "micro_batch_rows": (_non_negative, "must be >= 0 (0: no cap)"),
     "rm_batch_rows": (_positive, "must be > 0"),

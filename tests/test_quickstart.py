@@ -62,6 +62,20 @@ def test_the_stage_count_is_what_runs(quickstart):
   assert ran == stdout.count("\n== ")
 
 
+def test_seeds_run_side_by_side_in_processes_of_the_command(tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS,
+                    "--config.recipes=slice", "--config.num_seeds=2",
+                    "--config.seed_processes=2")
+  assert "seed 0 done" in proc.stdout and "seed 1 done" in proc.stdout
+  for seed in (0, 1):  # each seed ran in its own process, which wrote its log
+    log = open(os.path.join(workdir, "logs", f"seed{seed}.log")).read()
+    assert f"seeds [{seed}] done" in log and "== grpo" in log
+  # The command itself then reused every stage and wrote the tables over both seeds.
+  assert "this call ran 0 and reused 8" in proc.stdout
+  assert json.load(open(os.path.join(workdir, "tables", "summary.json")))["seeds"] == [0, 1]
+
+
 def test_a_dry_run_runs_nothing_and_records_each_call(tmp_path):
   from configs import default  # pylint: disable=g-import-not-at-top
   from hybrid_rl.train import stage_runs  # pylint: disable=g-import-not-at-top
