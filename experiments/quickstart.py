@@ -32,11 +32,13 @@ from experiments import reinforce_ada
 from experiments import sparse_to_dense
 from hybrid_rl import cli
 from hybrid_rl import errors
+from hybrid_rl.data import builders
 from hybrid_rl.eval import paired
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import metrics as metrics_lib
+from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
@@ -228,6 +230,16 @@ def seeds_to_run(flag: str, num_seeds: int) -> list[int]:
   return seeds
 
 
+def prepare_data(config: ml_collections.ConfigDict, root: str) -> None:
+  """Builds the dataset and the tokenizer every stage reads (one of each: the recipes
+  share config.data), so that seed processes started side by side only read them (two
+  processes building one TFDS dataset at once collide on its final directory)."""
+  for split in builders.SPLITS[config.data.name]:
+    stage_io.load_split(config, root, split)
+  if config.data.name == "synthetic_math":
+    stage_io.tokenizer_path(config, root)
+
+
 def run_seed_processes(seeds: list[int], root: str, processes: int) -> None:
   """Runs the seeds side by side, `processes` at a time, each as this command with
   --seeds=<seed> (output in <root>/logs/seed<seed>.log). A seed that fails stops the
@@ -264,6 +276,7 @@ def main(argv):
   recipes = config.recipes.split(",")
   if (config.seed_processes > 1 and not _SEEDS.value and len(seeds) > 1
       and distributed.is_main() and jax.process_count() == 1):
+    prepare_data(config, root)
     run_seed_processes(seeds, root, config.seed_processes)  # then every stage is reused
   subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
                                                         "sparse_to_dense")}
