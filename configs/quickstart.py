@@ -19,11 +19,10 @@ Presets:
            micro-sized student; HERO's hard regime, sparse-to-dense's recipe,
            Stage 3 and direct-GRPO arms, one sample per test problem: the whole
            job in minutes on 2 CPU cores
-  full     3 seeds (95% intervals), longer SFT and RL stages, HERO's three regimes
-           and its batch-std / variance-weighting / naive-sum ablations,
-           sparse-to-dense's pre-RL-teacher and FKL-only controls; half the
-           SFT solutions answer-only (the testbed the probes chose: easy problems
-           of 4 steps, a quarter hard)
+  full     the default's testbed at 3 seeds (5 for Reinforce-Ada; paired 95%
+           intervals), longer RL stages, every arm evaluated on all 400 test problems,
+           HERO's three regimes and its batch-std / variance-weighting / naive-sum
+           ablations, sparse-to-dense's pre-RL-teacher and FKL-only controls
   micro    CI-sized
 """
 import ml_collections
@@ -77,12 +76,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   if micro:
     _share_cold_start(config, "student")
   else:
-    # The full preset's student trains 2250 of the teacher's 3000 SFT steps: at 3000 it
-    # came within 8.4 validation points of its teacher in one seed of three, at 2250 it
-    # sits 23-28 below (results/quickstart_full/README.md, "student").
-    _micro_student(config, 2250 if preset == "full" else None)
+    _micro_student(config)
     _share_cold_start(config, "teacher")
     _learning_curves(config)
+    if preset == "full":  # Reinforce-Ada's learning speed: validation every 2 steps
+      default.learning_curves(config.reinforce_ada, config.reinforce_ada.grpo.steps, points=10)
   return config
 
 
@@ -119,44 +117,47 @@ def _share_cold_start(config: ml_collections.ConfigDict, role: str) -> None:
   s.student_grpo.split = "train[85%:]"
 
 
-def _micro_student(config: ml_collections.ConfigDict, steps: int | None = None) -> None:
+def _micro_student(config: ml_collections.ConfigDict) -> None:
   """Sparse-to-dense's teacher is the shared SFT run and its student a micro-sized
-  model (3.7x cheaper per step) with an SFT like it, of `steps` steps (default: as
-  many): a teacher clearly above its student without a second SFT of a larger
-  model (5 min in the default preset, the largest share of the full preset's time
-  before)."""
+  model (3.7x cheaper per step) with the same SFT: a teacher clearly above its
+  student (42.5 vs 28.7 in results/quickstart_default) without a second SFT of a
+  larger model."""
   s = config.sparse_to_dense
   s.teacher_model = config.model.copy_and_resolve_references()
   s.student_model = default.model_block("micro")
   s.student_sft.update(**{k: config.sft[k] for k in s.student_sft})
-  if steps is not None:
-    s.student_sft.steps = steps
 
 
 def _full(config: ml_collections.ConfigDict) -> None:
-  """3 seeds: the slice at the probes' setting (results/testbed_probes), HERO's main
-  table with the std_mode=batch, variance-weighting and naive-sum ablations,
-  Reinforce-Ada's 3 arms and sparse-to-dense's arms and controls."""
-  # The testbed the probes chose (results/testbed_probes, "chain_ops"): every easy
-  # problem a chain of 4 one-operation steps, which a 4-layer student cannot answer
-  # in one pass (answer-only 5-14% vs worked 28-72% after SFT), and half the SFT
-  # solutions answer-only: RL learns to work (19.3 -> 31.8 in 60 steps after SFT 2000,
-  # one seed; 39.8 -> 70.9 avg@8 in this preset's seed 0).
-  # A quarter hard problems, which stay under 10% at any setting tried.
-  config.data.synthetic.update(direct_fraction=0.5, chain_ops=4, hard_share=0.25)
-  config.sft.steps = 3000
-  config.seed_processes = 3  # the three seeds side by side (how results/quickstart_full ran)
+  """The default preset's testbed at 3 seeds (5 for Reinforce-Ada), longer RL stages
+  and evaluations large enough for paired intervals: the slice, HERO's main table with
+  the std_mode=batch, variance-weighting and naive-sum ablations, Reinforce-Ada's 3
+  arms with learning curves every 2 steps, sparse-to-dense's arms and controls."""
+  # The testbed of `_quick`, chosen for its premises before any arm was compared: the
+  # SFT of 1000 steps leaves the hard ("forms") family at 25-50% by the oracle (37.4%
+  # in results/quickstart_default) while the strict checker accepts ~20% of those
+  # answers at precision 1.0, and leaves the easy chains for RL to learn to work.
+  config.data.synthetic.update(direct_fraction=0.5, chain_ops=4, operand_scale=5,
+                               hard_family="forms")
+  config.sft.steps = 1000
+  config.seed_processes = 3  # seeds side by side: 3 processes on the 2 cores
   config.grpo.update(steps=50, batch_size=32)
-  config.eval.max_examples = 200
+  config.eval.max_examples = 200  # all of validation, 8 samples each
+  # Test has 400 problems, 200 per family: every arm is evaluated on all of them.
+  full_test = dict(max_examples=400)
   h = config.hero
   h.hero.update(dense_ranges="", alphas=f"{h.hero.alpha_easy}")  # dense / alpha sweeps: hero.py:tiny
   h.rm.update(steps=150, split="train[:800]")
   h.reward_model.update(samples_per_prompt=2, split="train[:800]")
   h.grpo.steps = 16
-  h.eval.update(max_examples=100, num_samples=2)
+  h.eval.update(**full_test, num_samples=4)
   a = config.reinforce_ada
+  # 5 seeds: at the spread of the last full run's Ada-Balance - GRPO differences (sd 0.45
+  # points over 3 seeds) a paired t-test over 5 seeds detects 0.8 points 4 times in 5,
+  # over 3 seeds only 1.4 (paired.minimum_detectable_difference).
+  a.num_seeds = 5
   a.grpo.steps = 20
-  a.eval.update(max_examples=100, num_samples=2)
+  a.eval.update(**full_test, num_samples=8)
   s = config.sparse_to_dense
   # The paper's comparisons (recipe vs direct GRPO, Stage 3, the pre-RL teacher, FKL
   # alone); the replay and OPD-only controls stay in sparse_to_dense.py:tiny.
@@ -165,7 +166,7 @@ def _full(config: ml_collections.ConfigDict) -> None:
     block.steps = 20
   s.fkl.steps = 50
   s.opd.steps = 30
-  s.eval.update(max_examples=100, num_samples=2)
+  s.eval.update(**full_test, num_samples=2)
 
 
 def _quick(config: ml_collections.ConfigDict) -> None:

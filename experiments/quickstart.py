@@ -59,10 +59,23 @@ def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collection
   for block in quickstart_config.SHARED_BLOCKS:
     sub[block] = ml_collections.ConfigDict(config[block].to_dict())
   sub.log.progress = False
-  sub.num_seeds = config.num_seeds
   if "sft" in sub:  # the shared cold start, so that the tables state it
     sub.sft = ml_collections.ConfigDict(config.sft.to_dict())
   return sub
+
+
+def recipe_seeds(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """How many seeds each recipe of config.recipes runs: the slice config.num_seeds,
+  the others their block's num_seeds (seed s of every recipe starts from the same SFT
+  cold start, so a recipe that needs more power can run more seeds alone)."""
+  return {r: config.num_seeds if r == "slice" else config[r].num_seeds
+          for r in config.recipes.split(",")}
+
+
+def total_seeds(config: ml_collections.ConfigDict) -> int:
+  """Seeds of the SFT cold start: as many as the recipe with the most (at least
+  config.num_seeds)."""
+  return max([config.num_seeds, *recipe_seeds(config).values()])
 
 
 def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple[str, dict]:
@@ -74,7 +87,7 @@ def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple
   sft = c.run("sft", stage("sft", "", config.sft))
   c.run("eval_sft", stage("eval", sft))
   out = {"sft": c.summaries["eval_sft"]}
-  if "slice" in config.recipes.split(","):
+  if "slice" in config.recipes.split(",") and seed < config.num_seeds:
     c.run("eval_grpo", stage("eval", c.run("grpo", stage("grpo", sft, config.grpo))))
     out["grpo"] = c.summaries["eval_grpo"]
   return sft, out
@@ -83,19 +96,19 @@ def slice_seed(config: ml_collections.ConfigDict, root: str, seed: int) -> tuple
 def run_seeds(config: ml_collections.ConfigDict, subs: dict, root: str, seeds: list[int]
               ) -> dict[str, list[dict]]:
   """Every recipe of config.recipes for each seed: recipe -> per-seed results."""
-  recipes = config.recipes.split(",")
   results = {"slice": [], "hero": [], "reinforce_ada": [], "sparse_to_dense": []}
   s2d_shared_role = quickstart_config.shared_cold_start(config)
   for seed in seeds:
+    runs = {r: seed < n for r, n in recipe_seeds(config).items()}
     sft_dir, slice_result = slice_seed(config, root, seed)
     results["slice"].append(slice_result)
-    if "hero" in recipes:
+    if runs.get("hero"):
       results["hero"].append(hero.run_seed(subs["hero"], os.path.join(root, "hero"), seed,
                                            start=sft_dir))
-    if "reinforce_ada" in recipes:
+    if runs.get("reinforce_ada"):
       results["reinforce_ada"].append(reinforce_ada.run_seed(
           subs["reinforce_ada"], os.path.join(root, "reinforce_ada"), seed, start=sft_dir))
-    if "sparse_to_dense" in recipes:
+    if runs.get("sparse_to_dense"):
       s2d = subs["sparse_to_dense"]
       if s2d_shared_role:
         s2d = stage_runs.derive(s2d, {f"{s2d_shared_role}_init_from": sft_dir})
@@ -157,17 +170,19 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
   """
   pct = lambda ev, family=None: round(
       100 * (ev["family"][family] if family else ev["overall"])["avg@k"], 2)
-  out = {"preset": config.preset, "seeds": list(range(config.num_seeds)),
+  out = {"preset": config.preset, "seeds": list(range(total_seeds(config))),
+         "recipe_seeds": recipe_seeds(config),
          "stage_minutes": round(stage_minutes, 2), "call_minutes": round(call_minutes, 2)}
   if results["slice"]:
-    sl = results["slice"]
+    sl = results["slice"]  # every seed's cold start; the slice's GRPO on its own seeds
+    trained = [r for r in sl if "grpo" in r]
     out["slice"] = {"split": config.eval.split, "k": config.eval.num_samples,
                     "sft": [pct(r["sft"]) for r in sl]}
-    if "grpo" in sl[0]:
-      out["slice"]["grpo"] = [pct(r["grpo"]) for r in sl]
+    if trained:
+      out["slice"]["grpo"] = [pct(r["grpo"]) for r in trained]
       out["slice"]["gain"] = [round(g - s, 2) for g, s in zip(out["slice"]["grpo"],
                                                                out["slice"]["sft"])]
-      diffs = slice_problem_differences(sl, config.eval.num_samples)
+      diffs = slice_problem_differences(trained, config.eval.num_samples)
       out["slice"]["ci_low"] = [round(d["ci_low"], 2) for d in diffs]
       out["slice"]["ci_high"] = [round(d["ci_high"], 2) for d in diffs]
     out["families"] = {f: {
@@ -271,7 +286,7 @@ def run_seed_processes(seeds: list[int], root: str, processes: int) -> None:
 
 def main(argv):
   del argv
-  seeds = seeds_to_run(_SEEDS.value, _CONFIG.value.num_seeds)  # before the workdir is made
+  seeds = seeds_to_run(_SEEDS.value, total_seeds(_CONFIG.value))  # before the workdir is made
   config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   recipes = config.recipes.split(",")
   if (config.seed_processes > 1 and not _SEEDS.value and len(seeds) > 1
@@ -298,13 +313,13 @@ def main(argv):
     progress.close()
   if not distributed.is_main():
     return
-  if len(seeds) < config.num_seeds:
+  if len(seeds) < total_seeds(config):
     print(f"seeds {seeds} done in {root}; the same command without --seeds writes the tables",
           flush=True)
     return
   out = []
   if "slice" in recipes:
-    out.append(slice_table(results["slice"], config, os.path.join(root, "tables", "slice")))
+    out.append(slice_table([r for r in results["slice"] if "grpo" in r], config, os.path.join(root, "tables", "slice")))
     plots.plot_learning_curves(
         {f"seed{s}": metrics_lib.read_metrics(os.path.join(root, f"seed{s}", "grpo", "metrics.jsonl"))
          for s in range(config.num_seeds)}, ["reward_mean", "eval/avg@k"],
@@ -319,7 +334,9 @@ def main(argv):
     sparse_to_dense.write_plots(results["sparse_to_dense"], os.path.join(root, "plots"))
   minutes = (time.perf_counter() - start_time) / 60
   header = (f"Quickstart report of {datetime.date.today().isoformat()}: preset "
-            f"`{config.preset}`, {config.num_seeds} seed(s), on {os.cpu_count()} CPU core(s) "
+            f"`{config.preset}`, seeds per recipe "
+            f"{', '.join(f'{r} {n}' for r, n in recipe_seeds(config).items())}, on "
+            f"{os.cpu_count()} CPU core(s) "
             f"({jax.devices()[0].platform}). Its {len(progress.stage_times)} stages took "
             f"{sum(progress.stage_times.values()) / 60:.1f} min of wall time when they ran; "
             f"this call ran "
@@ -327,9 +344,8 @@ def main(argv):
   numbers = summary(config, results, sum(progress.stage_times.values()) / 60, minutes)
   with open(os.path.join(root, "tables", "summary.json"), "w") as f:
     json.dump(numbers, f, indent=1)
-  if config.num_seeds > 1:
-    out.append(paired.paired_table(numbers["paired"], config.num_seeds,
-                                   os.path.join(root, "tables", "paired")))
+  if total_seeds(config) > 1:
+    out.append(paired.paired_table(numbers["paired"], os.path.join(root, "tables", "paired")))
   report = "\n\n".join([header] + [t.replace("### ", "#### ") for t in out])
   with open(os.path.join(root, "tables", "quickstart.md"), "w") as f:
     f.write(report + "\n")

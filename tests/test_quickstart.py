@@ -267,7 +267,7 @@ def test_paired_differences_give_the_t_interval_of_per_seed_differences(tmp_path
   assert slice_diff["per_seed"] == [2.0, 4.0, 6.0] and slice_diff["mean"] == 4.0
   assert abs(slice_diff["ci95"] - 4.968) < 0.01
   assert diffs["Reinforce-Ada: ada_balance - grpo (test)"]["per_seed"] == [-1.0, 1.0, -0.5]
-  table = paired.paired_table(diffs, 3, str(tmp_path / "paired"))
+  table = paired.paired_table(diffs, str(tmp_path / "paired"))
   assert "| slice: GRPO - SFT (validation) | +2.0, +4.0, +6.0 | 4.0 ± 5.0 | not separated |" \
       in table
   assert os.path.exists(tmp_path / "paired.csv")
