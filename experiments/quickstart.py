@@ -164,6 +164,7 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
   every stage was reused).
 
   slice.ci_low / ci_high: the paired 95% interval of GRPO - SFT over problems;
+  reinforce_ada_speed: reinforce_ada.learning_speed (validation);
   families.<family>: the SFT cold start's validation avg@k (cold_start_oracle), the
   strict checker's recall and precision on its samples, and the HERO reward model's
   held-out AUC on that family's samples.
@@ -215,6 +216,7 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
     ra = results["reinforce_ada"]
     out["reinforce_ada"] = {"split": config.reinforce_ada.final_eval_split, **{
         arm: [pct(r[arm]["eval"]) for r in ra] for arm in ra[0]}}
+    out["reinforce_ada_speed"] = reinforce_ada.learning_speed(ra, list(ra[0]))
   if results["sparse_to_dense"]:
     sd = results["sparse_to_dense"]
     out["student_cold_start"] = [pct(r["arms"]["start"]["eval"]) for r in sd]

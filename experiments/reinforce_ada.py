@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl import cli
+from hybrid_rl.eval import learning_speed as speed
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
@@ -86,12 +87,66 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root:
            ratio]
   out = tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", stem),
                            title="Reinforce-Ada vs GRPO", notes=[n for n in notes if n])
-  curves = {f"{ARM_NAMES[a]} s{i}": metrics_lib.read_metrics(s[a]["metrics_path"]) for a in arms
-            for i, s in enumerate(per_seed)}
+  curves = seed_mean_curves(per_seed, arms)
   for x in ("step", "samples_total"):
-    plots.plot_learning_curves(curves, ["reward_mean", "eval/avg@k"], os.path.join(
-        root, "plots", f"{stem}_{'step' if x == 'step' else 'samples'}.png"), x_key=x)
-  return out["md"]
+    plots.plot_learning_curves({ARM_NAMES[a]: c for a, c in curves.items()},
+                               ["reward_mean", speed.EVAL_KEY], os.path.join(
+        root, "plots", f"{stem}_{'step' if x == 'step' else 'samples'}.png"), x_key=x,
+                               title=f"mean over {len(per_seed)} seed(s)")
+  figures = learning_speed(per_seed, arms)
+  if not figures:
+    return out["md"]
+  return out["md"] + "\n\n" + speed_table(config, figures, len(per_seed), root, stem)
+
+
+CURVE_KEYS = ("reward_mean", speed.EVAL_KEY, "samples_total", "tokens_total", "seconds_total")
+
+
+def seed_mean_curves(per_seed: list[dict], arms: list[str]) -> dict[str, list[dict]]:
+  """arm -> its RL stage's metric rows averaged over seeds (learning_speed.mean_curve)."""
+  return {arm: speed.mean_curve([speed.with_totals(s[arm]["metrics"]) for s in per_seed],
+                                CURVE_KEYS) for arm in arms}
+
+
+def learning_speed(per_seed: list[dict], arms: list[str]) -> dict:
+  """Reinforce-Ada's second claim, on validation: {arm: {"final_val": per-seed final
+  validation accuracy (0-1), "target": GRPO (n)'s seed-mean final, "step", "samples",
+  "tokens", "seconds": where the arm's seed-mean curve first reaches the target
+  (None: not reached)}}; {} without a GRPO arm or validation curves."""
+  curves = seed_mean_curves(per_seed, arms)
+  if "grpo" not in curves or not any(speed.EVAL_KEY in r for r in curves["grpo"]):
+    return {}
+  target = speed.final_value(curves["grpo"])
+  out = {}
+  for arm, curve in curves.items():
+    hit = speed.first_reach(curve, target) or {}
+    out[arm] = {"final_val": [round(speed.final_value(s[arm]["metrics"]), 4) for s in per_seed],
+                "target": round(target, 4), **{
+                    name: hit.get(key) for name, key in (
+                        ("step", "step"), ("samples", "samples_total"),
+                        ("tokens", "tokens_total"), ("seconds", "seconds_total"))}}
+  return out
+
+
+def speed_table(config: ml_collections.ConfigDict, figures: dict, num_seeds: int, root: str,
+                stem: str) -> str:
+  """The learning-speed figures as a table (<root>/tables/<stem>_speed.*)."""
+  k = config.eval.num_samples
+  rows = []
+  for arm, f in figures.items():
+    cost = lambda name: "not reached" if f[name] is None else f"{f[name]:.0f}"
+    rows.append({"method": ARM_NAMES[arm],
+                 f"final val avg@{k}": tables.fmt(*tables.mean_ci95(f["final_val"])),
+                 "steps to GRPO's final": cost("step"), "samples to it": cost("samples"),
+                 "tokens to it": cost("tokens"), "seconds to it": cost("seconds")})
+  target = next(iter(figures.values()))["target"]
+  notes = [f"Validation avg@{k} ({config.eval.max_examples} problems at most) every "
+           f"{config.eval.every} steps, averaged over {num_seeds} seed(s) step by step; "
+           f"GRPO (n)'s final mean, {100 * target:.1f}, is the target. Samples, tokens and "
+           "seconds (rollout + update, compilation included) are cumulative at the first "
+           "evaluation that reaches it."]
+  return tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", f"{stem}_speed"),
+                            title="Reinforce-Ada: learning speed", notes=notes)["md"]
 
 
 if __name__ == "__main__":

@@ -62,18 +62,34 @@ def test_the_stage_count_is_what_runs(quickstart):
   assert ran == stdout.count("\n== ")
 
 
-def test_seeds_run_side_by_side_in_processes_of_the_command(tmp_path):
+def test_seeds_run_side_by_side_and_a_recipe_can_run_more_seeds(tmp_path):
+  # The slice runs 1 seed, Reinforce-Ada 2: seed 1 is its SFT cold start and Ada alone.
   workdir = str(tmp_path / "run")
   proc = run_module("experiments.quickstart", f"--workdir={workdir}", *ARGS,
-                    "--config.recipes=slice", "--config.num_seeds=2",
-                    "--config.seed_processes=2")
+                    "--config.recipes=slice,reinforce_ada", "--config.num_seeds=1",
+                    "--config.reinforce_ada.num_seeds=2", "--config.seed_processes=2")
   assert "seed 0 done" in proc.stdout and "seed 1 done" in proc.stdout
   for seed in (0, 1):  # each seed ran in its own process, which wrote its log
     log = open(os.path.join(workdir, "logs", f"seed{seed}.log")).read()
-    assert f"seeds [{seed}] done" in log and "== grpo" in log
+    assert f"seeds [{seed}] done" in log and "reinforce_ada/seed" in log
+    # The slice's GRPO runs on seed 0 alone.
+    slice_grpo = re.findall(r"-> (?:\S*/)?(seed\d/grpo)[\s\[]", log)
+    assert slice_grpo == (["seed0/grpo"] if seed == 0 else []), slice_grpo
   # The command itself then reused every stage and wrote the tables over both seeds.
-  assert "this call ran 0 and reused 8" in proc.stdout
-  assert json.load(open(os.path.join(workdir, "tables", "summary.json")))["seeds"] == [0, 1]
+  planned = int(re.search(r"; (\d+) stages \(finished ones", proc.stdout).group(1))
+  assert f"this call ran 0 and reused {planned}" in proc.stdout
+  summary = json.load(open(os.path.join(workdir, "tables", "summary.json")))
+  assert summary["seeds"] == [0, 1]
+  assert summary["recipe_seeds"] == {"slice": 1, "reinforce_ada": 2}
+  assert len(summary["slice"]["sft"]) == 2 and len(summary["slice"]["grpo"]) == 1
+  assert len(summary["reinforce_ada"]["ada_balance"]) == 2
+  diff = summary["paired"]["Reinforce-Ada: ada_balance - grpo (test)"]
+  assert len(diff["per_seed"]) == 2 and diff["mdd80"] is not None
+  speed = summary["reinforce_ada_speed"]
+  assert set(speed) == {"grpo", "ada_pos", "ada_balance"}
+  assert speed["grpo"]["step"] is not None  # GRPO reaches its own final accuracy
+  assert len(speed["ada_pos"]["final_val"]) == 2
+  assert os.path.exists(os.path.join(workdir, "tables", "reinforce_ada_speed.md"))
 
 
 def test_a_dry_run_runs_nothing_and_records_each_call(tmp_path):
@@ -124,7 +140,8 @@ def test_summary_json_holds_the_tables_numbers_per_seed(quickstart):
     assert row["rm_auc"] == [None if math.isnan(auc) else round(auc, 4)]
   diffs = summary["paired"]
   assert diffs["slice: GRPO - SFT (validation)"] == {
-      "per_seed": summary["slice"]["gain"], "mean": summary["slice"]["gain"][0], "ci95": None}
+      "per_seed": summary["slice"]["gain"], "mean": summary["slice"]["gain"][0], "ci95": None,
+      "mdd80": None}
   hard_hero = diffs["HERO: hard regime, HERO - verifier (hard test)"]["per_seed"]
   assert hard_hero == [round(summary["hero"]["hard-hero"]["hard"][0]
                              - summary["hero"]["hard-verifier"]["hard"][0], 2)]
@@ -266,8 +283,10 @@ def test_paired_differences_give_the_t_interval_of_per_seed_differences(tmp_path
   # mean 4, sd 2: t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547
   assert slice_diff["per_seed"] == [2.0, 4.0, 6.0] and slice_diff["mean"] == 4.0
   assert abs(slice_diff["ci95"] - 4.968) < 0.01
+  # (t(0.975, 2) + t(0.8, 2)) * 2 / sqrt(3) = (4.303 + 1.061) * 1.1547
+  assert abs(slice_diff["mdd80"] - 6.19) < 0.01
   assert diffs["Reinforce-Ada: ada_balance - grpo (test)"]["per_seed"] == [-1.0, 1.0, -0.5]
   table = paired.paired_table(diffs, str(tmp_path / "paired"))
-  assert "| slice: GRPO - SFT (validation) | +2.0, +4.0, +6.0 | 4.0 ± 5.0 | not separated |" \
-      in table
+  assert ("| slice: GRPO - SFT (validation) | +2.0, +4.0, +6.0 | 4.0 ± 5.0 | not separated "
+          "| 6.2 |") in table
   assert os.path.exists(tmp_path / "paired.csv")
