@@ -85,10 +85,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # tiny models' step on CPU is 2.5x faster in passes of 8 rows than in one of
   # 256 (1.5x for SFT's 32), as the activations then stay in cache
   # (experiments/bench/train_step.py --model=tiny); presets of large models set 0.
+  # length_sorted (grpo stages, one device): rows ordered by length into micro-batches
+  # of micro_batch_rows, each trimmed to its own width, so that a step over responses
+  # of 14 to 128 tokens pays for the tokens present, not 128 in every row.
   config.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=64, checkpoint_every=100, keep_checkpoints=2, log_every=10,
       grad_accum_steps=1, micro_batch_rows=0 if preset in ("micro", "toy") else 8,
-      trim_multiple=16,
+      trim_multiple=16, length_sorted=False,
       max_consecutive_skips=10))  # stop after this many non-finite steps in a row (0: never)
 
   # eps: Adam's denominator floor. Near the per-weight gradient scale it damps the

@@ -228,6 +228,11 @@ def _stage_checks(config: ml_collections.ConfigDict) -> None:
       and reward is not None and reward.mode != "verifier"):
     raise ConfigError(f"config.rl.sampling={rl.sampling!r} with reward.mode={reward.mode!r}: "
                       "adaptive sampling uses verifier rewards only for now")
+  train = config.get("train")
+  if (stage == "grpo" and train is not None and train.get("length_sorted")
+      and train.micro_batch_rows <= 0):
+    raise ConfigError("config.train.length_sorted=True with micro_batch_rows=0: set the "
+                      "rows of each length-sorted micro-batch (e.g. 8)")
   distill = config.get("distill")
   if stage == "distill" and distill is not None:
     allowed = distill_stage.KINDS_BY_ROLLOUTS[distill.rollouts]

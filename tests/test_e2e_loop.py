@@ -139,6 +139,19 @@ def test_a_run_that_only_skips_steps_stops_with_one_line_and_keeps_its_checkpoin
   assert summary["skipped_steps"] == 3 and summary["steps"] == 1
 
 
+def test_length_sorted_grpo_step_takes_the_same_update(sft_dir, tmp_path):
+  """train.length_sorted: rows sorted by length into trimmed micro-batches; the first
+  step (same rollouts) logs the same loss and gradient as the one jitted step."""
+  runs = {}
+  for flag in ("False", "True"):
+    workdir = str(tmp_path / flag)
+    run_module("experiments.train", *_grpo_args(sft_dir, workdir, steps=1),
+               "--config.train.micro_batch_rows=2", f"--config.train.length_sorted={flag}")
+    runs[flag] = _rows(workdir)[0]
+  for key in ("loss", "grad_norm", "reward_mean", "clip_fraction", "tokens_generated"):
+    assert runs["True"][key] == pytest.approx(runs["False"][key], rel=1e-4, abs=1e-6), key
+
+
 def test_grpo_with_a_kl_reference_runs_several_steps(sft_dir, tmp_path):
   """The reference keeps its own buffers: the train step donates the state's."""
   workdir = str(tmp_path / "kl")

@@ -130,6 +130,44 @@ def test_gradient_accumulation_equals_one_big_batch(objective):
   assert "loss_weight" not in m1  # an accumulation detail, not a logged metric
 
 
+@pytest.mark.parametrize("objective", ["token_mean", "seq_mean_token_sum_norm", "sft"])
+def test_length_sorted_micro_batches_equal_one_big_batch(objective, monkeypatch):
+  """Rows sorted by length into micro-batches, each trimmed to its own width, give
+  the whole batch's loss, metrics and update (pi_old from the loss's own forward)."""
+  model = tiny_model()
+  graphdef, _ = nnx.split(model)
+  if objective == "sft":
+    loss_fn = objectives.sft_objective(graphdef)
+  else:
+    loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(aggregation=objective,
+                                                              norm_length=7))
+  optimizer = optax.sgd(1.0)  # the update is the gradient itself
+  batch = grpo_batch(model, n=10, p=12, r=16, seed=1)._replace(old_logprobs=None)
+  if objective == "sft":
+    batch = {k: batch._asdict()[k] for k in ("tokens", "valid", "mask")}
+  state = lambda: steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  one, m1 = jax.jit(steps.make_train_step(loss_fn, optimizer))(state(), batch,
+                                                               jax.random.PRNGKey(0))
+  widths = []
+  trim = batches.trim_padding
+  def recording_trim(b, multiple):
+    out = trim(b, multiple)
+    if isinstance(out, dict):  # a PGBatch is trimmed through its dict
+      widths.append(out["mask"].shape[1])
+    return out
+  monkeypatch.setattr(batches, "trim_padding", recording_trim)
+  step = steps.make_length_sorted_step(loss_fn, optimizer, micro_batch_rows=3, multiple=4)
+  many, m = step(state(), batch, jax.random.PRNGKey(0))
+  assert len(widths) == 4 and widths == sorted(widths) and widths[0] < 16, widths
+  np.testing.assert_allclose(float(m["loss"]), float(m1["loss"]), rtol=1e-5)
+  np.testing.assert_allclose(float(m["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
+  for key in set(m1) - {"loss", "grad_norm"}:
+    np.testing.assert_allclose(float(m[key]), float(m1[key]), rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(many["params"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  assert int(many["step"]) == 1
+
+
 def test_micro_batches_are_the_fewest_that_divide_the_rows_under_the_cap():
   assert steps.num_micro_batches(256) == 1
   assert steps.num_micro_batches(256, micro_batch_rows=8) == 32

@@ -290,11 +290,19 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                  "sigma_bar": float("nan")})
   state_sh = steps.state_shardings(init, mesh)
   init = distributed.put_global(init, state_sh)
-  train_step = steps.jit_train_step(steps.make_train_step(
-      objectives.grpo_objective(graphdef, cfg, temperature=temperature,
-                                compute_dtype=config.model.compute_dtype),
-      optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows), init,
-      mesh=mesh)
+  loss_fn = objectives.grpo_objective(graphdef, cfg, temperature=temperature,
+                                     compute_dtype=config.model.compute_dtype)
+  if config.train.length_sorted:  # rollouts of mixed lengths: pay for the tokens present
+    if jax.device_count() > 1:
+      raise errors.ConfigError(f"config.train.length_sorted=True on {jax.device_count()} "
+                               "devices: length-sorted micro-batches run on one device; set "
+                               "it False to use the sharded jitted step")
+    train_step = steps.make_length_sorted_step(loss_fn, optimizer, config.train.micro_batch_rows,
+                                               config.train.trim_multiple)
+  else:
+    train_step = steps.jit_train_step(steps.make_train_step(
+        loss_fn, optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows),
+        init, mesh=mesh)
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
   rm_graphdef = rm_params = None

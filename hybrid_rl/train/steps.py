@@ -16,14 +16,17 @@ A step whose loss, gradients or updated parameters are non-finite (an
 infinite learning rate, an overflow) leaves params and optimizer state
 unchanged and reports `nonfinite_skipped = 1`.
 """
+import functools
 from typing import Any, Callable, Mapping
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hybrid_rl.parallel import sharding
+from hybrid_rl.train import batches
 
 PyTree = Any
 LossFn = Callable[[PyTree, Mapping[str, jax.Array], jax.Array],
@@ -77,6 +80,44 @@ def num_micro_batches(rows: int, grad_accum_steps: int = 1, micro_batch_rows: in
               if rows % k == 0 and rows // k <= micro_batch_rows)
 
 
+def _weighted_grad_fn(loss_fn: LossFn):
+  """(params, batch, rng) -> (loss, metrics, grads, weight): the batch's loss and
+  gradient and its accumulation weight, metrics["loss_weight"] (1 when absent)."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def weighted_grad(params, batch, rng):
+    (loss, metrics), grads = grad_fn(params, batch, rng)
+    metrics = dict(metrics)
+    weight = jnp.asarray(metrics.pop("loss_weight", 1.0), jnp.float32)
+    return loss, metrics, grads, weight
+  return weighted_grad
+
+
+def _apply_update(state: dict, loss, metrics, grads, optimizer: optax.GradientTransformation):
+  """The optimizer step from a (possibly accumulated) gradient; a non-finite loss,
+  gradient or result leaves params and optimizer state unchanged."""
+  params = state["params"]
+  updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+  new_params = optax.apply_updates(params, updates)
+  finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  new_state = dict(state)
+  new_state["params"] = keep(new_params, params)
+  new_state["opt_state"] = keep(opt_state, state["opt_state"])
+  new_state["step"] = state["step"] + finite.astype(jnp.int32)
+  metrics = dict(metrics)
+  metrics["loss"] = loss
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
+  return new_state, metrics
+
+
+def _normalize(loss, metrics, grads, total):
+  """Weighted sums over micro-batches -> weighted means."""
+  total = jnp.where(total > 0, total, 1.0)  # no tokens anywhere: every term is 0
+  return jax.tree.map(lambda x: x / total, (loss, metrics, grads))
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     grad_accum_steps: int = 1, micro_batch_rows: int = 0):
   """A pure step applying `optimizer` to the gradient of `loss_fn`.
@@ -91,13 +132,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   with these weights (equal weights when absent), so the update equals the one
   on the whole batch whatever each micro-batch holds.
   """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def weighted_grad(params, batch, rng):
-    (loss, metrics), grads = grad_fn(params, batch, rng)
-    metrics = dict(metrics)
-    weight = jnp.asarray(metrics.pop("loss_weight", 1.0), jnp.float32)
-    return loss, metrics, grads, weight
+  weighted_grad = _weighted_grad_fn(loss_fn)
 
   def step(state: dict, batch: Mapping[str, jax.Array], rng: jax.Array):
     params = state["params"]
@@ -118,22 +153,55 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
       shapes = jax.eval_shape(weighted_grad, params, jax.tree.map(lambda x: x[0], micro), rngs[0])
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
       (loss, metrics, grads, total), _ = jax.lax.scan(body, zeros, (micro, rngs))
-      total = jnp.where(total > 0, total, 1.0)  # no tokens anywhere: every term is 0
-      loss, metrics, grads = jax.tree.map(lambda x: x / total, (loss, metrics, grads))
+      loss, metrics, grads = _normalize(loss, metrics, grads, total)
+    return _apply_update(state, loss, metrics, grads, optimizer)
 
-    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = dict(state)
-    new_state["params"] = keep(new_params, params)
-    new_state["opt_state"] = keep(opt_state, state["opt_state"])
-    new_state["step"] = state["step"] + finite.astype(jnp.int32)
-    metrics = dict(metrics)
-    metrics["loss"] = loss
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
-    return new_state, metrics
+  return step
+
+
+def make_length_sorted_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                            micro_batch_rows: int, multiple: int):
+  """A host-side step `(state, batch, rng) -> (state, metrics)` that pays for the
+  tokens rows hold rather than for the batch's longest row.
+
+  Rows are ordered by their response then prompt length, cut into micro-batches of
+  `micro_batch_rows` rows, and each micro-batch is trimmed to its own width
+  (batches.trim_padding with `multiple`, so widths come from a few buckets and each
+  compiles once). A jitted call per micro-batch adds its weighted gradient into one
+  accumulator (donated, updated in place); one jitted update then applies the
+  weighted mean, as make_train_step does: the same update up to float rounding.
+  For one device (the accumulator and batches use jit's default placement).
+
+  batch: a batches.PGBatch or dict with tokens / valid [N, P + R] and mask [N, R].
+  """
+  weighted_grad = _weighted_grad_fn(loss_fn)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def accumulate(acc, params, batch, rng):
+    l, m, g, w = weighted_grad(params, batch, rng)
+    weighted = jax.tree.map(lambda x: w * x, (l, m, g))
+    return jax.tree.map(jnp.add, acc, (*weighted, w))
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def finish(state, acc):
+    loss, metrics, grads, total = acc
+    return _apply_update(state, *_normalize(loss, metrics, grads, total), optimizer)
+
+  def step(state: dict, batch, rng: jax.Array):
+    fields = batch._asdict() if hasattr(batch, "_asdict") else dict(batch)
+    r = fields["mask"].shape[1]
+    valid = np.asarray(fields["valid"])
+    order = np.lexsort((valid[:, :-r].sum(1), valid[:, -r:].sum(1)))  # by response, then prompt
+    chunks = [order[i:i + micro_batch_rows] for i in range(0, len(order), micro_batch_rows)]
+    rngs = jax.random.split(rng, len(chunks))
+    acc = None
+    for idx, key in zip(chunks, rngs):
+      mb = batches.trim_padding(jax.tree.map(lambda x, idx=idx: x[idx], batch), multiple)
+      if acc is None:
+        shapes = jax.eval_shape(weighted_grad, state["params"], mb, key)
+        acc = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+      acc = accumulate(acc, state["params"], mb, key)
+    return finish(state, acc)
 
   return step
 
