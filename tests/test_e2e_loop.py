@@ -54,6 +54,8 @@ def test_grpo_runs_and_logs_throughput_then_eval_reads_its_output(sft_dir, tmp_p
     assert key in rows[-1], key
   assert rows[-1]["samples"] == 8 * 4  # prompts x G
   assert rows[-1]["samples_total"] == 2 * 32
+  # Real tokens trained on: every response token plus at least one prompt token a row.
+  assert rows[-1]["tokens_generated"] + 32 <= rows[-1]["tokens_trained"]
   ev = str(tmp_path / "eval")
   run_module("experiments.train", f"--workdir={ev}", *MICRO, "--config.stage=eval",
              f"--config.init_from={grpo}",

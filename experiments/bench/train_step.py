@@ -1,20 +1,27 @@
-r"""Throughput of one GRPO-loss train step (forward + backward + AdamW) vs PyTorch.
+r"""One GRPO-loss train step (forward + backward + AdamW) vs PyTorch, interleaved.
 
-  python -m experiments.bench.train_step --batch=4 --length=256
+  python -m experiments.bench.train_step --batch=4 --length=256 --rounds=3 \
+      --out=results/bench_speed/train_step.json
   python -m experiments.bench.train_step --model=tiny --batch=256 --length=128 \
       --micro_batch_rows=0,8 --torch=false
 
 Model: the SmolLM2-135M architecture, or the quickstart's tiny student (random
-weights; speed does not depend on their values); each --micro_batch_rows value
-is timed (train.micro_batch_rows, 0 = one pass). Ours: the jitted step from
-hybrid_rl.train.steps with the clipped policy-gradient loss on the last half of
-each row. PyTorch: the same
-transformers LlamaForCausalLM, the same batch and an equivalent clipped loss,
-torch.optim.AdamW. MFU = 6 x params x tokens / time / measured matmul peak.
---parts also times the step's pieces on their own (the loss's forward pass,
-forward + backward, the decoder body without the LM head and loss, the AdamW
-update), to show where the step's time goes.
+weights; speed does not depend on their values). Each row is half prompt, half
+response; the clipped policy-gradient loss reads the response's r positions.
+  ours                the jitted step of hybrid_rl.train.steps (logits on the r response
+                      positions only), once per --micro_batch_rows value;
+  torch               transformers' LlamaForCausalLM, the same batch and loss, at its
+                      best ordinary settings: logits_to_keep=r (the LM head on the
+                      response positions only), use_cache=False, AdamW(fused=True);
+  torch_compile       the same with the model under torch.compile (--torch_compile).
+The sides take turns (--rounds of --steps timed steps each, after a warm-up step), the
+float32 matmul peak measured at the start of each turn; figures are medians over turns
+with their range. MFU counts the work that ran: forward + backward (3x the forward) of
+the decoder on every token, causal attention, and the LM head on r positions a row
+(throughput.train_flops). --parts also times the step's pieces on their own.
 """
+import json
+import os
 import time
 
 from absl import app
@@ -34,7 +41,10 @@ from hybrid_rl.train import steps
 
 _BATCH = flags.DEFINE_integer("batch", 4, "Rows per step.")
 _LENGTH = flags.DEFINE_integer("length", 256, "Tokens per row (half prompt, half response).")
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per side per round (after a warm-up).")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved turns of every side.")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time torch.compile'd PyTorch.")
+_OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the figures.")
 _DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch step.")
 _MODEL = flags.DEFINE_enum("model", "smollm2", ["smollm2", "tiny"], "Architecture.")
@@ -82,6 +92,50 @@ TINY = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_layers=4
             num_kv_heads=2, head_dim=32, tie_embeddings=True)  # configs/default.py:tiny
 
 
+def ours_step(cfg, graphdef, loss_fn, optimizer, params, batch, micro: int):
+  """A call that runs one of our jitted steps (compiled here) and blocks."""
+  state = {"s": steps.init_state(jax.tree.map(jnp.copy, params), optimizer,
+                                 jax.random.PRNGKey(0))}
+  step = jax.jit(steps.make_train_step(loss_fn, optimizer, micro_batch_rows=micro),
+                 donate_argnums=0)
+
+  def run():
+    state["s"], m = step(state["s"], batch, jax.random.PRNGKey(0))
+    jax.block_until_ready(m)
+  run()
+  return run
+
+
+def torch_step(cfg, tokens: np.ndarray, advantages: np.ndarray, r: int, compiled: bool):
+  """A call that runs one PyTorch step at its best ordinary settings (module docstring)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+      intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim, rope_theta=cfg.rope_theta, tie_word_embeddings=True,
+      use_cache=False)
+  hf = transformers.LlamaForCausalLM(hf_cfg).train()
+  opt = torch.optim.AdamW(hf.parameters(), lr=1e-6, fused=True)
+  forward = torch.compile(hf) if compiled else hf
+  ids = torch.tensor(tokens)
+  adv = torch.tensor(advantages)[:, None]
+  old = torch.full((ids.shape[0], r), -10.0)
+
+  def run():
+    logits = forward(ids[:, :-1], logits_to_keep=r, use_cache=False).logits.float()
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -r:, None])[..., 0]
+    ratio = torch.exp(logp - old)
+    loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.28)).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+  run()  # warm-up (and compilation)
+  return run, torch.__version__
+
+
 def main(argv):
   del argv
   b, length = _BATCH.value, _LENGTH.value
@@ -100,65 +154,50 @@ def main(argv):
       tokens=jnp.asarray(tokens, jnp.int32), valid=jnp.ones((b, length), bool),
       mask=jnp.ones((b, r), bool), old_logprobs=jnp.full((b, r), -10.0),
       advantages=jnp.asarray(rng.randn(b), jnp.float32))
-  peak = throughput.measure_matmul_peak()
-  n_params = cfg.num_params()
-  flops = 6 * n_params * b * length
-  print(f"device: {jax.devices()[0].device_kind}; {_MODEL.value} architecture "
-        f"({n_params / 1e6:.1f}M params), batch {b} x {length} tokens, measured float32 matmul "
-        f"peak {peak / 1e9:.1f} GFLOP/s")
-  print("| impl | micro-batch rows | s/step | tokens/s | MFU |")
-  print("|---|---|---|---|---|")
-  ours_best = float("inf")
+  flops = throughput.train_flops(cfg, b, length, r)
+  sides, settings = {}, {}
   for micro in map(int, _MICRO.value):
-    state = steps.init_state(jax.tree.map(jnp.copy, params), optimizer, jax.random.PRNGKey(0))
-    step = jax.jit(steps.make_train_step(loss_fn, optimizer, micro_batch_rows=micro),
-                   donate_argnums=0)
-    state, m = step(state, batch, jax.random.PRNGKey(0))
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for i in range(_STEPS.value):
-      state, m = step(state, batch, jax.random.PRNGKey(i))
-    jax.block_until_ready(m)
-    ours = (time.perf_counter() - t0) / _STEPS.value
-    ours_best = min(ours_best, ours)
-    print(f"| hybrid_rl (jax, {_DTYPE.value}) | {micro or b} | {ours:.2f} | "
-          f"{b * length / ours:.0f} | {flops / ours / peak * 100:.1f}% |", flush=True)
+    name = f"ours (micro-batch rows {micro or b})"
+    sides[name] = ours_step(cfg, graphdef, loss_fn, optimizer, params, batch, micro)
+    settings[name] = f"jax {jax.__version__}, {_DTYPE.value}, logits on r positions"
+  if _TORCH.value:
+    for compiled in (False, True) if _TORCH_COMPILE.value else (False,):
+      name = "torch_compile" if compiled else "torch"
+      try:
+        sides[name], version = torch_step(cfg, tokens, np.asarray(batch.advantages), r, compiled)
+        settings[name] = (f"torch {version}, float32, logits_to_keep={r}, use_cache=False, "
+                          "AdamW(fused=True)" + (", torch.compile" if compiled else ""))
+      except Exception as e:  # pylint: disable=broad-except
+        print(f"NOTE {name} not timed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+  print(f"device: {jax.devices()[0].device_kind}; {_MODEL.value} architecture "
+        f"({cfg.num_params() / 1e6:.1f}M params), batch {b} x {length} tokens ({b * length} "
+        f"tokens, logits on {r} positions a row), {flops / 1e9:.0f} GFLOP a step; "
+        f"{_ROUNDS.value} interleaved rounds of {_STEPS.value} steps, median [min, max]")
+  times = throughput.interleaved(sides, _ROUNDS.value, calls=_STEPS.value)
+  peak = throughput.median_spread([x / 1e9 for x in times.pop("peak")])
+  print("| side | settings | s/step | tokens/s | MFU |")
+  print("|---|---|---|---|---|")
+  out = {"batch": b, "length": length, "logit_positions": r, "gflop_per_step": flops / 1e9,
+         "peak_gflops": peak, "sides": {}}
+  for name, secs in times.items():
+    m = throughput.median_spread(secs)
+    mfu = flops / m["median"] / (peak["median"] * 1e9)
+    out["sides"][name] = {"settings": settings[name], "seconds": m, "mfu": mfu}
+    print(f"| {name} | {settings[name]} | {m['median']:.2f} [{m['min']:.2f}, {m['max']:.2f}] | "
+          f"{b * length / m['median']:.0f} | {mfu * 100:.1f}% |", flush=True)
+  print(f"matmul peak {peak['median']:.0f} [{peak['min']:.0f}, {peak['max']:.0f}] GFLOP/s")
+  ours = min(v["seconds"]["median"] for k, v in out["sides"].items() if k.startswith("ours"))
+  for name, v in out["sides"].items():
+    if not name.startswith("ours"):
+      print(f"speed-up of our fastest row over {name}: {v['seconds']['median'] / ours:.2f}x")
   if _PARTS.value:
     print("\n| piece (ours, one pass) | ms |\n|---|---|")
     for name, sec in time_parts(graphdef, loss_fn, optimizer, params, batch, _STEPS.value).items():
       print(f"| {name} | {sec * 1e3:.0f} |", flush=True)
-  if not _TORCH.value:
-    return
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  hf_cfg = transformers.LlamaConfig(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-      intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
-      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-      head_dim=cfg.head_dim, rope_theta=cfg.rope_theta, tie_word_embeddings=True)
-  hf = transformers.LlamaForCausalLM(hf_cfg).train()
-  opt = torch.optim.AdamW(hf.parameters(), lr=1e-6)
-  ids = torch.tensor(tokens)
-  adv = torch.tensor(np.asarray(batch.advantages))[:, None]
-  old = torch.full((b, r), -10.0)
-
-  def torch_step():
-    logits = hf(ids[:, :-1]).logits[:, -r:].float()
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -r:, None])[..., 0]
-    ratio = torch.exp(logp - old)
-    loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.28)).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-
-  torch_step()
-  t0 = time.perf_counter()
-  for _ in range(_STEPS.value):
-    torch_step()
-  theirs = (time.perf_counter() - t0) / _STEPS.value
-  print(f"| transformers (torch {torch.__version__}, float32) | {b} | {theirs:.2f} | "
-        f"{b * length / theirs:.0f} | {flops / theirs / peak * 100:.1f}% |")
-  print(f"speed-up over PyTorch (our fastest row): {theirs / ours_best:.2f}x")
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w") as f:
+      json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

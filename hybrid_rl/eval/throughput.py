@@ -1,5 +1,7 @@
-"""FLOP counts and a measured matmul peak, for MFU figures in benchmarks."""
+"""FLOP counts, a measured matmul peak and interleaved timing, for benchmarks."""
+import statistics
 import time
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +32,46 @@ def forward_flops(cfg, tokens: int, context: int) -> float:
   head = 2 * cfg.hidden_size * cfg.vocab_size * tokens
   attention = 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * context * tokens
   return dense + head + attention
+
+
+def train_flops(cfg, rows: int, length: int, logit_positions: int) -> float:
+  """Forward + backward FLOPs (3x the forward) of `rows` causal rows of `length`
+  tokens whose LM head runs on `logit_positions` positions per row."""
+  tokens = rows * length
+  dense = 2 * cfg.num_params(include_embeddings=False) * tokens
+  head = 2 * cfg.hidden_size * cfg.vocab_size * rows * logit_positions
+  attention = 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * (length / 2) * tokens
+  return 3 * (dense + head + attention)
+
+
+def interleaved(sides: Mapping[str, Callable[[], Any]], rounds: int, calls: int = 1,
+                peak: Callable[[], float] = measure_matmul_peak) -> dict[str, list[float]]:
+  """Times competing sides in turns (A B ..., A B ..., `rounds` times), so that a
+  machine whose speed drifts slows every side alike.
+
+  Args:
+    sides: name -> a call that runs the work once and blocks until it is done
+      (warmed up and compiled beforehand).
+    rounds: turns of every side.
+    calls: timed calls per side per turn (their mean is the turn's figure).
+  Returns:
+    {name: [seconds per call, one per round], "peak": [matmul FLOP/s measured at
+    the start of each round]}.
+  """
+  out = {name: [] for name in sides}
+  out["peak"] = []
+  for _ in range(rounds):
+    out["peak"].append(peak())
+    for name, fn in sides.items():
+      t0 = time.perf_counter()
+      for _ in range(calls):
+        fn()
+      out[name].append((time.perf_counter() - t0) / calls)
+  return out
+
+
+def median_spread(values) -> dict:
+  """{"median", "min", "max", "n"} of a list of measurements."""
+  values = list(values)
+  return {"median": statistics.median(values), "min": min(values), "max": max(values),
+          "n": len(values)}

@@ -348,6 +348,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     # The step's cost without periodic evaluation.
     seconds["seconds_rollout_and_update"] = sum(seconds.values())
     metrics, stats = step_metrics(scored, adv, rewards, reward_metrics, history, stats, seconds)
+    # Prompt + response tokens the update trained on (the floor of its cost: 6 x params x this).
+    metrics["tokens_trained"] = float(jnp.sum(scored.batch.valid))
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
              "stats": distributed.put_replicated(mesh, stats)}
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):

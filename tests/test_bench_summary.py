@@ -1,0 +1,32 @@
+"""experiments/bench/summarize: ratios against each side's fastest row, from the JSON the
+benchmarks write."""
+import json
+
+from experiments.bench import summarize
+
+
+def _side(median):
+  return {"seconds": {"median": median, "min": median * 0.9, "max": median * 1.1, "n": 3}}
+
+
+def test_ratios_take_the_fastest_row_of_each_side(tmp_path):
+  decode = [{"batch": 16, "peak_gflops": {"median": 300.0}, "sides": {
+      "ours": {**_side(2.0), "tokens_generated": 2048},
+      "transformers": {**_side(6.0), "tokens_generated": 2048},
+      "transformers_static": {**_side(5.0), "tokens_generated": 2048}}}]
+  train = {"peak_gflops": {"median": 300.0}, "sides": {
+      "ours (micro-batch rows 4)": _side(3.0), "ours (micro-batch rows 2)": _side(2.5),
+      "torch": _side(5.0), "torch_compile": _side(4.0)}}
+  floor = {"turns": {"False": {"median_floor_multiple": 4.0},
+                     "True": {"median_floor_multiple": 2.0}}}
+  for name, obj in (("decode", decode), ("train_step", train), ("train_floor", floor)):
+    (tmp_path / f"{name}.json").write_text(json.dumps(obj))
+  out = summarize.summarize(str(tmp_path))
+  assert out["decode_b16"]["peer"]["row"] == "transformers_static"
+  assert out["decode_b16"]["ratio"] == 2.5
+  assert out["train_step"]["ours"]["row"] == "ours (micro-batch rows 2)"
+  assert out["train_step"]["peer"]["row"] == "torch_compile"
+  assert out["train_step"]["ratio"] == 4.0 / 2.5
+  assert out["smollm2_train_floor_multiple"] == 2.0
+  assert "rl_step" not in out  # not run: absent, not invented
+  assert json.loads((tmp_path / "summary.json").read_text()) == out
