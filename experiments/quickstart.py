@@ -191,15 +191,6 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
         "strict_recall": [_finite(r["sft"]["strict_vs_oracle"][f]["recall"]) for r in sl],
         "strict_precision": [_finite(r["sft"]["strict_vs_oracle"][f]["precision"]) for r in sl]}
                        for f in sorted(sl[0]["sft"].get("family", {}))}
-    # The strict checker on the SFT policy's own hard-family samples, pooled over seeds.
-    hard = [r["sft"]["strict_vs_oracle"]["hard"] for r in sl
-            if "hard" in r["sft"].get("strict_vs_oracle", {})]
-    if any(h["n_correct"] for h in hard):
-      out["strict_recall_hard"] = round(sum(h["recall"] * h["n_correct"] for h in hard if
-                                            h["n_correct"]) / sum(h["n_correct"] for h in hard), 4)
-    precisions = [h["precision"] for h in hard if h["precision"] is not None]
-    if precisions:
-      out["strict_precision_hard"] = round(min(precisions), 4)  # the worst seed
   if results["hero"]:
     he = results["hero"]
     # None where a seed's held-out samples hold one class only (AUC undefined).
