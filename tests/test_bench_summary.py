@@ -30,3 +30,7 @@ def test_ratios_take_the_fastest_row_of_each_side(tmp_path):
   assert out["smollm2_train_floor_multiple"] == 2.0
   assert "rl_step" not in out  # not run: absent, not invented
   assert json.loads((tmp_path / "summary.json").read_text()) == out
+  table = summarize.markdown(out)
+  assert "| decode_b16 | 2.00 [1.80, 2.20] | transformers_static: 5.00 [4.50, 5.50] | 2.50x | >= 2.0x | yes |" in table
+  assert "| train_step |" in table and "| 1.60x | >= 1.5x | yes |" in table
+  assert "| decode_b64 | not run |" in table and "| rl_step | not run |" in table

@@ -23,4 +23,4 @@ run train_floor python -m experiments.bench.train_floor --workdir="$out/train_fl
 run rl_step python -m experiments.bench.rl_step --workdir="$out/rl_step" --hf_dir="$hf" \
     --rounds=3 --steps=3 --prompts=4 --completions=4 --new_tokens=48 --micro_batch=8
 cp "$out/rl_step/bench_rl.json" "$out/rl_step.json" 2>/dev/null
-python -m experiments.bench.summarize "$out"
+python -m experiments.bench.summarize "$out" | tee "$out/summary.md"

@@ -55,5 +55,23 @@ def summarize(out_dir: str) -> dict:
   return summary
 
 
+TARGETS = {"decode_b16": 2.0, "decode_b64": 2.0, "train_step": 1.5, "rl_step": 3.0}
+
+
+def markdown(summary: dict) -> str:
+  """The comparisons as a table: medians [range] in seconds, the ratio and its target."""
+  lines = ["| comparison | ours s, median [range] | fastest peer row: s, median [range] | "
+           "ratio | target | met |", "|---|---|---|---|---|---|"]
+  cell = lambda d: f"{d['median']:.2f} [{d['min']:.2f}, {d['max']:.2f}]"
+  for name, target in TARGETS.items():
+    if name in summary:
+      c = summary[name]
+      lines.append(f"| {name} | {cell(c['ours'])} | {c['peer']['row']}: {cell(c['peer'])} | "
+                   f"{c['ratio']:.2f}x | >= {target}x | {'yes' if c['ratio'] >= target else 'no'} |")
+    else:
+      lines.append(f"| {name} | not run | | | >= {target}x | - |")
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
-  print(json.dumps(summarize(sys.argv[1]), indent=1))
+  print(markdown(summarize(sys.argv[1])))
