@@ -24,7 +24,6 @@ rope_theta (every model gets 1e6; SmolLM2's is 1e5), and its tokenizer is bypass
 reads our prompt token ids.
 """
 import functools
-import json
 import os
 
 from absl import app
@@ -33,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.bench import summarize
 from hybrid_rl.eval import throughput
 from hybrid_rl.models import gguf_io
 from hybrid_rl.sampling import sampler
@@ -160,10 +160,7 @@ def main(argv):
             f"{'-' if name == 'ours' else f'{ratio:.2f}x'} | {peak['median']:.0f} "
             f"[{peak['min']:.0f}, {peak['max']:.0f}] |", flush=True)
     results.append(row)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      json.dump(results, f, indent=1)
+  summarize.save(_OUT.value, results)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,14 @@ import os
 import sys
 
 
+def save(path: str, figures) -> None:
+  """Writes a benchmark's figures as JSON (its --out), creating the directory; '' skips."""
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(figures, f, indent=1)
+
+
 def _load(out_dir: str, name: str) -> dict | list | None:
   path = os.path.join(out_dir, f"{name}.json")
   return json.load(open(path)) if os.path.exists(path) else None

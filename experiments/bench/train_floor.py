@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from configs import smollm2_onestep
+from experiments.bench import summarize
 from hybrid_rl.eval import throughput
 from hybrid_rl.models import transformer
 from hybrid_rl.train import stages
@@ -77,10 +78,7 @@ def main(argv):
                                             s["floor_multiple"] for s in steps)}
   for key, t in out["turns"].items():
     print(f"length_sorted={key}: training / floor, median {t['median_floor_multiple']:.2f}")
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      json.dump(out, f, indent=1)
+  summarize.save(_OUT.value, out)
 
 
 if __name__ == "__main__":

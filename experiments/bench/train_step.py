@@ -20,7 +20,6 @@ with their range. MFU counts the work that ran: forward + backward (3x the forwa
 the decoder on every token, causal attention, and the LM head on r positions a row
 (throughput.train_flops). --parts also times the step's pieces on their own.
 """
-import json
 import os
 import time
 
@@ -33,6 +32,7 @@ import numpy as np
 import optax
 
 from hybrid_rl.algorithms import policy_gradient as pg
+from experiments.bench import summarize
 from hybrid_rl.eval import throughput
 from hybrid_rl.models import transformer
 from hybrid_rl.train import batches
@@ -194,10 +194,7 @@ def main(argv):
     print("\n| piece (ours, one pass) | ms |\n|---|---|")
     for name, sec in time_parts(graphdef, loss_fn, optimizer, params, batch, _STEPS.value).items():
       print(f"| {name} | {sec * 1e3:.0f} |", flush=True)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      json.dump(out, f, indent=1)
+  summarize.save(_OUT.value, out)
 
 
 if __name__ == "__main__":
