@@ -183,8 +183,9 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   groups = n // kv_heads
   # Heads first, each kv head's G query heads stacked as G*T rows: both products are then
   # plain batched [G*T, D] x [D, S] and [G*T, S] x [S, D] matmuls. Written per (t, g) the
-  # same einsums made XLA:CPU transpose the scores and probabilities on every call
-  # (1.6x slower forward and backward at 4 x 256 tokens, results/bench_speed/).
+  # same einsums made XLA:CPU transpose the scores and probabilities in the backward pass
+  # (one SmolLM2 layer's attention at 4 x 256 tokens: forward + backward 39-42 ms against
+  # 21-23 ms, results/bench_speed/outputs/backward_ab.log).
   q = q.reshape(b, t, kv_heads, groups, d).transpose(0, 2, 3, 1, 4)
   q = q.reshape(b, kv_heads, groups * t, d)
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, D]
@@ -264,8 +265,9 @@ def linear(x: Array, w: Array) -> Array:
   Its two products are plain 2-D matmuls on row-major operands: dx = dy @ w.T and
   dw = x2.T @ dy2 over the flattened [tokens, .] rows. Left to autodiff, XLA:CPU fuses the
   elementwise backward of what follows (SiLU, the gate product, residual adds) into a
-  transposing copy of [tokens, O] for the weight gradient, which read four strided inputs
-  and cost a SmolLM2 layer's backward about a third of its time (results/bench_speed/).
+  transposing copy of [tokens, O] for the weight gradient, which reads its inputs with a
+  stride: ten SmolLM2 layers' forward + backward at 4 x 256 tokens took 2.96 s that way and
+  2.12 s this way (results/bench_speed/outputs/backward_ab.log).
   """
   return jnp.einsum("...i,io->...o", x, w)
 
