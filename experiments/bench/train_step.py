@@ -63,12 +63,12 @@ def _seconds(fn, *args, repeats: int) -> float:
 
 def time_parts(graphdef, loss_fn, optimizer, params, batch, repeats: int) -> dict:
   """Seconds of the train step's pieces, each jitted on its own."""
-  r = batch["mask"].shape[1]
+  r = batch.mask.shape[1]
 
   def body_loss(p):  # the decoder without the LM head: what the vocabulary costs is the rest
     model = nnx.merge(graphdef, p)
-    hidden, _ = model(batch["tokens"], transformer.positions_from_valid(batch["valid"]),
-                      batch["valid"])
+    hidden, _ = model(batch.tokens, transformer.positions_from_valid(batch.valid),
+                      batch.valid)
     return jnp.mean(hidden[:, -r:] ** 2)
 
   loss = lambda p: loss_fn(p, batch, None)[0]
