@@ -5,6 +5,7 @@ import dataclasses
 
 from flax import nnx
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -119,3 +120,18 @@ def test_decode_attention_as_dots_equals_the_fused_sum():
   mask = jnp.asarray(rng.random((3, 1, 11)) > 0.3).at[:, :, 0].set(True)
   _close(transformer.cached_attention(q, k, v, mask, decode="sum"),
          transformer.cached_attention(q, k, v, mask, decode="dot"))
+
+
+@pytest.mark.parametrize("remat, saves_projections", [("save_dots", True), ("full", False)])
+def test_save_dots_keeps_the_layer_projections_for_the_backward(remat, saves_projections, capsys):
+  """save_dots holds each layer's projection outputs (the gate / up activations among them),
+  although `linear` hides its dot behind a written-out VJP; full holds only layer inputs."""
+  tokens, valid = _rows()
+  model = transformer.Transformer(dataclasses.replace(CFG, remat=remat), rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+  loss = lambda p: transformer.token_logprobs(nnx.merge(graphdef, p), tokens, valid).sum()
+  ad_checkpoint.print_saved_residuals(loss, params)
+  saved = capsys.readouterr().out
+  rows, length = tokens.shape
+  gate_and_up = f"f32[{CFG.num_layers},{rows},{length - 1},{CFG.intermediate_size}]"
+  assert saved.count(gate_and_up + " ") == (2 if saves_projections else 0), saved

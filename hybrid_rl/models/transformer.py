@@ -21,6 +21,7 @@ import math
 
 from flax import nnx
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 
 from hybrid_rl.parallel import sharding
@@ -92,8 +93,12 @@ class ModelConfig:
 # What a rematerialized layer keeps for the backward pass: "full" only its input,
 # "save_dots" also the results of its matmuls without batch dimensions (the
 # projections, not the attention scores).
+# `linear`'s outputs carry the name "linear": its written-out VJP hides the dot from the
+# dot-based policy.
 REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
-                  "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+                  "save_dots": jax.checkpoint_policies.save_from_both_policies(
+                      jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                      jax.checkpoint_policies.save_only_these_names("linear"))}
 DECODE_ATTENTION = ("auto", "sum", "dot")
 DTYPES = ("float32", "bfloat16")  # parameters and activations
 RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk", "decode_attention")
@@ -258,7 +263,6 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
   return out.reshape(b, 1, n, d)
 
 
-@jax.custom_vjp
 def linear(x: Array, w: Array) -> Array:
   """x @ w for x: [..., I], w: [I, O] -> [..., O], with the backward pass written out.
 
@@ -269,11 +273,16 @@ def linear(x: Array, w: Array) -> Array:
   stride: ten SmolLM2 layers' forward + backward at 4 x 256 tokens took 2.96 s that way and
   2.12 s this way (results/bench_speed/outputs/backward_ab.log).
   """
+  return ad_checkpoint.checkpoint_name(_linear(x, w), "linear")
+
+
+@jax.custom_vjp
+def _linear(x: Array, w: Array) -> Array:
   return jnp.einsum("...i,io->...o", x, w)
 
 
 def _linear_fwd(x: Array, w: Array):
-  return linear(x, w), (x, w)
+  return _linear(x, w), (x, w)
 
 
 def _linear_bwd(residuals, dy: Array):
@@ -284,7 +293,7 @@ def _linear_bwd(residuals, dy: Array):
   return dx.reshape(x.shape).astype(x.dtype), dw.astype(w.dtype)
 
 
-linear.defvjp(_linear_fwd, _linear_bwd)
+_linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 def _layer(cfg: ModelConfig, p: dict[str, Array], x: Array, positions: Array,
