@@ -189,8 +189,7 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   # Heads first, each kv head's G query heads stacked as G*T rows: both products are then
   # plain batched [G*T, D] x [D, S] and [G*T, S] x [S, D] matmuls. Written per (t, g) the
   # same einsums made XLA:CPU transpose the scores and probabilities in the backward pass
-  # (one SmolLM2 layer's attention at 4 x 256 tokens: forward + backward 39-42 ms against
-  # 21-23 ms, results/bench_speed/outputs/backward_ab.log).
+  # (measured together with `linear`'s change, see there).
   q = q.reshape(b, t, kv_heads, groups, d).transpose(0, 2, 3, 1, 4)
   q = q.reshape(b, kv_heads, groups * t, d)
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, D]
@@ -270,8 +269,9 @@ def linear(x: Array, w: Array) -> Array:
   dw = x2.T @ dy2 over the flattened [tokens, .] rows. Left to autodiff, XLA:CPU fuses the
   elementwise backward of what follows (SiLU, the gate product, residual adds) into a
   transposing copy of [tokens, O] for the weight gradient, which reads its inputs with a
-  stride: ten SmolLM2 layers' forward + backward at 4 x 256 tokens took 2.96 s that way and
-  2.12 s this way (results/bench_speed/outputs/backward_ab.log).
+  stride. With this and `attention`'s heads-first layout, SmolLM2's 30-layer body took 5.2 s
+  instead of 6.6-6.8 s for its forward + backward at 4 x 256 tokens
+  (results/bench_speed/outputs/backward_ab.log).
   """
   return ad_checkpoint.checkpoint_name(_linear(x, w), "linear")
 
