@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hybrid_rl.algorithms import policy_gradient as pg
 from experiments.bench import summarize
+from hybrid_rl.algorithms import policy_gradient as pg
 from hybrid_rl.eval import throughput
 from hybrid_rl.models import transformer
 from hybrid_rl.train import batches
