@@ -174,8 +174,10 @@ def setup_notes(config, per_seed: list[dict]) -> list[str]:
 
 def main(argv):
   del argv
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
-  per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
+  run_all = lambda config, root: [run_seed(config, root, seed)
+                                  for seed in range(config.num_seeds)]
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
+  per_seed = run_all(config, root)
   if distributed.is_main():
     print("\n\n".join(write_outputs(config, per_seed, root, root)), flush=True)
 

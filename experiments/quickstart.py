@@ -17,6 +17,7 @@ import datetime
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from hybrid_rl.parallel import distributed
 from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
+from hybrid_rl.train import workdir_lock
 
 _CONFIG = cli.define_config("configs/quickstart.py:default")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/hybrid_rl", "Output directory.")
@@ -50,6 +52,9 @@ _SEEDS = flags.DEFINE_string("seeds", "", "Comma list of seeds to run (default: 
                              "config.num_seeds) and write no tables: several such calls on one "
                              "--workdir run seeds side by side; a call without it then reuses "
                              "their stages and writes the tables.")
+
+
+RECIPE_BLOCKS = ("hero", "reinforce_ada", "sparse_to_dense")
 
 
 def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -248,46 +253,70 @@ def prepare_data(config: ml_collections.ConfigDict, root: str) -> None:
     stage_io.tokenizer_path(config, root)
 
 
+def _die_with_parent() -> None:
+  """In a child, before exec: the kernel sends it SIGTERM when its parent dies, however
+  the parent dies (SIGKILL included), so no seed process outlives the command."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  pr_set_pdeathsig = 1
+  ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run_seed_processes(seeds: list[int], root: str, processes: int) -> None:
   """Runs the seeds side by side, `processes` at a time, each as this command with
   --seeds=<seed> (output in <root>/logs/seed<seed>.log). A seed that fails stops the
-  command with one line naming its log; the stages that finished are kept for a rerun."""
+  command with one line naming its log; the stages that finished are kept for a rerun.
+  The children share this process's hold on the workdir and end with it: when it is
+  stopped (a signal, an error) it stops them, and if it is killed the kernel does."""
   os.makedirs(os.path.join(root, "logs"), exist_ok=True)
   command = [sys.executable, "-m", "experiments.quickstart", *sys.argv[1:]]
   pending, running = list(seeds), {}
   print(f"seeds {seeds}: {processes} processes side by side, logs in "
         f"{os.path.join(root, 'logs')}", flush=True)
-  while pending or running:
-    while pending and len(running) < processes:
-      seed = pending.pop(0)
-      log = open(os.path.join(root, "logs", f"seed{seed}.log"), "w")
-      running[seed] = (subprocess.Popen([*command, f"--seeds={seed}"], stdout=log,
-                                        stderr=subprocess.STDOUT), log)
-    time.sleep(1)
-    for seed, (proc, log) in list(running.items()):
-      if proc.poll() is None:
-        continue
-      log.close()
-      del running[seed]
-      if proc.returncode:
-        for other, _ in running.values():
-          other.terminate()
-        sys.exit(f"FATAL seed {seed} failed (exit {proc.returncode}); its output: {log.name}. "
-                 "Finished stages are kept: the same command reuses them")
-      print(f"seed {seed} done", flush=True)
+  try:
+    while pending or running:
+      while pending and len(running) < processes:
+        seed = pending.pop(0)
+        log = open(os.path.join(root, "logs", f"seed{seed}.log"), "w")
+        running[seed] = (subprocess.Popen(
+            [*command, f"--seeds={seed}"], stdout=log, stderr=subprocess.STDOUT,
+            env=workdir_lock.child_env(),
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None), log)
+      time.sleep(1)
+      for seed, (proc, log) in list(running.items()):
+        if proc.poll() is None:
+          continue
+        log.close()
+        del running[seed]
+        if proc.returncode:
+          sys.exit(f"FATAL seed {seed} failed (exit {proc.returncode}); its output: {log.name}. "
+                   "Finished stages are kept: the same command reuses them")
+        print(f"seed {seed} done", flush=True)
+  finally:
+    for proc, _ in running.values():
+      proc.terminate()
+    for proc, _ in running.values():
+      try:
+        proc.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def main(argv):
   del argv
   seeds = seeds_to_run(_SEEDS.value, total_seeds(_CONFIG.value))  # before the workdir is made
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
+  recipe_blocks = lambda config: {name: recipe_config(config, name) for name in RECIPE_BLOCKS}
+  config, root = cli.experiment_setup(
+      _CONFIG, _WORKDIR.value,
+      plan=lambda config, root: run_seeds(config, recipe_blocks(config), root, seeds),
+      # The recipe blocks as their stages run them (with the shared data and verifier).
+      shown=lambda config: {**config.to_dict(), **{
+          name: block.to_dict() for name, block in recipe_blocks(config).items()}})
   recipes = config.recipes.split(",")
   if (config.seed_processes > 1 and not _SEEDS.value and len(seeds) > 1
       and distributed.is_main() and jax.process_count() == 1):
     prepare_data(config, root)
     run_seed_processes(seeds, root, config.seed_processes)  # then every stage is reused
-  subs = {name: recipe_config(config, name) for name in ("hero", "reinforce_ada",
-                                                        "sparse_to_dense")}
+  subs = recipe_blocks(config)
   start_time = time.perf_counter()
   with stage_runs.dry_run() as planned:  # the stage count, from the code that runs them
     run_seeds(config, subs, root, seeds)

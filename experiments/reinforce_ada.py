@@ -49,8 +49,10 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
 
 def main(argv):
   del argv
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
-  per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
+  run_all = lambda config, root: [run_seed(config, root, seed)
+                                  for seed in range(config.num_seeds)]
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
+  per_seed = run_all(config, root)
   if distributed.is_main():
     print(write_outputs(config, per_seed, root), flush=True)
 

@@ -186,8 +186,10 @@ def write_plots(per_seed: list[dict], plots_dir: str) -> None:
 
 def main(argv):
   del argv
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
-  per_seed = [run_seed(config, root, seed) for seed in range(config.num_seeds)]
+  run_all = lambda config, root: [run_seed(config, root, seed)
+                                  for seed in range(config.num_seeds)]
+  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
+  per_seed = run_all(config, root)
   if distributed.is_main():
     print(table(config, per_seed, os.path.join(root, "tables", "sparse_to_dense")), flush=True)
     write_plots(per_seed, os.path.join(root, "plots"))

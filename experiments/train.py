@@ -7,7 +7,6 @@ Runs `config.stage`, resuming from the latest checkpoint in --workdir, and
 writes the stage's summary to <workdir>/summary.json.
 """
 import json
-import os
 import sys
 
 from absl import flags
@@ -32,14 +31,15 @@ def main(argv):
     sys.exit(f"FATAL invalid config: config.train.steps=0: a {config.stage} stage of no steps "
              "would export its starting weights as trained; set train.steps > 0 "
              "(--config.stage=eval evaluates a checkpoint)")
+  cli.claim_workdir(_WORKDIR.value)
   # Before anything is written: a workdir holding another run is refused, not overwritten.
   stage_runs.check_reusable(config, _WORKDIR.value)
-  cli.prepare_workdir(config, _WORKDIR.value)
+  cli.write_config(config, _WORKDIR.value)
+  stage_runs.record_start(config, _WORKDIR.value)
   summary = stage(config, _WORKDIR.value)
+  stage_runs.write_summary(_WORKDIR.value, summary)
   if distributed.is_main():
-    with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-    print(f"summary: {json.dumps(summary)}", flush=True)
+    print(f"summary: {json.dumps(stage_runs.json_safe(summary))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ Usage in a script:
     cli.run(main)
 """
 import difflib
+import errno
 import json
 import os
 import re
 import runpy
+import signal
 import sys
 
 from absl import app
@@ -33,6 +35,7 @@ from hybrid_rl.train import checkpoints
 from hybrid_rl.train import loop
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
+from hybrid_rl.train import workdir_lock
 
 _OVERRIDE = re.compile(r"--(\w+)\.([\w.]+)=?")
 
@@ -151,23 +154,68 @@ def out_of_memory_detail(error: Exception) -> str:
   return str(error).splitlines()[0][:200]
 
 
+class Stopped(KeyboardInterrupt):
+  """The process received a stop signal (SIGTERM, SIGHUP): unwinds like Ctrl-C, so that
+  running saves finish and the workdir is released."""
+
+
+def _raise_stopped(signum, frame) -> None:
+  del frame
+  raise Stopped(signal.Signals(signum).name)
+
+
+# What an OSError's errno means for a run that could not write.
+_WRITE_FAILURES = {errno.EFBIG: "a file-size limit (ulimit -f) was reached",
+                   errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                   errno.EROFS: "the file system is read-only",
+                   errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+
+
+def write_failure(error: BaseException) -> str | None:
+  """One line for an error that is, or was caused by, a failed write (a full disk, a
+  read-only or size-limited file system), else None."""
+  seen = 0
+  while error is not None and seen < 20:
+    if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
+      where = f" writing {error.filename}" if error.filename else ""
+      return f"{_WRITE_FAILURES[error.errno]}{where} ({error.strerror})"
+    text = str(error)
+    for code, meaning in _WRITE_FAILURES.items():
+      if os.strerror(code) in text and code not in (errno.EACCES, errno.EPERM):
+        return f"{meaning} ({os.strerror(code)})"
+    error, seen = error.__cause__ or error.__context__, seen + 1
+  return None
+
+
 def run(main) -> None:
   """app.run(main); bad flags, an invalid config raised inside a stage and a stage
-  directory started with other settings each exit with one line."""
+  directory started with other settings each exit with one line, and so do a stop
+  signal (Ctrl-C, SIGTERM), a failed write and running out of device memory."""
   def guarded(argv):
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+      signal.signal(signum, _raise_stopped)
     try:
       return main(argv)
     except (stage_runs.StageMismatchError, errors.ConfigError,
             loop.TrainingDiverged, stage_io.CorruptCheckpointError,
             checkpoints.UnusableCheckpointError) as e:
       sys.exit(f"FATAL {e}")
+    except KeyboardInterrupt as e:
+      name = str(e) if isinstance(e, Stopped) else "SIGINT"
+      where = f" at {loop.position()}" if loop.position() else ""
+      sys.exit(f"FATAL stopped by {name}{where}; finished checkpoints and stages are kept: "
+               "the same command resumes")
     except Exception as e:  # pylint: disable=broad-except
+      failure = write_failure(e)
+      if failure:
+        sys.exit(f"FATAL could not write: {failure}; finished checkpoints and stages are "
+                 "kept: free the space or lift the limit, then run the same command again")
       if "RESOURCE_EXHAUSTED" not in str(e):
         raise
       sys.exit(f"FATAL out of device memory ({out_of_memory_detail(e)}); finished checkpoints "
                "are kept. Lower train.batch_size or sampling.max_new_tokens, or raise "
-               "train.grad_accum_steps (the update) or sampling.chunks (the sampler), "
-               "then run the same command again to resume")
+               "train.grad_accum_steps or sampling.chunks, or set train.micro_batch_rows (rows a "
+               "pass), then run the same command again: these settings may change on resume")
 
   app.run(guarded, flags_parser=_parse_flags)
 
@@ -205,10 +253,6 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
   return config
 
 
-def config_as_json(config: ml_collections.ConfigDict) -> str:
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
-
-
 def _workdir_problem(workdir: str) -> str | None:
   if not workdir or not workdir.strip():
     return "expected a directory path"
@@ -230,22 +274,39 @@ def _workdir_problem(workdir: str) -> str | None:
   return None
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates workdir and writes the resolved config to <workdir>/config.json (the screen
-  gets one line saying where); exits with one line if workdir cannot be written."""
+def claim_workdir(workdir: str) -> None:
+  """Creates workdir and holds it for this run (workdir_lock); exits with one line if it
+  cannot be written or another live run holds it."""
   problem = _workdir_problem(workdir)
   if problem:
     sys.exit(f"FATAL --workdir={workdir!r}: {problem}")
+  if distributed.is_main():
+    try:
+      workdir_lock.hold(workdir)
+    except workdir_lock.WorkdirBusyError as e:
+      sys.exit(f"FATAL {e}")
+
+
+def write_config(config: ml_collections.ConfigDict | dict, workdir: str) -> None:
+  """Writes the resolved config to <workdir>/config.json (the screen gets one line
+  saying where)."""
   if not distributed.is_main():
     return
-  text = config_as_json(config)
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config.to_dict()
   print(f"workdir: {workdir} (resolved config in {os.path.join(workdir, 'config.json')})",
         flush=True)
   # Its own temporary name: quickstart --seeds runs several processes on one workdir.
   tmp = os.path.join(workdir, f"config.json.{os.getpid()}.tmp")
   with open(tmp, "w") as f:
-    f.write(text + "\n")
+    f.write(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
   os.replace(tmp, os.path.join(workdir, "config.json"))
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """claim_workdir, then write_config."""
+  claim_workdir(workdir)
+  write_config(config, workdir)
 
 
 def use_compilation_cache(path: str) -> None:
@@ -259,16 +320,24 @@ def use_compilation_cache(path: str) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def experiment_setup(config_flag, workdir: str) -> tuple[ml_collections.ConfigDict, str]:
+def experiment_setup(config_flag, workdir: str, plan=None, shown=None
+                     ) -> tuple[ml_collections.ConfigDict, str]:
   """Resolved config and absolute workdir for a multi-stage experiment script.
 
   The stages of one experiment share <workdir>/data (datasets and tokenizer)
-  unless config.data.data_dir says otherwise.
+  unless config.data.data_dir says otherwise. `plan(config, root)` runs the script's
+  stages; it is run dry first (stage_runs.dry_run) so that a stage directory holding
+  another run is refused before anything is written. `shown(config)` is what
+  <workdir>/config.json records (default: the config).
   """
   config = resolved_config(config_flag)
-  prepare_workdir(config, workdir)  # before abspath, which would turn '' into the cwd
+  claim_workdir(workdir)  # before abspath, which would turn '' into the cwd
   root = os.path.abspath(workdir)
   use_compilation_cache(os.path.join(root, "jax_cache"))
   with config.unlocked():
     config.data.data_dir = config.data.data_dir or os.path.join(root, "data")
+  if plan is not None:
+    with stage_runs.dry_run():
+      plan(config, root)
+  write_config(shown(config) if shown else config, root)
   return config, root

@@ -35,7 +35,7 @@ from configs import smollm2_gsm8k
 from hybrid_rl.data import pipeline
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.eval import throughput
-from hybrid_rl.rewards import verifiers
+from hybrid_rl.rewards import verifier_pool
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stages
 
@@ -104,8 +104,12 @@ def turn_trl(config, turn_dir: str, hf_dir: str) -> dict:
   tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
   dataset = datasets.Dataset.from_list(prompts_in_order(config, turn_dir, tokenizer))
 
+  # Through the time-bounded pool, as our step verifies: a direct call has no bound (a
+  # power tower ran past 30 s).
+  pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
+
   def equivalence_reward(completions, answer, **unused):
-    return [float(verifiers.equivalence_verify(c, a).correct) for c, a in zip(completions, answer)]
+    return [float(v.correct) for v in pool.verify("equivalence", completions, answer)]
 
   times, last = [], []
 

@@ -77,7 +77,8 @@ class _OneLineBuild(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 class SyntheticMath(_OneLineBuild, skip_registration=True):
   """Procedurally generated easy- and hard-to-verify math problems."""
   # 1.1.0: fixed hash shares (synthetic_math.HASH_FRACTIONS) and a train stream.
-  VERSION = tfds.core.Version("1.1.0")
+  # 1.2.0: answer forms the numeric rule accepts (no unreduced fractions, no \sqrt11).
+  VERSION = tfds.core.Version("1.2.0")
   BUILDER_CONFIGS = [SyntheticMathConfig(name="default")]
 
   def _info(self):
@@ -103,8 +104,9 @@ class SyntheticMath(_OneLineBuild, skip_registration=True):
 
 
 class _JsonlBuilder(_OneLineBuild, skip_registration=True):
-  """Reads <manual_dir>/<file> per split."""
-  VERSION = tfds.core.Version("1.0.0")
+  """Reads <manual_dir>/<file> per split; train loses the questions test holds."""
+  # 1.1.0: train questions that are also test questions are dropped.
+  VERSION = tfds.core.Version("1.1.0")
   SPLIT_FILES: dict[str, str] = {}
   PARSE_ROW = None
 
@@ -120,6 +122,14 @@ class _JsonlBuilder(_OneLineBuild, skip_registration=True):
     self.info.metadata["skipped_rows"] = {
         split: [[line, reason] for line, reason in skipped]
         for split, (_, skipped) in parsed.items()}
+    if "train" in parsed and "test" in parsed:
+      kept, dropped = jsonl_sources.drop_test_overlap(parsed["train"][0], parsed["test"][0])
+      parsed["train"] = (kept, parsed["train"][1])
+      self.info.metadata["train_dropped_as_test"] = dropped
+      if dropped:
+        print(f"{self.name}: {len(dropped)} train question(s) are also test questions "
+              f"(normalized text); dropped from train ({', '.join(dropped[:5])}"
+              f"{', ...' if len(dropped) > 5 else ''})", flush=True)
     return {split: self._generate_examples(examples) for split, (examples, _) in parsed.items()}
 
   def _generate_examples(self, examples):

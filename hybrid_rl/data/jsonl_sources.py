@@ -115,3 +115,19 @@ def read_jsonl(path: str, parse_row: Callable[[dict, int], Example]
 def count_valid_rows(path: str, parse_row: Callable[[dict, int], Example]) -> int:
   """How many rows of `path` read_jsonl would keep (nothing logged)."""
   return sum(example is not None for _, example, _ in _parse_lines(path, parse_row))
+
+
+def normalized_question(text: str) -> str:
+  """A question's text for finding copies: case, punctuation and spacing ignored."""
+  return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def drop_test_overlap(train: list[Example], test: list[Example]
+                      ) -> tuple[list[Example], list[str]]:
+  """(train without the examples whose question is also a test question, the ids of
+  those dropped): a test problem seen in training would be reported as held out."""
+  held_out = {normalized_question(e["question"]) for e in test}
+  kept = [e for e in train if normalized_question(e["question"]) not in held_out]
+  dropped = [e["id"] for e in train if normalized_question(e["question"]) in held_out]
+  return kept, dropped
+

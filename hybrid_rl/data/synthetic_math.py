@@ -75,8 +75,8 @@ def fraction_forms(q: Fraction) -> list[str]:
     return [str(q.numerator)]
   sign = "-" if q < 0 else ""
   n, d = abs(q.numerator), q.denominator
-  forms = [_frac_latex(q), f"{sign}{n}/{d}", f"{sign}\\dfrac{{{n}}}{{{d}}}",
-           f"{sign}\\frac{{{2 * n}}}{{{2 * d}}}"]
+  # Every form is one the equivalence verifier's numeric rule accepts (in lowest terms).
+  forms = [_frac_latex(q), f"{sign}{n}/{d}", f"{sign}\\dfrac{{{n}}}{{{d}}}"]
   if _terminates(d):
     forms.append(_decimal(q))
   if n > d:
@@ -109,9 +109,11 @@ def _sqrt_parts(n: int) -> tuple[int, int]:
 
 def radical_forms(a: int, b: int) -> list[str]:
   """Forms of a*sqrt(b) (b square-free > 1); the first is canonical."""
+  # \sqrt without braces takes one token: \sqrt11 is sqrt(1) * 1, so only b < 10 has it.
+  bare = [f"\\sqrt{b}"] if b < 10 else []
   if a == 1:
-    return [f"\\sqrt{{{b}}}", f"\\sqrt{b}", f"1\\sqrt{{{b}}}"]
-  return [f"{a}\\sqrt{{{b}}}", f"{a}\\sqrt{b}", f"{a}*\\sqrt{{{b}}}",
+    return [f"\\sqrt{{{b}}}", *bare, f"1\\sqrt{{{b}}}"]
+  return [f"{a}\\sqrt{{{b}}}", *[f"{a}{x}" for x in bare], f"{a}*\\sqrt{{{b}}}",
           f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{{{b}}}"]
 
 

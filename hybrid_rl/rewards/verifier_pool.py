@@ -78,6 +78,9 @@ def _judge(kind: str, response, gold, cpu_limit_s: float) -> verifiers.Verdict:
 
 def _worker(conn, cpu_limit_s: float) -> None:
   signal.signal(signal.SIGPROF, _on_cpu_limit)
+  # Ctrl-C reaches the whole process group: the parent reports it; a worker's own
+  # traceback would only bury that line (the parent ends the workers).
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   conn.send("ready")
   while True:
     try:

@@ -30,6 +30,7 @@ them in worker processes that are replaced when they hang or crash.
 import dataclasses
 import fractions
 import logging
+import math
 import re
 import unicodedata
 
@@ -86,10 +87,14 @@ def normalize_strict(answer: str) -> str:
 
 
 def strict_verify(response: str | bytes, gold: str) -> Verdict:
-  answer = last_boxed(as_text(response)[-MAX_RESPONSE_CHARS:])
+  """The last \boxed{} equals the gold string after light normalization, and so does
+  every other box (a second answer is a hedge)."""
+  text = as_text(response)[-MAX_RESPONSE_CHARS:]
+  answer = last_boxed(text)
   if answer is None or not answer.strip():
     return Verdict(False, "no_answer", answer)
-  return Verdict(normalize_strict(answer) == normalize_strict(gold), "ok", answer)
+  target = normalize_strict(gold)
+  return Verdict(all(normalize_strict(b) == target for b in all_boxed(text)), "ok", answer)
 
 
 def normalize_digits(text: str) -> str:
@@ -105,45 +110,152 @@ def normalize_digits(text: str) -> str:
 _REPEATING = re.compile(r"(-?)(\d*)\.(\d*)\\overline\{(\d+)\}")
 
 
-def _repeating_as_fraction(match: re.Match) -> str:
-  """0.1\\overline{6} -> \\frac{1}{6}: sympy has no notation for a repeating decimal."""
+def _repeating_value(match: re.Match) -> fractions.Fraction:
+  """0.1\\overline{6} -> 1/6: sympy has no notation for a repeating decimal."""
   sign, whole, fixed, period = match.groups()
   q = fractions.Fraction(int(whole + fixed + period or "0") - int(whole + fixed or "0"),
                          10 ** len(fixed) * (10 ** len(period) - 1))
-  return f"{sign}\\frac{{{q.numerator}}}{{{q.denominator}}}"
+  return -q if sign else q
 
 
-def _is_closed_form(expr) -> bool:
-  """A number, or a power / root / factorial / scientific notation of numbers: no free
-  symbol and no sum or product of written numbers (arithmetic left undone)."""
-  import sympy  # pylint: disable=g-import-not-at-top
-  if getattr(expr, "is_Number", False):
-    return True
-  if not isinstance(expr, sympy.Basic) or expr.free_symbols or isinstance(expr, sympy.Add):
+# ------------------------------------------------------------ numbers as written
+
+_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*"
+                      r"\{([^{}]*)\}")
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad\b|~|\\left|\\right|\\displaystyle")
+_CURRENCY = re.compile(r"\\\$|\$|\\euro\b|[€£¥]")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
+_PREFIX = re.compile(r"^[A-Za-z][A-Za-z\s]*?(?:\bis|\bare|\bequals|:)\s+")
+_UNITS = re.compile(r"(?:\s+[A-Za-z]+(?:/[A-Za-z]+)?(?:\^\{?\d\}?)?\.?)+$")
+_DECIMAL = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
+_PLAIN = re.compile(rf"(?:{_DECIMAL})")
+_FRACTION = re.compile(r"([-+]?)(?:(\d+\s*)?(?:\\[dt]?frac\s*\{\s*([-+]?\d+)\s*\}\s*\{\s*(\d+)\s*\}"
+                       r"|\\[dt]?frac\s*(\d)(\d))|(\d+)\s*/\s*(\d+))")
+_SCIENTIFIC = re.compile(rf"({_DECIMAL})\s*(?:(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{{?\s*"
+                         r"([-+]?\d+)\s*\}?|[eE]([-+]?\d+))")
+_LABEL = re.compile(r"^(?:\\?[A-Za-z]+(?:_\{?\w+\}?)?(?:\([A-Za-z,\s]*\))?\s*)+$")
+
+
+def _plain_number(text: str) -> fractions.Fraction | None:
+  """The value of text written as a number (`numeric_answer_rule`'s forms, the percent
+  sign excluded), or None."""
+  text = text.strip()
+  match = _REPEATING.fullmatch(text)
+  if match:
+    return _repeating_value(match)
+  if _PLAIN.fullmatch(text):
+    return fractions.Fraction(text.replace(",", ""))
+  match = _SCIENTIFIC.fullmatch(text)
+  if match:
+    mantissa, exponent = match.group(1).replace(",", ""), match.group(2) or match.group(3)
+    return fractions.Fraction(mantissa) * fractions.Fraction(10) ** int(exponent)
+  match = _FRACTION.fullmatch(text)
+  if match:
+    sign, whole, *parts = match.groups()
+    num, den = next((a, b) for a, b in zip(parts[::2], parts[1::2]) if a is not None)
+    value = fractions.Fraction(int(num), int(den)) if int(den) else None
+    # A fraction is the written form of a non-integer, in lowest terms: 10/2 is a
+    # division left undone. A mixed number's fraction is proper (15\frac{39}{40}).
+    if (value is None or value.denominator == 1 or math.gcd(abs(int(num)), int(den)) != 1
+        or (whole is not None and not 0 < value < 1)):
+      return None
+    value += int(whole or 0)
+    return -value if sign == "-" else value
+  return None
+
+
+def _cleaned(text: str) -> str:
+  """An answer's text without typesetting that carries no value: \\text{} wrappers (their
+  words kept), spacing, currency, degree marks, $ delimiters and a trailing period."""
+  text = text.replace("\u2212", "-").replace("{,}", ",")
+  for _ in range(3):  # nested wrappers
+    text = _WRAPPER.sub(lambda m: f" {m.group(1)} ", text)
+  text = _DEGREES.sub("", _CURRENCY.sub("", _SPACING.sub(" ", text)))
+  return re.sub(r"\s+\^", "^", " ".join(text.split())).rstrip(".").strip()
+
+
+def written_number(text: str) -> tuple[fractions.Fraction, bool] | None:
+  """(value, is_percent) of an answer that is one number as written: an integer or
+  decimal (thousands commas allowed), a fraction in lowest terms of a non-integer
+  (\\frac{a}{b}, a/b), scientific notation, a repeating decimal, optionally a percent,
+  optionally after words ending in "is" / ":" ("The answer is 5") and before unit
+  words ("5 apples", "5 cm^2"); else None."""
+  text = _PREFIX.sub("", _cleaned(text))
+  for candidate in (text, _UNITS.sub("", text).strip()):
+    percent = candidate.endswith("%")
+    core = candidate.rstrip("%").rstrip("\\").strip() if percent else candidate
+    value = _plain_number(core) if core else None
+    if value is not None:
+      return value, percent
+  return None
+
+
+def numeric_gold(gold: str) -> tuple[fractions.Fraction, bool] | None:
+  """(value, is_percent) of a gold answer whose value is rational, however written
+  (`50\\%`, `\\sqrt{49}`, `\\frac{10}{4}`), else None."""
+  written = written_number(gold)
+  if written is not None:
+    return written
+  from math_verify import parse  # pylint: disable=g-import-not-at-top
+  value = _exact_value(_cleaned(gold))
+  return None if value is None else (value, "%" in gold)
+
+
+def _exact_value(text: str) -> fractions.Fraction | None:
+  """The rational value of a LaTeX expression without free symbols (evaluated: the
+  verifier pool bounds its time), else None."""
+  from math_verify import parse  # pylint: disable=g-import-not-at-top
+  parsed = parse(f"$\\boxed{{{text}}}$", parsing_timeout=None)
+  expr = parsed[0] if parsed else None
+  if not hasattr(expr, "free_symbols") or expr.free_symbols:
+    return None
+  value = expr.doit()
+  if getattr(value, "is_Rational", False):
+    return fractions.Fraction(int(value.p), int(value.q))
+  return None
+
+
+def _side_value(side: str) -> fractions.Fraction | None:
+  """The exact value of one side of an equation (a label such as x or \\text{total}
+  has none), or None when it is not a closed number."""
+  written = written_number(side)
+  if written is not None:
+    return written[0] / 100 if written[1] else written[0]
+  return _exact_value(side)
+
+
+def numeric_answer_rule(answer: str, gold: tuple[fractions.Fraction, bool]) -> bool:
+  """Whether `answer` (one final answer's text) scores against a numeric gold (value,
+  is_percent). It scores only when its last `=` side is written as a number
+  (`written_number`; a percent only where the gold is one) equal to the gold, and every
+  other side is a label (x, \\text{total}) or has that same value: anything that
+  still needs evaluating (10/2, 3+4, \\sqrt{49}, \\binom{10}{2}, \\max(45,1)) never
+  scores, whatever its operator, and neither does a false equation (6 = 5)."""
+  gold_value, gold_percent = gold
+  *others, last = _cleaned(answer).split("=")
+  written = written_number(last)
+  if written is None or (written[1] and not gold_percent) or written[0] != gold_value:
     return False
-  if isinstance(expr, sympy.Mul):
-    factors = [a for a in expr.args if a != -1]  # -2^{3} is Mul(-1, 2^3): a sign
-    if len(factors) == 1:
-      return _is_closed_form(factors[0])
-    scientific = (len(factors) == 2 and factors[0].is_Number and isinstance(factors[1], sympy.Pow)
-                  and factors[1].base == 10 and factors[1].exp.is_Integer)
-    return scientific
-  return all(_is_closed_form(a) for a in expr.args)
+  exact = gold_value / 100 if written[1] else gold_value
+  for side in others:
+    side = _cleaned(side)
+    if _LABEL.fullmatch(side):
+      continue
+    if _side_value(side) not in (exact, gold_value):
+      return False
+  return True
 
 
-def numeric_answer_rule(answer: str, gold_parsed: list) -> bool:
-  """Whether `answer` (the extracted final answer's text) scores against a numeric gold:
-  the last side of its `=` chain, `%` dropped, is a closed form (`_is_closed_form`) whose
-  exact value equals the gold."""
-  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
-  final = answer.split("=")[-1].replace("\\%", "").replace("%", "").strip().rstrip(".")
-  if not final or "\\div" in final:
-    return False
-  final = _REPEATING.sub(_repeating_as_fraction, final)
-  parsed = parse(f"$\\boxed{{{final}}}$", parsing_timeout=None)
-  if not parsed or not _is_closed_form(parsed[0]):
-    return False
-  return bool(verify(gold_parsed, parsed, timeout_seconds=None))
+def all_boxed(text: str) -> list[str]:
+  """Contents of every \\boxed{...} / \\fbox{...} with balanced braces, in order."""
+  closing, open_braces = {}, []
+  for m in re.finditer(r"[{}]", text):
+    if m.group() == "{":
+      open_braces.append(m.start())
+    elif open_braces:
+      closing[open_braces.pop()] = m.start()
+  return [text[m.end():closing[m.end() - 1]] for m in
+          re.finditer(r"\\(?:boxed|fbox)\s*\{", text) if m.end() - 1 in closing]
 
 
 _CHAIN_TAIL = re.compile(r"(?:\s*=\s*[^\s=]+(?:\s*[-+*/^]\s*[^\s=]+)*)+")
@@ -159,30 +271,44 @@ def _statement_of(text: str, extracted: str) -> str:
   return extracted + (tail.group(0) if tail else "")
 
 
+def _one_answer_scores(answer: str, gold: str, gold_number, gold_parsed) -> bool:
+  """Whether one final answer (a box's content, or the statement math-verify extracted
+  from unboxed text) scores against the gold."""
+  if normalize_strict(answer) == normalize_strict(gold):
+    return True  # the gold as written (what the strict checker accepts)
+  if gold_number is not None:
+    return numeric_answer_rule(answer, gold_number)
+  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
+  parsed = parse(f"\\boxed{{{answer}}}", parsing_timeout=None)
+  return bool(parsed) and bool(verify(gold_parsed, parsed, timeout_seconds=None))
+
+
 def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
   """math-verify equivalence of the response's final answer and the gold answer; against
-  a numeric gold, `numeric_answer_rule`."""
-  from math_verify import parse, verify  # pylint: disable=g-import-not-at-top
+  a numeric gold, `numeric_answer_rule`. Every \\boxed{} of the response is a final
+  answer and must score: a second, different answer (\\boxed{5} or \\boxed{6}) is a
+  hedge and never scores."""
+  from math_verify import parse  # pylint: disable=g-import-not-at-top
   text = normalize_digits(as_text(response)[-MAX_RESPONSE_CHARS:])
   gold = normalize_digits(gold)
-  boxed = last_boxed(text)
-  if boxed is not None and not boxed.strip():
-    return Verdict(False, "no_answer", boxed)
+  boxes = all_boxed(text)
+  if boxes and not all(b.strip() for b in boxes):
+    return Verdict(False, "no_answer", boxes[-1])
   # Timeouts are enforced by the pool (math-verify's own use signals, which
   # only work in a main thread); 0/None disables them here.
-  gold_parsed = parse(f"$\\boxed{{{gold}}}$", parsing_timeout=None)
-  target = f"\\boxed{{{boxed}}}" if boxed is not None else text
-  answer = parse(target, parsing_timeout=None)
-  if boxed is not None and _REPEATING.search(boxed):
-    answer = answer or [boxed]  # math-verify keeps a repeating decimal as a bare string
+  gold_number = numeric_gold(gold)
+  gold_parsed = None if gold_number is not None else parse(f"$\\boxed{{{gold}}}$",
+                                                           parsing_timeout=None)
+  if boxes:
+    correct = all(_one_answer_scores(b, gold, gold_number, gold_parsed) for b in boxes)
+    return Verdict(correct, "ok", boxes[-1])
+  answer = parse(text, parsing_timeout=None)
   if not answer:
-    return Verdict(False, "no_answer", boxed)
-  extracted = boxed if boxed is not None else str(answer[-1])
-  if bool(gold_parsed) and getattr(gold_parsed[0], "is_Number", False):
-    statement = extracted if boxed is not None else _statement_of(text, extracted)
-    return Verdict(numeric_answer_rule(statement, gold_parsed), "ok", extracted)
-  correct = bool(verify(gold_parsed, answer, timeout_seconds=None))
-  return Verdict(correct, "ok", extracted)
+    return Verdict(False, "no_answer", None)
+  extracted = str(answer[-1])
+  statement = _statement_of(text, extracted)
+  return Verdict(_one_answer_scores(statement, gold, gold_number, gold_parsed), "ok",
+                 extracted)
 
 
 VERIFIERS = {"equivalence": equivalence_verify, "strict": strict_verify}
@@ -207,7 +333,9 @@ def integer_verdict(kind: str, response: str | bytes, gold: str) -> Verdict | No
   if gold_match is None:
     return None
   text = as_text(response)[-MAX_RESPONSE_CHARS:]
-  # The last "\boxed{" opening is what last_boxed() returns when its braces close.
+  if text.count("\\boxed") + text.count("\\fbox") != 1:
+    return None  # several answers are judged whole, by the verifier itself
+  # The "\boxed{" opening is what last_boxed() returns when its braces close.
   box = _BOXED_AT.match(text, max(text.rfind("\\boxed"), text.rfind("\\fbox"), 0))
   if box is None:
     return None

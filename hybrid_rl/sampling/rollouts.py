@@ -56,20 +56,23 @@ def decode(tokenizer, out: sampler.SampleOutput) -> list[str]:
                                 skip_special_tokens=True)
 
 
+def chunk_slices(rows: int, chunks: int) -> list[slice]:
+  """`rows` split into min(chunks, rows) consecutive slices whose sizes differ by at most
+  one (a batch that chunks does not divide is still sampled, in uneven slices)."""
+  bounds = np.linspace(0, rows, min(chunks, rows) + 1).round().astype(int)
+  return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def generate_chunked(model: transformer.Transformer, prompt_tokens: jax.Array,
                      prompt_valid: jax.Array, rng: jax.Array, sp: sampler.SamplingParams,
                      chunks: int = 1) -> sampler.SampleOutput:
-  """sampler.generate over `chunks` equal slices of the prompts (bounds the KV cache
-  to B * G / chunks rows); chunk i uses fold_in(rng, i)."""
+  """sampler.generate over `chunks` slices of the prompts (chunk_slices; bounds the KV
+  cache to about B * G / chunks rows); chunk i uses fold_in(rng, i)."""
   if chunks == 1:
     return sampler.generate(model, prompt_tokens, prompt_valid, rng, sp)
-  b = prompt_tokens.shape[0]
-  if b % chunks:
-    raise ValueError(f"{b} prompts do not split into {chunks} sampling chunks")
-  size = b // chunks
-  outs = [sampler.generate(model, prompt_tokens[i * size:(i + 1) * size],
-                           prompt_valid[i * size:(i + 1) * size], jax.random.fold_in(rng, i), sp)
-          for i in range(chunks)]
+  outs = [sampler.generate(model, prompt_tokens[rows], prompt_valid[rows],
+                           jax.random.fold_in(rng, i), sp)
+          for i, rows in enumerate(chunk_slices(prompt_tokens.shape[0], chunks))]
   return sampler.SampleOutput(*(jnp.concatenate(x, axis=0) for x in zip(*outs)))
 
 
@@ -92,12 +95,8 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
     local = sampler.SampleOutput(*(distributed.local_rows(mesh, x) for x in out))
   else:
     # Chunks are slices of every process's rows, so each generate call stays balanced.
-    size = len(prompt_texts) // chunks
-    if len(prompt_texts) % chunks:
-      raise ValueError(f"{len(prompt_texts)} prompts do not split into {chunks} sampling chunks")
     parts = []
-    for i in range(chunks):
-      rows = slice(i * size, (i + 1) * size)
+    for i, rows in enumerate(chunk_slices(len(prompt_texts), chunks)):
       part = sampler.generate(model, distributed.global_rows(mesh, prompt_tokens[rows]),
                               distributed.global_rows(mesh, prompt_valid[rows]),
                               jax.random.fold_in(rng, i), sp)

@@ -43,6 +43,17 @@ def check_directory(path: str) -> None:
                                   "checkpoint this code wrote) and run again")
 
 
+def remove_unfinished(path: str) -> list[str]:
+  """Deletes the temporary directories of saves that a killed run left unfinished
+  (orbax's `*.orbax-checkpoint-tmp*`, never renamed to a step); returns their names."""
+  if not os.path.isdir(path):
+    return []
+  names = sorted(n for n in os.listdir(path) if ".orbax-checkpoint-tmp" in n)
+  for name in names:
+    shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+  return names
+
+
 def _drop_closed_loop_noise(previous):
   """After a failed restore, TensorStore completes the reads orbax started on an
   event loop that orbax has already closed; each completion reports an

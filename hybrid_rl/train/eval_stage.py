@@ -4,7 +4,6 @@ verifier -> eval.json, eval.md (metrics: eval/accuracy.py).
 """
 import collections
 import json
-import math
 import os
 
 import jax
@@ -35,7 +34,7 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
     rng, key = jax.random.split(rng)
     rollout = rollouts.sample(model, tokenizer, prompts_lib.format_prompts(padded, config, tokenizer),
                               key, sp, config.data.max_prompt_len,
-                              chunks=math.gcd(config.sampling.chunks, len(padded)))
+                              chunks=config.sampling.chunks)
     texts = rollout.texts[: len(chunk) * k]
     golds = [e["answer"] for e in chunk for _ in range(k)]
     scores = scoring.verify_texts(pool, "strict", texts, golds)

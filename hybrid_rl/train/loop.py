@@ -26,6 +26,15 @@ PyTree = Any
 StepFn = Callable[[PyTree, int], tuple[PyTree, Mapping[str, Any]]]
 
 
+_position = ""  # where the running stage is, for the line a stopped run prints
+
+
+def position() -> str:
+  """Where the loop running in this process is ("sft step 37 of 600 in DIR, last
+  checkpoint step 30"), or "" outside one."""
+  return _position
+
+
 class TrainingDiverged(RuntimeError):
   """Too many consecutive steps had non-finite losses, gradients or parameters."""
 
@@ -51,8 +60,11 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
   over the whole run (steps with a non-finite update skipped).
   max_consecutive_skips: stop after that many skipped steps in a row (0: never).
   """
+  global _position
   for name in ("checkpoints", "corrupt_checkpoints"):
     checkpoints.check_directory(os.path.join(workdir, name))
+  if jax.process_index() == 0:
+    checkpoints.remove_unfinished(os.path.join(workdir, "checkpoints"))
   manager = checkpoints.make_manager(
       os.path.join(workdir, "checkpoints"),
       save_every=checkpoint_every, keep=keep_checkpoints)
@@ -77,7 +89,10 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
   bar = metrics_lib.progress(total=steps, initial=start, desc=desc,
                              enabled=progress and main)
   try:
+    saved_step = start
     for step in range(start + 1, steps + 1):
+      _position = (f"{desc} step {step} of {steps} in {workdir}, last checkpoint "
+                   + (f"step {saved_step}" if saved_step else "none"))
       t0 = time.perf_counter()
       state, scalars = step_fn(state, step)
       if float(scalars.get("nonfinite_skipped", 0.0)) > 0:
@@ -98,6 +113,8 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
           bar.set_postfix(metrics_lib.short_summary(row, postfix_keys))
       checkpoints.save(manager, step, state, {"step": step, "skipped_steps": skipped},
                        force=step == steps)
+      if step % checkpoint_every == 0 or step == steps:
+        saved_step = step
       bar.update(1)
   finally:
     bar.close()
@@ -105,4 +122,5 @@ def run(workdir: str, *, init_state: PyTree, step_fn: StepFn, steps: int,
     manager.close()
     if writer is not None:
       writer.close()
+  _position = ""
   return state, {"steps_run": steps - start, "skipped_steps": skipped}

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 
 from flax import nnx
 import jax
@@ -244,21 +245,48 @@ def is_finished(workdir: str) -> bool:
 
 
 def export_final(workdir: str, model_cfg: transformer.ModelConfig, params, tok_path: str) -> str:
-  """Writes <workdir>/final/ (params first, model.json last: its presence marks completion)."""
+  """Writes <workdir>/final/ so that no moment exists where a finished stage lacks its
+  weights: the export is written to final.partial/ (params, then model.json) and swapped
+  in by renames. A stage re-run whose parameters equal the export already there (a
+  finished stage resumed at its last step) leaves final/ untouched."""
   out = final_dir(workdir)
-  os.makedirs(out, exist_ok=True)
   # Host values: the export loads on any device count. Every process calls
-  # save (orbax synchronises them); only the main one writes model.json.
+  # save (orbax synchronises them); only the main one writes and renames.
   sums = checkpoints.fingerprints(params)
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(out, "params"), distributed.host_copy(params), force=True)
+  meta = {"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path, "checksums": sums}
+  same = distributed.is_main() and _export_equals(out, meta)
+  if distributed.sum_over_processes(float(same)) > 0:
+    distributed.barrier("export_final_unchanged")
+    return out
+  staging, superseded = out + ".partial", out + ".superseded"
   if distributed.is_main():
-    with open(os.path.join(out, "model.json.tmp"), "w") as f:
-      json.dump({"model": dataclasses.asdict(model_cfg), "tokenizer": tok_path,
-                 "checksums": sums}, f, indent=2)
-    os.replace(os.path.join(out, "model.json.tmp"), os.path.join(out, "model.json"))
+    for leftover in (staging, superseded):  # from a run killed while exporting
+      shutil.rmtree(leftover, ignore_errors=True)
+    os.makedirs(staging)
+  distributed.barrier("export_final_staging")
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(staging, "params"), distributed.host_copy(params), force=True)
+  if distributed.is_main():
+    with open(os.path.join(staging, "model.json"), "w") as f:
+      json.dump(meta, f, indent=2)
+    if os.path.exists(out):
+      os.replace(out, superseded)  # between the renames the stage reads as unfinished
+    os.replace(staging, out)
+    shutil.rmtree(superseded, ignore_errors=True)
   distributed.barrier("export_final")
   return out
+
+
+def _export_equals(out: str, meta: dict) -> bool:
+  """Whether out/model.json describes exactly `meta` (same model, tokenizer, checksums)
+  and its params are there."""
+  try:
+    with open(os.path.join(out, "model.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return (os.path.isdir(os.path.join(out, "params"))
+          and saved == json.loads(json.dumps(meta)))
 
 
 def load_final(path: str) -> tuple[transformer.Transformer, str]:

@@ -1,7 +1,9 @@
 """Running stages inside experiment scripts: derived configs, reuse of finished stages,
 one seed's chain of stages, and counting them by a dry run."""
 import contextlib
+import hashlib
 import json
+import math
 import os
 import time
 from typing import Any, Mapping
@@ -43,18 +45,26 @@ def block_overrides(block: ml_collections.ConfigDict) -> dict:
 
 # What a stage's result depends on. Experiment-level blocks (per-stage step and
 # learning-rate blocks, seeds, logging, mesh) reach a stage through these, by derive.
+# eval: a training stage's validation curve (eval.every, split, samples) feeds the
+# learning-speed tables.
 _RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data", "train", "optim",
-                  "rl", "reward", "reward_model", "sampling", "distill")
+                  "rl", "reward", "reward_model", "sampling", "distill", "eval")
 # An evaluation depends on the checkpoint, the problems and how it samples, not on the
 # training settings the experiment's other stages use (a new learning rate for the
 # RL stage leaves the evaluation of its starting point valid).
 _EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data", "sampling",
                        "eval")
-# Within those, fields that change where or how often things are written, not results.
-_BOOKKEEPING = ("data.data_dir", "data.manual_dir", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.log_every", "train.trim_multiple",
-                "train.max_consecutive_skips") + tuple(
-                    f"model.{f}" for f in transformer.RUNTIME_FIELDS)  # memory, not values
+# Within those, settings of how a stage runs, not what it computes: where and how often
+# it writes, and how it holds memory (the out-of-memory line tells users to change
+# these and run the same command again). sampling.chunks splits one sampling call into
+# slices with their own random streams: same distribution, other draws, so a run
+# resumed with other chunks continues statistically unchanged, not bit for bit.
+MEMORY_AND_BOOKKEEPING = (
+    "data.data_dir", "data.manual_dir", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.log_every", "train.trim_multiple", "train.max_consecutive_skips",
+    "train.grad_accum_steps", "train.micro_batch_rows", "train.length_sorted",
+    "sampling.chunks", "eval.batch_size", "reward.rm_batch_rows") + tuple(
+        f"model.{f}" for f in transformer.RUNTIME_FIELDS)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict:
@@ -75,29 +85,109 @@ def config_mismatches(saved: Mapping, config: ml_collections.ConfigDict) -> list
   now = json.loads(json.dumps(config.to_dict(), default=str))
   old, new = (_flatten({f: d[f] for f in fields if f in d}) for d in (saved, now))
   return [f"{key}: {old[key]!r} -> {new[key]!r}" for key in sorted(old.keys() & new.keys())
-          if not key.startswith(_BOOKKEEPING) and old[key] != new[key]]
+          if not key.startswith(MEMORY_AND_BOOKKEEPING) and old[key] != new[key]]
 
 
 class StageMismatchError(ValueError):
   """A stage directory holds a run started with other settings."""
 
 
+def has_progress(workdir: str) -> bool:
+  """Whether workdir holds work of a stage: a finished step's checkpoint, an export or a
+  summary. A run that stopped before its first checkpoint leaves its settings free."""
+  if any(os.path.exists(os.path.join(workdir, *p)) for p in
+         (("summary.json",), ("eval.json",), ("final",), ("final.superseded",))):
+    return True
+  ckpts = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))
+
+
+# Fields naming a checkpoint a stage starts from or reads while it trains.
+UPSTREAM_FIELDS = ("init_from", "distill.teacher_from", "reward.rm_from",
+                   "reward_model.policy_from")
+
+
+def _field(config: ml_collections.ConfigDict, path: str):
+  for part in path.split("."):
+    if not isinstance(config, ml_collections.ConfigDict) or part not in config:
+      return None
+    config = config[part]
+  return config
+
+
+def upstream_fingerprints(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """field -> a digest of the checksums in the final/model.json it names, for every
+  upstream field that names a finished stage (a stage re-run changes its checksums)."""
+  out = {}
+  for path in UPSTREAM_FIELDS:
+    value = _field(config, path)
+    if not value or not isinstance(value, str):
+      continue
+    value = os.path.expanduser(value)
+    for meta in (os.path.join(value, "model.json"), os.path.join(value, "final", "model.json")):
+      if os.path.isfile(meta):
+        try:
+          with open(meta) as f:
+            sums = json.load(f).get("checksums")
+        except (OSError, ValueError, AttributeError):
+          break
+        out[path] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
+        break
+  return out
+
+
+def record_start(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes what a stage starts with: <workdir>/config.json (its settings) and
+  <workdir>/upstream.json (the exports it chains from), unless the stage already made
+  progress there (a resume keeps the record of its start)."""
+  if not distributed.is_main() or (has_progress(workdir)
+                                   and os.path.exists(os.path.join(workdir, "upstream.json"))):
+    return
+  os.makedirs(workdir, exist_ok=True)
+  for name, value in (("config.json", config.to_dict()),
+                      ("upstream.json", upstream_fingerprints(config))):
+    tmp = os.path.join(workdir, f"{name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+      json.dump(value, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, os.path.join(workdir, name))
+
+
+def _shown(diffs: list[str]) -> str:
+  return "; ".join(diffs[:12]) + (f"; ... and {len(diffs) - 12} more" if len(diffs) > 12
+                                  else "")
+
+
 def check_reusable(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Raises if workdir holds a stage (finished or resumable) started with other
-  settings: reusing it would silently report the old run under the new settings."""
+  """Raises if workdir holds work of a stage (finished or resumable) started with other
+  settings, or from an upstream stage that has since been run again: reusing it would
+  silently report the old run under the new settings."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not os.path.exists(path) or not has_progress(workdir):
     return
   with open(path) as f:
     saved = json.load(f)
   diffs = config_mismatches(saved, config)
   if diffs:
-    shown = "; ".join(diffs[:12]) + (f"; ... and {len(diffs) - 12} more" if len(diffs) > 12
-                                     else "")
     raise StageMismatchError(
         f"{workdir} holds a {saved.get('stage', '?')} stage started with other settings "
-        f"(saved -> now: {shown}); reusing it would report that run under the new ones. "
-        f"Use a new --workdir, or delete {workdir} to run this stage again")
+        f"(saved -> now: {_shown(diffs)}); reusing it would report that run under the new "
+        "ones. Settings of memory and bookkeeping (train.grad_accum_steps, micro_batch_rows, "
+        "length_sorted, sampling.chunks, model.remat and chunks, checkpoint and log "
+        f"cadence) may change on resume; for others use a new --workdir, or delete {workdir} "
+        "to run this stage again")
+  upstream = os.path.join(workdir, "upstream.json")
+  if not os.path.exists(upstream):
+    return
+  with open(upstream) as f:
+    started = json.load(f)
+  now = upstream_fingerprints(config)
+  changed = [p for p in started if p in now and now[p] != started[p]]
+  if changed:
+    raise StageMismatchError(
+        f"{workdir} holds a {saved.get('stage', '?')} stage started from "
+        f"{', '.join(f'config.{p}={_field(config, p)!r}' for p in changed)}, whose export has "
+        "changed since (that stage was run again); reusing it would report a result of the "
+        f"old export. Delete {workdir} to run this stage again from the new one")
 
 
 def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -141,7 +231,29 @@ class Progress:
 
 
 _progress: Progress | None = None
-_dry_run: list[str] | None = None  # stage directories asked for during a dry run
+
+
+class _DryRun:
+  """What a dry run saw: the stage directories asked for (one entry per run_stage
+  call), those it would run, and finished ones whose upstream it would run first."""
+
+  def __init__(self):
+    self.workdirs: list[str] = []
+    self.pending: set[str] = set()
+    self.stale: list[str] = []
+
+  def visit(self, config: ml_collections.ConfigDict, workdir: str) -> None:
+    self.workdirs.append(workdir)
+    check_reusable(config, workdir)
+    upstream = {os.path.abspath(os.path.expanduser(v)).removesuffix(f"{os.sep}final")
+                for v in (_field(config, p) for p in UPSTREAM_FIELDS) if isinstance(v, str) and v}
+    if has_progress(workdir) and upstream & self.pending:
+      self.stale.append(workdir)
+    if not is_done(config, workdir):
+      self.pending.add(os.path.abspath(workdir))
+
+
+_dry_run: _DryRun | None = None
 
 
 def track(progress: Progress | None) -> None:
@@ -152,25 +264,55 @@ def track(progress: Progress | None) -> None:
 
 @contextlib.contextmanager
 def dry_run():
-  """Within it run_stage runs nothing: it records the stage directory it is asked for
-  and returns an empty summary. An experiment counts its stages (for the progress bar)
-  by running its own code this way, so the count cannot drift from what runs.
+  """Within it run_stage runs nothing: it checks that the stage directory it is asked for
+  can be used (check_reusable), records it and returns an empty summary. An experiment
+  counts its stages (for the progress bar) by running its own code this way, so the count
+  cannot drift from what runs, and refuses up front a directory holding another run.
 
-  Yields the list of recorded directories (one entry per run_stage call).
+  Yields the list of recorded directories (one entry per run_stage call). Raises
+  StageMismatchError on leaving if a stage with work in its directory starts from one
+  that will run (again): its work came from an export that will be replaced.
   """
   global _dry_run
-  saved, _dry_run = _dry_run, []
+  saved, _dry_run = _dry_run, _DryRun()
   try:
-    yield _dry_run
+    yield _dry_run.workdirs
+    if _dry_run.stale:
+      raise StageMismatchError(
+          f"{len(_dry_run.stale)} stage(s) hold work started from stages that will run "
+          f"again: {', '.join(_dry_run.stale)}; reusing them would report results of the "
+          "old exports. Delete them to run them again from the new ones")
   finally:
     _dry_run = saved
+
+
+def json_safe(value: Any) -> Any:
+  """value with every non-finite float as None (JSON has no NaN: json.dump would write
+  a token other readers reject)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, Mapping):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  return value
+
+
+def write_summary(workdir: str, summary: Mapping) -> None:
+  """<workdir>/summary.json (main process; written whole or not at all)."""
+  if not distributed.is_main():
+    return
+  tmp = os.path.join(workdir, f"summary.json.{os.getpid()}.tmp")
+  with open(tmp, "w") as f:
+    json.dump(json_safe(summary), f, indent=2, allow_nan=False)
+  os.replace(tmp, os.path.join(workdir, "summary.json"))
 
 
 def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs config.stage in workdir unless it already finished there; returns its summary.
   A stage directory started with other result-defining settings raises (check_reusable)."""
   if _dry_run is not None:
-    _dry_run.append(workdir)
+    _dry_run.visit(config, workdir)
     return {}
   check_reusable(config, workdir)
   if is_done(config, workdir):
@@ -185,18 +327,12 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
              f"ETA {_progress.eta()}]")
     _progress.bar.set_description(_progress.label(workdir))
   print(f"== {config.stage} (seed {config.seed}) -> {where}", flush=True)
-  os.makedirs(workdir, exist_ok=True)
-  if distributed.is_main():  # what this stage ran with, e.g. which checkpoints it chained
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+  record_start(config, workdir)  # what this stage ran with, e.g. which checkpoints it chained
   start = time.perf_counter()
   summary = stages.get(config.stage)(config, workdir)
   # Time of the call that finished the stage (a resumed stage counts its last part).
   summary["wall_seconds"] = time.perf_counter() - start
-  if distributed.is_main():
-    with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
-      json.dump(summary, f, indent=2)
-    os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+  write_summary(workdir, summary)
   if _progress is not None:
     _progress.finish(workdir, summary["wall_seconds"])
   return summary
