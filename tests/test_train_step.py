@@ -130,6 +130,31 @@ def test_gradient_accumulation_equals_one_big_batch(objective):
   assert "loss_weight" not in m1  # an accumulation detail, not a logged metric
 
 
+@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_token_metrics_under_accumulation_equal_one_pass(aggregation):
+  """Token means (clip fraction, ratio, KL to pi_old and the reference) of micro-batches
+  of unequal token counts are weighted by tokens, not by the loss's sequence weight."""
+  model = tiny_model()
+  graphdef, _ = nnx.split(model)
+  loss_fn = objectives.grpo_objective(graphdef, pg.PGConfig(aggregation=aggregation,
+                                                            norm_length=7, kl_coef=0.1))
+  optimizer = optax.sgd(1.0)
+  state = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(0))
+  batch = grpo_batch(model)
+  noise = jax.random.normal(jax.random.PRNGKey(3), batch.old_logprobs.shape)
+  batch = batch._replace(old_logprobs=batch.old_logprobs + 0.5 * noise * batch.mask,
+                         ref_logprobs=batch.old_logprobs - 0.3 * noise * batch.mask)
+  counts = np.asarray(batch.mask).sum(1)
+  assert len(set(counts[i:i + 2].sum() for i in range(0, 8, 2))) > 1  # unequal micro-batches
+  _, one = jax.jit(steps.make_train_step(loss_fn, optimizer))(state, batch, jax.random.PRNGKey(0))
+  assert 0.05 < float(one["clip_fraction"]) < 0.95
+  for split in ({"grad_accum_steps": 4}, {"micro_batch_rows": 3}):
+    _, many = jax.jit(steps.make_train_step(loss_fn, optimizer, **split))(
+        state, batch, jax.random.PRNGKey(0))
+    for key in ("clip_fraction", "ratio_mean", "approx_kl_old", "kl_ref"):
+      np.testing.assert_allclose(float(many[key]), float(one[key]), rtol=1e-5, err_msg=key)
+
+
 @pytest.mark.parametrize("objective", ["token_mean", "seq_mean_token_sum_norm", "sft"])
 def test_length_sorted_micro_batches_equal_one_big_batch(objective, monkeypatch):
   """Rows sorted by length into micro-batches, each trimmed to its own width, give

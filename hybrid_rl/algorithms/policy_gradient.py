@@ -49,6 +49,8 @@ Array = jax.Array
 STD_MODES = ("group", "batch", "none")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+# Metrics that are means over response tokens.
+TOKEN_METRICS = ("clip_fraction", "ratio_mean", "approx_kl_old", "kl_ref", "entropy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +176,8 @@ def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array
     entropy: [N, R] per-token policy entropy, for the bonus.
   Returns:
     (scalar loss, metrics); metrics["loss_weight"] is the micro-batch weight
-    for gradient accumulation (see `aggregation_weight`).
+    for gradient accumulation (see `aggregation_weight`), metrics["metric_weights"] the
+    token count each token-mean metric is accumulated by.
   """
   adv = advantages if advantages.ndim == 2 else advantages[:, None]
   adv = jax.lax.stop_gradient(adv.astype(jnp.float32))
@@ -209,4 +212,7 @@ def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array
   loss = aggregate(per_token, mask, cfg.aggregation, cfg.norm_length)
   metrics["loss"] = loss
   metrics["loss_weight"] = aggregation_weight(mask, cfg.aggregation)
+  # Token means are accumulated over micro-batches by their own token counts, whatever
+  # the loss's weight (sequences under seq_mean_token_mean).
+  metrics["metric_weights"] = {k: maskf.sum() for k in TOKEN_METRICS if k in metrics}
   return loss, metrics

@@ -13,11 +13,13 @@ EVAL_KEY = "eval/avg@k"
 
 def with_totals(rows: Sequence[Mapping]) -> list[dict]:
   """Metric rows of one stage with "seconds_total": cumulative rollout + update
-  seconds (the first step's compilation included, as every arm pays it)."""
+  seconds over every step (the first step's compilation included, as every arm pays
+  it). The stage logs that total itself, counted at every step; rows written before it
+  did are summed here, which is exact only when every step was logged."""
   total, out = 0.0, []
   for row in rows:
     total += row.get("seconds_rollout_and_update", 0.0)
-    out.append({**row, "seconds_total": total})
+    out.append({"seconds_total": total, **row})
   return out
 
 

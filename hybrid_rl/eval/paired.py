@@ -10,6 +10,8 @@ the same problems before and after is compared problem by problem
 import math
 
 import numpy as np
+from scipy import integrate
+from scipy import optimize
 from scipy import stats
 
 from hybrid_rl.eval import tables
@@ -51,16 +53,35 @@ def _comparisons(s: dict) -> list[tuple[str, list, list]]:
   return pairs
 
 
+def t_test_power(difference: float, sd: float, n: int, alpha: float = 0.05) -> float:
+  """Power of the two-sided paired t-test at level alpha to detect a true mean
+  difference `difference` from n pairs whose differences have standard deviation sd:
+  P(|T| > t_{1-alpha/2, n-1}) for T noncentral t with noncentrality difference *
+  sqrt(n) / sd. T = (Z + nc) / sqrt(V / df) with V chi-square(df), so the power is the
+  chi-square average of two normal tails (scipy's nct returns nan at df = 1)."""
+  df, nc = n - 1, difference * math.sqrt(n) / sd
+  critical = stats.t.ppf(1 - alpha / 2, df)
+  def tails(v):
+    threshold = critical * math.sqrt(v / df)
+    normal_tails = stats.norm.cdf(nc - threshold) + stats.norm.cdf(-nc - threshold)
+    return normal_tails * stats.chi2.pdf(v, df)
+  return float(integrate.quad(tails, 0, np.inf, limit=200)[0])
+
+
 def minimum_detectable_difference(per_seed, power: float = 0.8) -> float:
   """The smallest true mean difference that a paired two-sided t-test at 5% detects
-  with probability `power`, given the spread of these per-seed differences:
-  (t_{0.975, n-1} + t_{power, n-1}) * sd / sqrt(n), in their units; nan for n < 2."""
+  with probability `power`, given the spread of these per-seed differences (solved
+  exactly on the noncentral t: `t_test_power`), in their units; nan for n < 2 or no
+  spread."""
   x = np.asarray(per_seed, np.float64)
-  if x.size < 2:
+  if x.size < 2 or not x.std(ddof=1) > 0:
     return float("nan")
-  df = x.size - 1
-  return float((stats.t.ppf(0.975, df) + stats.t.ppf(power, df)) * x.std(ddof=1)
-               / math.sqrt(x.size))
+  sd, n = float(x.std(ddof=1)), x.size
+  high = sd  # power grows with the difference: double until it brackets the target
+  while not t_test_power(high, sd, n) >= power:
+    high *= 2
+  return float(optimize.brentq(lambda d: t_test_power(d, sd, n) - power, 0.0, high,
+                               xtol=1e-10 * sd))
 
 
 def paired_differences(s: dict) -> dict:

@@ -255,8 +255,10 @@ def step_metrics(scored: Scored, adv: jax.Array, rewards: jax.Array, reward_metr
              "response_length": scored.lengths, **scored.host_means},
       sums={"samples": scored.samples, "tokens_generated": scored.tokens_generated,
             "verifier_timeouts": sum(v for k, v in scored.statuses.items() if "timeout" in k)})
+  # Totals over every step (metrics rows exist only every log_every steps).
   stats = {**stats, "samples_total": stats["samples_total"] + host["samples"],
-           "tokens_total": stats["tokens_total"] + host["tokens_generated"]}
+           "tokens_total": stats["tokens_total"] + host["tokens_generated"],
+           "seconds_total": stats["seconds_total"] + seconds["seconds_rollout_and_update"]}
   metrics = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]
              if k != "epoch"}
   metrics.update({k: float(v) for k, v in reward_metrics.items()})
@@ -267,7 +269,7 @@ def step_metrics(scored: Scored, adv: jax.Array, rewards: jax.Array, reward_metr
       "reward_mean": float(rewards.mean()),
       "zero_adv_fraction": float(jnp.mean(jnp.ptp(adv, axis=1) == 0)),
       "samples_total": float(stats["samples_total"]), "tokens_total": float(stats["tokens_total"]),
-      **seconds})
+      "seconds_total": float(stats["seconds_total"]), **seconds})
   return metrics, stats
 
 
@@ -287,7 +289,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   cfg = pg_config(config)
   init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
                           stats={"samples_total": 0.0, "tokens_total": 0.0,
-                                 "sigma_bar": float("nan")})
+                                 "seconds_total": 0.0, "sigma_bar": float("nan")})
   state_sh = steps.state_shardings(init, mesh)
   init = distributed.put_global(init, state_sh)
   loss_fn = objectives.grpo_objective(graphdef, cfg, temperature=temperature,

@@ -81,16 +81,28 @@ def num_micro_batches(rows: int, grad_accum_steps: int = 1, micro_batch_rows: in
 
 
 def _weighted_grad_fn(loss_fn: LossFn):
-  """(params, batch, rng) -> (loss, metrics, grads, weight): the batch's loss and
-  gradient and its accumulation weight, metrics["loss_weight"] (1 when absent)."""
+  """(params, batch, rng) -> ((loss, grads, weight), (metrics, metric weights)): the
+  batch's loss and gradient with its accumulation weight, metrics["loss_weight"] (1 when
+  absent), and each metric with its own weight (metrics["metric_weights"][name], e.g. a
+  token mean's token count; the loss weight when absent)."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def weighted_grad(params, batch, rng):
     (loss, metrics), grads = grad_fn(params, batch, rng)
     metrics = dict(metrics)
     weight = jnp.asarray(metrics.pop("loss_weight", 1.0), jnp.float32)
-    return loss, metrics, grads, weight
+    own = metrics.pop("metric_weights", {})
+    metric_weights = {k: jnp.asarray(own.get(k, weight), jnp.float32) for k in metrics}
+    return (loss, grads, weight), (metrics, metric_weights)
   return weighted_grad
+
+
+def _weighted(terms):
+  """((loss, grads, w), (metrics, metric weights)) -> the same with every term times its
+  weight (what accumulation sums)."""
+  (loss, grads, w), (metrics, mw) = terms
+  return ((w * loss, jax.tree.map(lambda g: w * g, grads), w),
+          ({k: mw[k] * v for k, v in metrics.items()}, mw))
 
 
 def _apply_update(state: dict, loss, metrics, grads, optimizer: optax.GradientTransformation):
@@ -112,10 +124,13 @@ def _apply_update(state: dict, loss, metrics, grads, optimizer: optax.GradientTr
   return new_state, metrics
 
 
-def _normalize(loss, metrics, grads, total):
-  """Weighted sums over micro-batches -> weighted means."""
-  total = jnp.where(total > 0, total, 1.0)  # no tokens anywhere: every term is 0
-  return jax.tree.map(lambda x: x / total, (loss, metrics, grads))
+def _normalize(sums):
+  """Weighted sums over micro-batches -> (loss, metrics, grads) as weighted means."""
+  (loss, grads, total), (metrics, metric_totals) = sums
+  nonzero = lambda t: jnp.where(t > 0, t, 1.0)  # no tokens anywhere: every term is 0
+  total = nonzero(total)
+  return (loss / total, {k: v / nonzero(metric_totals[k]) for k, v in metrics.items()},
+          jax.tree.map(lambda g: g / total, grads))
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
@@ -139,21 +154,19 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     accum = num_micro_batches(jax.tree.leaves(batch)[0].shape[0], grad_accum_steps,
                               micro_batch_rows)
     if accum == 1:
-      loss, metrics, grads, _ = weighted_grad(params, batch, rng)
+      (loss, grads, _), (metrics, _) = weighted_grad(params, batch, rng)
     else:
       micro = _split_micro(batch, accum)
       rngs = jax.random.split(rng, accum)
 
       def body(acc, inputs):
         mb, key = inputs
-        l, m, g, w = weighted_grad(params, mb, key)
-        weighted = jax.tree.map(lambda x: w * x, (l, m, g))
-        return jax.tree.map(jnp.add, acc, (*weighted, w)), None
+        return jax.tree.map(jnp.add, acc, _weighted(weighted_grad(params, mb, key))), None
 
       shapes = jax.eval_shape(weighted_grad, params, jax.tree.map(lambda x: x[0], micro), rngs[0])
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-      (loss, metrics, grads, total), _ = jax.lax.scan(body, zeros, (micro, rngs))
-      loss, metrics, grads = _normalize(loss, metrics, grads, total)
+      sums, _ = jax.lax.scan(body, zeros, (micro, rngs))
+      loss, metrics, grads = _normalize(sums)
     return _apply_update(state, loss, metrics, grads, optimizer)
 
   return step
@@ -178,14 +191,12 @@ def make_length_sorted_step(loss_fn: LossFn, optimizer: optax.GradientTransforma
 
   @functools.partial(jax.jit, donate_argnums=0)
   def accumulate(acc, params, batch, rng):
-    l, m, g, w = weighted_grad(params, batch, rng)
-    weighted = jax.tree.map(lambda x: w * x, (l, m, g))
-    return jax.tree.map(jnp.add, acc, (*weighted, w))
+    return jax.tree.map(jnp.add, acc, _weighted(weighted_grad(params, batch, rng)))
 
   @functools.partial(jax.jit, donate_argnums=0)
   def finish(state, acc):
-    loss, metrics, grads, total = acc
-    return _apply_update(state, *_normalize(loss, metrics, grads, total), optimizer)
+    loss, metrics, grads = _normalize(acc)
+    return _apply_update(state, loss, metrics, grads, optimizer)
 
   def step(state: dict, batch, rng: jax.Array):
     fields = batch._asdict() if hasattr(batch, "_asdict") else dict(batch)
