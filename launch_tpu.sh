@@ -15,7 +15,7 @@
 # --delete with no module after -- only deletes (a VM this script created).
 # --remote-dir is a relative path under each worker's home (default hybrid_rl).
 # Flags fall back to $TPU_NAME, $ZONE, $PROJECT, $TPU_TYPE, $TPU_RUNTIME.
-# --dry-run prints every command and runs none.
+# --dry-run prints every command and runs none; either way the config is checked here first.
 set -euo pipefail
 
 name=${TPU_NAME:-}
@@ -27,6 +27,7 @@ create=0
 install=0
 delete=0
 dry_run=0
+check=1
 spot=0
 clone_url=""
 remote_dir="hybrid_rl"
@@ -35,7 +36,7 @@ log_file=""
 usage() {
   sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --name --zone --project --type --runtime --create --spot --clone=URL"
-  echo "         --remote-dir=DIR --install --log=FILE --delete --dry-run -- MODULE [ARGS...]"
+  echo "         --remote-dir=DIR --install --log=FILE --delete --dry-run --no-check -- MODULE [ARGS...]"
 }
 
 die() {
@@ -58,6 +59,7 @@ while [[ $# -gt 0 ]]; do
     --install) install=1 ;;
     --delete) delete=1 ;;
     --dry-run) dry_run=1 ;;
+    --no-check) check=0 ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
     *) die "unknown option $1 (put the experiment after --)" ;;
@@ -85,7 +87,16 @@ if [[ $delete_only -eq 0 ]]; then
   module=$1
   shift
 fi
+[[ $tpu_type =~ ^(v2|v3|v4|v5p|v5e|v5litepod|v6e)-[0-9]+$ ]] ||
+  die "--type='$tpu_type': expected a TPU type such as v4-8, v5p-64, v5litepod-16 or v6e-8"
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The experiment's config values, checked here before any VM is made or paid for
+# (--no-check skips it, e.g. where this machine lacks the requirements).
+if [[ $delete_only -eq 0 && $check -eq 1 ]]; then
+  check_out=$(cd "$repo_root" && HYBRID_RL_CHECK_CONFIG_ONLY=1 JAX_PLATFORMS=cpu \
+              python3 -m "$module" "$@" 2>&1) ||
+    die "the config does not pass its checks (nothing was started): $(tail -n 1 <<<"$check_out")"
+fi
 state_file="$repo_root/.launch_tpu/$name.created"
 log_file=${log_file:-"$repo_root/logs/$name-$(date +%Y%m%d-%H%M%S).log"}
 

@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from hybrid_rl import cli
+from hybrid_rl import config_checks
 from hybrid_rl import errors
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.models import transformer
@@ -69,12 +70,14 @@ def slice_of(tpu_type: str) -> tuple[str, str, int]:
   chip, _, count = tpu_type.partition("-")
   chip = "v5e" if chip == "v5litepod" else chip
   if chip not in CHIPS or not count.isdigit():
-    raise ValueError(f"config.parallel.tpu_type={tpu_type!r}: expected one of "
-                     f"{', '.join(CHIPS)} with a size, e.g. v5p-64")
+    raise errors.ConfigError(f"config.parallel.tpu_type={tpu_type!r}: expected one of "
+                             f"{', '.join(CHIPS)} with a size, e.g. v5p-64")
   chips = int(count) // 2 if chip in ("v4", "v5p") else int(count)
   shapes = SHAPES_3D if chip in ("v4", "v5p") else SHAPES_2D
   if chips not in shapes:
-    raise ValueError(f"config.parallel.tpu_type={tpu_type!r}: no slice shape for {chips} chips")
+    sizes = ", ".join(f"{chip}-{n * 2 if chip in ('v4', 'v5p') else n}" for n in shapes)
+    raise errors.ConfigError(f"config.parallel.tpu_type={tpu_type!r}: no slice shape for "
+                             f"{chips} chips (known: {sizes})")
   return chip, f"{chip}:{shapes[chips]}", chips
 
 
@@ -402,7 +405,11 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
                   wrap=(False, False, False)) if chip in ("v4", "v5p") else {})
   devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
                                          **options).devices
-  mesh = sharding.make_mesh(config.parallel.mesh_shape, devices)
+  try:
+    mesh = sharding.make_mesh(config.parallel.mesh_shape, devices)
+  except ValueError as e:
+    raise errors.ConfigError(f"config.parallel.mesh_shape={tuple(config.parallel.mesh_shape)} "
+                             f"on {config.parallel.tpu_type}: {e}") from e
   hbm = CHIPS[chip][0]
   print(f"{preset}: {config.parallel.tpu_type} = {chips} chips ({topology}), mesh (data, fsdp, "
         f"tensor) {tuple(mesh.shape.values())}, HBM {hbm / GIB:.0f} GiB per chip", flush=True)
@@ -476,6 +483,9 @@ def main(argv):
   config = _CONFIG.value
   if "plans" not in config:
     raise errors.ConfigError("this config has no `plans` block (pod presets have one)")
+  # Values only: the mesh is the slice's, built below from its topology, and the paths
+  # are the pod's.
+  config_checks.validate(config)
   if importlib.util.find_spec("libtpu") is None:
     sys.exit("FATAL the TPU compiler is not installed: pip install -r requirements-tpu.txt")
   # "configs/hero.py:pod" -> "hero_pod"

@@ -190,7 +190,7 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], runs_
     out.append(ablation_table(config, per_seed,
                               os.path.join(out_root, "tables", f"{prefix}_ablations")))
   with open(os.path.join(out_root, "tables", f"{prefix}_rm.json"), "w") as f:
-    json.dump([s["rm"] for s in per_seed], f, indent=2)
+    json.dump(metrics_lib.json_safe([s["rm"] for s in per_seed]), f, indent=2, allow_nan=False)
   curves = {f"{arm} s{i}": metrics_lib.read_metrics(os.path.join(runs_root, f"seed{i}", "arms", arm,
                                                                 "grpo", "metrics.jsonl"))
             for i in range(len(per_seed)) for arm in per_seed[i]["arms"] if arm.count("-") == 1}

@@ -199,8 +199,7 @@ def summary(config: ml_collections.ConfigDict, results: dict, stage_minutes: flo
   if results["hero"]:
     he = results["hero"]
     # None where a seed's held-out samples hold one class only (AUC undefined).
-    out["rm_auc"] = [round(r["rm"]["auc"], 4) if math.isfinite(r["rm"]["auc"]) else None
-                     for r in he if r["rm"]]
+    out["rm_auc"] = [_finite(r["rm"]["auc"]) for r in he if r["rm"]]
     for f, row in out.get("families", {}).items():
       row["rm_auc"] = [_finite(r["rm"].get("family", {}).get(f, {}).get("auc")) for r in he
                        if r["rm"]]

@@ -13,6 +13,7 @@ from absl import flags
 
 from hybrid_rl import cli
 from hybrid_rl.parallel import distributed
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 from hybrid_rl.train import stages
 
@@ -39,7 +40,7 @@ def main(argv):
   summary = stage(config, _WORKDIR.value)
   stage_runs.write_summary(_WORKDIR.value, summary)
   if distributed.is_main():
-    print(f"summary: {json.dumps(stage_runs.json_safe(summary))}", flush=True)
+    print(f"summary: {json.dumps(metrics_lib.json_safe(summary))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Usage in a script:
 import difflib
 import errno
 import json
+import logging as logging_lib
 import os
 import re
 import runpy
@@ -37,6 +38,8 @@ from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
 from hybrid_rl.train import workdir_lock
 
+# Set (to 1) by launch_tpu.sh: a script checks its config's values and exits.
+CHECK_ONLY_ENV = "HYBRID_RL_CHECK_CONFIG_ONLY"
 _OVERRIDE = re.compile(r"--(\w+)\.([\w.]+)=?")
 
 
@@ -187,13 +190,26 @@ def write_failure(error: BaseException) -> str | None:
   return None
 
 
+class _ReportedFailureEchoes(logging_lib.Filter):
+  """Drops the log records of a write failure or a stop signal (orbax's background save
+  threads log each with its traceback, up to five times over): the run reports it in
+  one line."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    texts = [record.getMessage()]
+    if record.exc_info and record.exc_info[1] is not None:
+      if isinstance(record.exc_info[1], KeyboardInterrupt):
+        return False
+      texts.append(str(record.exc_info[1]))
+    return not any(os.strerror(code) in t for t in texts for code in _WRITE_FAILURES
+                   if code not in (errno.EACCES, errno.EPERM))
+
+
 def run(main) -> None:
   """app.run(main); bad flags, an invalid config raised inside a stage and a stage
   directory started with other settings each exit with one line, and so do a stop
   signal (Ctrl-C, SIGTERM), a failed write and running out of device memory."""
   def guarded(argv):
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-      signal.signal(signum, _raise_stopped)
     try:
       return main(argv)
     except (stage_runs.StageMismatchError, errors.ConfigError,
@@ -201,10 +217,7 @@ def run(main) -> None:
             checkpoints.UnusableCheckpointError) as e:
       sys.exit(f"FATAL {e}")
     except KeyboardInterrupt as e:
-      name = str(e) if isinstance(e, Stopped) else "SIGINT"
-      where = f" at {loop.position()}" if loop.position() else ""
-      sys.exit(f"FATAL stopped by {name}{where}; finished checkpoints and stages are kept: "
-               "the same command resumes")
+      _exit_stopped(e)
     except Exception as e:  # pylint: disable=broad-except
       failure = write_failure(e)
       if failure:
@@ -217,7 +230,20 @@ def run(main) -> None:
                "train.grad_accum_steps or sampling.chunks, or set train.micro_batch_rows (rows a "
                "pass), then run the same command again: these settings may change on resume")
 
-  app.run(guarded, flags_parser=_parse_flags)
+  for signum in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, _raise_stopped)
+  logging_lib.getLogger("absl").addFilter(_ReportedFailureEchoes())
+  try:
+    app.run(guarded, flags_parser=_parse_flags)
+  except KeyboardInterrupt as e:  # while flags were parsed, before main
+    _exit_stopped(e)
+
+
+def _exit_stopped(error: KeyboardInterrupt) -> None:
+  name = str(error) if isinstance(error, Stopped) else "SIGINT"
+  where = f" at {loop.position()}" if loop.position() else ""
+  sys.exit(f"FATAL stopped by {name}{where}; finished checkpoints and stages are kept: "
+           "the same command resumes")
 
 
 def resolved_config(config_flag) -> ml_collections.ConfigDict:
@@ -236,6 +262,10 @@ def resolved_config(config_flag) -> ml_collections.ConfigDict:
     sys.exit(f"FATAL invalid config: {missing}")
   try:
     config_checks.validate(config)
+    if os.environ.get(CHECK_ONLY_ENV):
+      # launch_tpu.sh, before it starts anything: values only (paths are the pod's).
+      print("config checks passed", flush=True)
+      sys.exit(0)
     config_checks.check_paths(config)
   except errors.ConfigError as e:
     sys.exit(f"FATAL invalid config: {e}")

@@ -203,6 +203,16 @@ def _switch_checks(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.reward.placement='reward' with rl.std_mode='group': the variance "
                       "weight is constant within a group, so group std normalization cancels it; "
                       "use reward.placement=advantage, or rl.std_mode=none or batch")
+  stage, train, evaluation = config.get("stage"), config.get("train"), config.get("eval")
+  # Single stages other than grpo neither sort rows by length nor evaluate while training.
+  if stage in ("sft", "reward_model", "distill", "eval"):
+    if train is not None and train.get("length_sorted"):
+      raise ConfigError(f"config.train.length_sorted=True with stage={stage!r}: only grpo "
+                        "stages sort rows by length (set it False)")
+    if evaluation is not None and evaluation.get("every"):
+      raise ConfigError(f"config.eval.every={evaluation.every} with stage={stage!r}: only grpo "
+                        "stages evaluate while they train (set it 0; --config.stage=eval "
+                        "evaluates a finished stage)")
   distill = config.get("distill")
   if distill is not None and distill.get("opd_clip_epsilon") and distill.kind != "opd_pg":
     raise ConfigError(f"config.distill.opd_clip_epsilon={distill.opd_clip_epsilon} with "

@@ -66,6 +66,10 @@ def test_validate_rules_by_leaf_and_path():
      "config.rl.ada: round_size M=2 must be >= n=4"),
     ({"distill.kind": "fkl_full", "distill.opd_clip_epsilon": 0.2},
      "config.distill.opd_clip_epsilon=0.2 with distill.kind='fkl_full'"),
+    # The micro preset is an sft stage: it neither evaluates while training nor sorts rows.
+    ({"eval.every": 2}, "config.eval.every=2 with stage='sft': only grpo stages evaluate"),
+    ({"train.length_sorted": True},
+     "config.train.length_sorted=True with stage='sft': only grpo stages sort rows by length"),
 ])
 def test_switches_that_would_do_nothing_are_refused(overrides, expected):
   config = default.get_config("micro")
@@ -100,7 +104,11 @@ def test_what_a_stage_needs_is_checked_before_it_starts(stage, overrides, expect
     config_checks.validate(config)
   assert expected in str(e.value)
   config.stage = "sft"  # the same blocks mean nothing to another stage
-  config_checks.validate(config)
+  if "train.length_sorted" in overrides:  # ... and a switch that does nothing is refused
+    with pytest.raises(errors.ConfigError, match="only grpo stages sort rows by length"):
+      config_checks.validate(config)
+  else:
+    config_checks.validate(config)
 
 
 def test_switch_combinations_that_act_are_accepted():

@@ -37,7 +37,7 @@ def test_dry_run_prints_the_whole_round_trip():
 
 
 def test_delete_only_a_vm_it_created_and_bad_input_is_refused():
-  proc = _run("--dry-run", "--name=someone-elses", "--zone=z", "--delete", "--",
+  proc = _run("--dry-run", "--name=someone-elses", "--zone=z", "--delete", "--no-check", "--",
               "experiments.train")
   assert proc.returncode == 0
   assert "tpu-vm delete" not in proc.stdout
@@ -52,10 +52,26 @@ def test_delete_only_a_vm_it_created_and_bad_input_is_refused():
 @pytest.mark.parametrize("remote_dir", ["", "a b", "../up", "/abs", "x/../..", "a;rm -rf ~",
                                         "$(id)", "~"])
 def test_remote_dir_that_could_delete_the_wrong_path_is_refused(remote_dir):
-  proc = _run("--dry-run", "--name=x", "--zone=z", f"--remote-dir={remote_dir}", "--",
-              "experiments.train")
+  proc = _run("--dry-run", "--name=x", "--zone=z", f"--remote-dir={remote_dir}", "--no-check",
+              "--", "experiments.train")
   assert proc.returncode == 2 and "rm -rf" not in proc.stdout
   assert proc.stderr.strip().startswith(f"launch_tpu.sh: --remote-dir='{remote_dir}': expected")
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--type=v9-64"], "--type='v9-64': expected a TPU type such as v4-8, v5p-64, "
+                       "v5litepod-16 or v6e-8"),
+    (["--type=v5p-64", "--", "experiments.train", "--config=configs/hero.py:pod",
+      "--config.train.batch_size=0", "--workdir=gs://b/run"],
+     "the config does not pass its checks (nothing was started): FATAL invalid config: "
+     "config.train.batch_size=0: must be > 0"),
+])
+def test_a_bad_type_or_config_is_refused_before_anything_runs(args, said):
+  if "--" not in args:
+    args = [*args, "--", "experiments.train", "--workdir=gs://b/run"]
+  proc = _run("--dry-run", "--name=x", "--zone=z", "--create", *args)
+  assert proc.returncode == 2 and "gcloud" not in proc.stdout, proc.stdout
+  assert proc.stderr.strip() == f"launch_tpu.sh: {said}"
 
 
 def _fake_gcloud(tmp_path, fail_on: str):
@@ -77,7 +93,8 @@ def test_a_failed_step_deletes_the_vm_this_call_created(tmp_path):
   name = f"trap-test-{os.getpid()}"
   bin_dir, log = _fake_gcloud(tmp_path, "pip install")
   proc = _run(f"--name={name}", "--zone=z", "--create", "--install", "--delete",
-              f"--log={tmp_path / 'run.log'}", "--", "experiments.train", path=bin_dir)
+              f"--log={tmp_path / 'run.log'}", "--", "experiments.train",
+              f"--workdir={tmp_path / 'run'}", path=bin_dir)
   calls = log.read_text().splitlines()
   assert proc.returncode != 0
   assert any(" create " in c for c in calls) and "pip install" in calls[-2]

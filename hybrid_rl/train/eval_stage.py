@@ -53,6 +53,16 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   return result
 
 
+def comparison_settings(config: ml_collections.ConfigDict, n: int) -> dict:
+  """What an evaluation's per-problem results depend on besides the model: the problems
+  and how they are prompted and sampled (another evaluation compares problem by problem
+  only where these agree)."""
+  return {"data": config.data.name, "split": config.eval.split, "examples": n,
+          "prompt_style": config.data.prompt_style, "max_prompt_len": config.data.max_prompt_len,
+          "max_new_tokens": config.sampling.max_new_tokens,
+          "num_samples": config.eval.num_samples, "temperature": config.eval.temperature}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Eval stage: the model in config.init_from on config.eval.split -> eval.json, eval.md."""
   out_json = os.path.join(workdir, "eval.json")
@@ -65,6 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result = evaluate(policy.model, policy.tokenizer, examples, config, pool,
                     jax.random.PRNGKey(config.seed + 7919))
   result["split"] = config.eval.split
+  result["settings"] = comparison_settings(config, len(examples))
   # Every process evaluates every example with the same key (replicated, not split:
   # evaluation sets are small); the main one writes.
   if not distributed.is_main():

@@ -8,10 +8,22 @@ import json
 import math
 import os
 import sys
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import tqdm
+
+
+def json_safe(value: Any) -> Any:
+  """value with every non-finite float as None (JSON has no NaN: json.dump would write
+  a token other readers reject)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, Mapping):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  return value
 
 
 def _to_float(value) -> float:

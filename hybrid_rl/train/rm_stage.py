@@ -28,6 +28,7 @@ from hybrid_rl.train import batches
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import steps
 
@@ -139,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report.update({"train_samples": int(len(train["labels"])), "loss": rm.loss,
                  "train_positive_rate": float(train["labels"].mean())})
   with open(os.path.join(workdir, "rm_eval.json"), "w") as f:
-    json.dump(report, f, indent=2)
+    json.dump(metrics_lib.json_safe(report), f, indent=2, allow_nan=False)
   stage_io.export_final(workdir, policy.model.cfg, state["params"], policy.tokenizer_path)
   return {"stage": "reward_model", "steps": int(state["step"]),
           "skipped_steps": info["skipped_steps"], **report}

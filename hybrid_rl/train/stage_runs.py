@@ -3,7 +3,6 @@ one seed's chain of stages, and counting them by a dry run."""
 import contextlib
 import hashlib
 import json
-import math
 import os
 import time
 from typing import Any, Mapping
@@ -286,25 +285,13 @@ def dry_run():
     _dry_run = saved
 
 
-def json_safe(value: Any) -> Any:
-  """value with every non-finite float as None (JSON has no NaN: json.dump would write
-  a token other readers reject)."""
-  if isinstance(value, float):
-    return value if math.isfinite(value) else None
-  if isinstance(value, Mapping):
-    return {k: json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [json_safe(v) for v in value]
-  return value
-
-
 def write_summary(workdir: str, summary: Mapping) -> None:
   """<workdir>/summary.json (main process; written whole or not at all)."""
   if not distributed.is_main():
     return
   tmp = os.path.join(workdir, f"summary.json.{os.getpid()}.tmp")
   with open(tmp, "w") as f:
-    json.dump(json_safe(summary), f, indent=2, allow_nan=False)
+    json.dump(metrics_lib.json_safe(summary), f, indent=2, allow_nan=False)
   os.replace(tmp, os.path.join(workdir, "summary.json"))
 
 
