@@ -69,6 +69,18 @@ def recipe_config(config: ml_collections.ConfigDict, name: str) -> ml_collection
   return sub
 
 
+def recipe_blocks(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """Each recipe's block as its stages run it (recipe_config)."""
+  return {name: recipe_config(config, name) for name in RECIPE_BLOCKS}
+
+
+def recorded_config(config: ml_collections.ConfigDict) -> dict:
+  """What <workdir>/config.json records: the config with every recipe block as its stages
+  ran it (the shared data, tokenizer and verifier blocks in place of the block's own)."""
+  return {**config.to_dict(), **{name: block.to_dict()
+                                 for name, block in recipe_blocks(config).items()}}
+
+
 def recipe_seeds(config: ml_collections.ConfigDict) -> dict[str, int]:
   """How many seeds each recipe of config.recipes runs: the slice config.num_seeds,
   the others their block's num_seeds (seed s of every recipe starts from the same SFT
@@ -303,13 +315,10 @@ def run_seed_processes(seeds: list[int], root: str, processes: int) -> None:
 def main(argv):
   del argv
   seeds = seeds_to_run(_SEEDS.value, total_seeds(_CONFIG.value))  # before the workdir is made
-  recipe_blocks = lambda config: {name: recipe_config(config, name) for name in RECIPE_BLOCKS}
   config, root = cli.experiment_setup(
       _CONFIG, _WORKDIR.value,
       plan=lambda config, root: run_seeds(config, recipe_blocks(config), root, seeds),
-      # The recipe blocks as their stages run them (with the shared data and verifier).
-      shown=lambda config: {**config.to_dict(), **{
-          name: block.to_dict() for name, block in recipe_blocks(config).items()}})
+      shown=recorded_config)
   recipes = config.recipes.split(",")
   if (config.seed_processes > 1 and not _SEEDS.value and len(seeds) > 1
       and distributed.is_main() and jax.process_count() == 1):

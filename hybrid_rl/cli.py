@@ -232,7 +232,12 @@ def run(main) -> None:
 
   for signum in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(signum, _raise_stopped)
-  logging_lib.getLogger("absl").addFilter(_ReportedFailureEchoes())
+  echoes = _ReportedFailureEchoes()
+  # orbax logs through absl; asyncio reports its failed write tasks at exit.
+  for handler in logging_lib.getLogger().handlers:
+    handler.addFilter(echoes)
+  for name in ("absl", "asyncio"):
+    logging_lib.getLogger(name).addFilter(echoes)
   try:
     app.run(guarded, flags_parser=_parse_flags)
   except KeyboardInterrupt as e:  # while flags were parsed, before main

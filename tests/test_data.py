@@ -1,5 +1,7 @@
 """TFDS builders (synthetic, GSM8K, MATH), malformed rows, batch iterator, prompts."""
 import collections
+import contextlib
+import io
 import json
 import re
 
@@ -328,3 +330,24 @@ def test_tiny_config_responses_hold_every_reference_solution(synthetic, tmp_path
                 for r in rows)
   assert longest + 1 <= config.sampling.max_new_tokens  # + EOS
   assert longest > config.sampling.max_new_tokens // 2  # the check sees the long kinds
+
+
+def test_test_questions_copied_into_train_are_dropped_and_reported(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  row = lambda q, a: json.dumps({"question": q, "answer": f"So {a}.\n#### {a}"})
+  _write_lines(manual / "gsm8k_test.jsonl", [row("What is 2 + 3?", 5), row("Sam has 4 cats.", 4)])
+  _write_lines(manual / "gsm8k_train.jsonl", [
+      row("what is 2+3 ?", 5),  # a test question, spaced and cased otherwise
+      row("What is 7 + 1?", 8),
+      row("Sam  has 4 cats", 4),
+  ])
+  data_dir = str(tmp_path / "tfds")
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    train = pipeline.load_examples("gsm8k", "train", data_dir, manual_dir=str(manual))
+  assert [e["question"] for e in train] == ["What is 7 + 1?"]
+  assert "gsm8k: 2 train question(s) are also test questions (normalized text); dropped " \
+         "from train (gsm8k-1, gsm8k-3)" in out.getvalue()
+  assert len(pipeline.load_examples("gsm8k", "test", data_dir, manual_dir=str(manual))) == 2
+

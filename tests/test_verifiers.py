@@ -42,7 +42,7 @@ def test_hard_forms_equivalent_but_strict_rejects_non_canonical(gold, answer):
     ("\\boxed{180 : 2}", "90"), ("\\boxed{\\lfloor 91/2 \\rfloor}", "45"),
     ("\\boxed{\\binom{10}{2}}", "45"), ("\\boxed{\\gcd(90,45)}", "45"),
     ("\\boxed{\\max(45,1)}", "45"), ("\\boxed{\\log_{2} 8}", "3"), ("\\boxed{|-45|}", "45"),
-    ("\\boxed{2^{10}}", "1024"), ("\\boxed{\\sqrt{4}}", "2"), ("\\boxed{3\\frac{1}{2}}", "\\frac{7}{2}"),
+    ("\\boxed{2^{10}}", "1024"), ("\\boxed{\\sqrt{4}}", "2"), ("\\boxed{3\\frac{4}{2}}", "5"),
     ("\\boxed{\\frac{2}{4}}", "\\frac{1}{2}"),
     # False equations and two answers.
     ("\\boxed{6 = 5}", "5"), ("\\boxed{5 = 6}", "6"), ("\\boxed{x=5, y=6}", "6"),
@@ -84,6 +84,7 @@ def test_math_verify_alone_would_score_undone_arithmetic():
     # Fractions in lowest terms, decimals, scientific notation, repeating decimals.
     ("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{-\\frac{7}{2}}", "-3.5"), ("\\boxed{3/4}", "0.75"),
     ("\\boxed{3 \\times 10^{5}}", "300000"), ("\\boxed{1.5e3}", "1500"),
+    ("\\boxed{3\\frac{1}{2}}", "\\frac{7}{2}"),  # a mixed number (MATH500 references write them)
     ("\\boxed{0.\\overline{9}}", "1"), ("\\boxed{0.1\\overline{6}}", "\\frac{1}{6}"),
     # A gold whose value is rational, however written; the gold exactly as written.
     ("\\boxed{7}", "\\sqrt{49}"), ("\\boxed{\\sqrt{49}}", "\\sqrt{49}"),
@@ -281,3 +282,20 @@ def test_pool_rejects_unknown_verifier_and_length_mismatch():
       pool.verify("fuzzy", ["a"], ["a"])
     with pytest.raises(ValueError, match="2 responses but 1 gold"):
       pool.verify("strict", ["a", "b"], ["a"])
+
+
+def test_every_written_form_of_the_synthetic_answers_scores():
+  """The hard family's equivalent forms (what its SFT solutions write) are forms the
+  numeric rule accepts, and a form of another problem's answer never scores."""
+  from experiments import verifier_audit  # pylint: disable=g-import-not-at-top
+  cases = verifier_audit.synthetic_candidates(60)
+  assert sum(label for *_, label in cases) > 100
+  for response, gold, label in cases:
+    assert verifiers.equivalence_verify(response, gold).correct == label, (response, gold)
+
+
+def test_the_rl_step_benchmark_verifies_through_the_bounded_pool():
+  import os  # pylint: disable=g-import-not-at-top
+  from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
+  source = open(os.path.join(REPO, "experiments", "bench", "rl_step.py")).read()
+  assert "pool.verify(\"equivalence\"" in source and "equivalence_verify(" not in source
