@@ -34,6 +34,7 @@ from hybrid_rl.train import distill_stage
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
 from hybrid_rl.train import stage_io
+from hybrid_rl.train import stage_runs
 
 
 MIN_VOCAB_SIZE = 258  # 256 byte tokens + <pad> and <eos> (data/tokenizer.py)
@@ -335,8 +336,6 @@ def _accumulation_checks(config: ml_collections.ConfigDict) -> None:
                       f"the {rows} rows of an update ({what})")
 
 
-_CHECKPOINT_FIELDS = ("init_from", "distill.teacher_from", "reward.rm_from",
-                      "reward_model.policy_from")
 
 
 def _exported_num_labels(path: str) -> int | None:
@@ -357,35 +356,27 @@ def _role_checks(config: ml_collections.ConfigDict) -> None:
   if config.get("stage") in ("sft", "grpo", "distill", "eval"):
     wants_policy.append("init_from")
   for field in wants_policy:
-    value = _get(config, field)
+    value = stage_runs.config_field(config, field)
     if value and (_exported_num_labels(value) or 0) > 0:
       raise ConfigError(f"config.{field}={value!r}: is a reward model (a scalar head); a "
                         f"{config.get('stage')} stage needs a policy (a stage with an LM head)")
-  rm = _get(config, "reward.rm_from")
+  rm = stage_runs.config_field(config, "reward.rm_from")
   if rm and _exported_num_labels(rm) == 0 and (config.get("reward") or {}).get("mode") != "verifier":
     raise ConfigError(f"config.reward.rm_from={rm!r}: is a policy (an LM head); expected a "
                       "reward_model stage's workdir")
 
 
-def _get(config: ml_collections.ConfigDict, path: str):
-  for part in path.split("."):
-    if not isinstance(config, ml_collections.ConfigDict) or part not in config:
-      return None
-    config = config[part]
-  return config
-
-
 def check_paths(config: ml_collections.ConfigDict) -> None:
   """The files a config names exist and are what they should be (user-given paths only:
   experiment scripts fill stage paths in as their stages finish)."""
-  for field in _CHECKPOINT_FIELDS:
-    value = _get(config, field)
+  for field in stage_runs.UPSTREAM_FIELDS:
+    value = stage_runs.config_field(config, field)
     if value:
       problem = stage_io.checkpoint_problem(value)
       if problem:
         raise ConfigError(f"config.{field}={value!r}: {problem}")
   _role_checks(config)
-  tokenizer = _get(config, "tokenizer.path")
+  tokenizer = stage_runs.config_field(config, "tokenizer.path")
   if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
     raise ConfigError(f"config.tokenizer.path={tokenizer!r}: does not exist (expected a "
                       "tokenizer.json, a .gguf file or a Hugging Face directory; '' trains one)")

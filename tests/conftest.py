@@ -24,10 +24,23 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
                              " --xla_backend_optimization_level=0").strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Parity tests compare float32 results with PyTorch; XLA's default CPU matmul
 # precision is already full float32, this makes it explicit on every backend.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+  """A finished micro SFT run (4 steps, checkpoints at 2 and 4) and its data directory, for
+  tests that copy it (never change it in place)."""
+  from tests.helpers import run_module  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("finished")
+  data, workdir = root / "data", root / "sft"
+  run_module("experiments.train", f"--workdir={workdir}", "--config=configs/default.py:micro",
+             "--config.log.progress=False", f"--config.data.data_dir={data}", timeout=240)
+  return workdir, data
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from hybrid_rl import errors
 from hybrid_rl.data import builders
 from hybrid_rl.data import jsonl_sources
 from hybrid_rl.data import pipeline
@@ -196,7 +197,7 @@ def test_gsm8k_and_math_rows_parse_and_malformed_rows_are_skipped_with_line_numb
       json.dumps({"answer": "#### 2"}),  # line 5: no question
       json.dumps(good),
   ])
-  _write_lines(manual / "gsm8k_test.jsonl", [json.dumps(good)])
+  _write_lines(manual / "gsm8k_test.jsonl", [json.dumps({**good, "question": "Another?"})])
   _write_lines(manual / "math500_test.jsonl", [
       json.dumps({"problem": "What is $1/2 + 1/4$?", "solution": "It is $\\boxed{\\frac34}$.",
                   "answer": "\\frac{3}{4}", "subject": "Algebra", "level": 2,
@@ -350,4 +351,8 @@ def test_test_questions_copied_into_train_are_dropped_and_reported(tmp_path):
   assert "gsm8k: 2 train question(s) are also test questions (normalized text); dropped " \
          "from train (gsm8k-1, gsm8k-3)" in out.getvalue()
   assert len(pipeline.load_examples("gsm8k", "test", data_dir, manual_dir=str(manual))) == 2
+  # A train file that holds only test questions is refused in one line.
+  _write_lines(manual / "gsm8k_train.jsonl", [row("What is 2 + 3?", 5)])
+  with pytest.raises(errors.ConfigError, match="every train question of gsm8k_train.jsonl"):
+    pipeline.load_examples("gsm8k", "train", str(tmp_path / "tfds2"), manual_dir=str(manual))
 

@@ -22,16 +22,6 @@ MICRO = ["--config=configs/default.py:micro", "--config.log.progress=False"]
 TIMEOUT = 240
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-  """A finished micro SFT run (4 steps, checkpoints at 2 and 4) and its data directory."""
-  root = tmp_path_factory.mktemp("finished")
-  data, workdir = root / "data", root / "sft"
-  run_module("experiments.train", f"--workdir={workdir}", *MICRO,
-             f"--config.data.data_dir={data}", timeout=TIMEOUT)
-  return workdir, data
-
-
 def _copy(finished, tmp_path):
   workdir, data = finished
   shutil.copytree(workdir, tmp_path / "run")

@@ -13,16 +13,6 @@ MICRO = ["--config=configs/default.py:micro", "--config.log.progress=False"]
 TIMEOUT = 240  # a normal micro run takes about 10 s: past this it hangs
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-  """A finished micro SFT run (4 steps, checkpoints at 2 and 4) and its data directory."""
-  root = tmp_path_factory.mktemp("finished")
-  data, workdir = root / "data", root / "sft"
-  run_module("experiments.train", f"--workdir={workdir}", *MICRO,
-             f"--config.data.data_dir={data}", timeout=TIMEOUT)
-  return workdir, data
-
-
 def _copy(finished, tmp_path, name="run"):
   workdir, data = finished
   copy = tmp_path / name

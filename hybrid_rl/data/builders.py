@@ -22,6 +22,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hybrid_rl import errors
 from hybrid_rl.data import jsonl_sources
 from hybrid_rl.data import synthetic_math
 
@@ -124,6 +125,11 @@ class _JsonlBuilder(_OneLineBuild, skip_registration=True):
         for split, (_, skipped) in parsed.items()}
     if "train" in parsed and "test" in parsed:
       kept, dropped = jsonl_sources.drop_test_overlap(parsed["train"][0], parsed["test"][0])
+      if dropped and not kept:
+        raise errors.ConfigError(
+            f"config.data.manual_dir={manual_dir!r}: every train question of "
+            f"{self.SPLIT_FILES['train']} ({len(dropped)}) is also a test question; expected "
+            "a train file of other problems")
       parsed["train"] = (kept, parsed["train"][1])
       self.info.metadata["train_dropped_as_test"] = dropped
       if dropped:

@@ -9,20 +9,21 @@ Both return a `Verdict(correct, status, extracted)` with status one of
 `equivalence_verify` is the oracle: math-verify parses gold and response with
 sympy and decides mathematical equivalence (1/2 == 0.5 == \\dfrac12), after
 Unicode digits are normalized (NFKC, then every decimal digit to ASCII: `７２`
-and `٧٢` read 72). Against a numeric gold one rule holds (`numeric_answer_rule`):
-the final answer, the last side of an `=` chain, scores when it is a number equal
-to the gold, or a closed form without free symbols (power, root, factorial,
-scientific notation) whose exact value equals it; a sum, difference, product or
-`\\div` of written numbers is arithmetic left undone and never scores, whatever
-its value. Without it math-verify evaluates "46 + 44" to 90, and GRPO on SmolLM2
-learned within 15 steps to restate a question's arithmetic as its final answer,
-scoring 100% held-out without computing anything (results/smollm2_onestep). The
-verifier never sees the question, so the rule cannot ask whether the operands are
-the question's: no grader of GSM8K or MATH accepts unfinished arithmetic as an
-answer either way.
+and `٧٢` read 72). Against a numeric gold (one whose value is rational, however
+written) one rule holds for every operator alike (`numeric_answer_rule`): the final
+answer scores only when written as a number equal to the gold (an integer or decimal,
+a fraction in lowest terms or mixed number of a non-integer, scientific notation, a
+repeating decimal, a percent where the gold is one); anything that still needs
+evaluating never scores, an equation only when all its sides are that value, and every
+\\boxed{} of a response is a final answer that must score (a hedge never does). Without
+it math-verify evaluates "46 + 44" to 90, and GRPO on SmolLM2 learned within 15 steps
+to restate a question's arithmetic as its final answer, scoring 100% held-out without
+computing anything (results/smollm2_onestep). The verifier never sees the question, so
+the rule cannot ask whether the operands are the question's: no grader of GSM8K or
+MATH accepts unfinished arithmetic as an answer either way.
 `strict_verify` is the sparse, low-recall checker of HERO's hard-to-verify
-regime: the last \\boxed{} must equal the gold string after light
-normalization (spaces, \\left/\\right, \\dfrac, $, a trailing period).
+regime: every \\boxed{} must equal the gold string after light normalization
+(spaces, \\left/\\right, \\dfrac, $, a trailing period).
 
 These functions do not bound their own time; `VerifierPool` does, by running
 them in worker processes that are replaced when they hang or crash.
@@ -196,7 +197,6 @@ def numeric_gold(gold: str) -> tuple[fractions.Fraction, bool] | None:
   written = written_number(gold)
   if written is not None:
     return written
-  from math_verify import parse  # pylint: disable=g-import-not-at-top
   value = _exact_value(_cleaned(gold))
   return None if value is None else (value, "%" in gold)
 

@@ -106,7 +106,8 @@ UPSTREAM_FIELDS = ("init_from", "distill.teacher_from", "reward.rm_from",
                    "reward_model.policy_from")
 
 
-def _field(config: ml_collections.ConfigDict, path: str):
+def config_field(config: ml_collections.ConfigDict, path: str):
+  """The value at a dotted path ("reward.rm_from"), or None where a block lacks it."""
   for part in path.split("."):
     if not isinstance(config, ml_collections.ConfigDict) or part not in config:
       return None
@@ -119,7 +120,7 @@ def upstream_fingerprints(config: ml_collections.ConfigDict) -> dict[str, str]:
   upstream field that names a finished stage (a stage re-run changes its checksums)."""
   out = {}
   for path in UPSTREAM_FIELDS:
-    value = _field(config, path)
+    value = config_field(config, path)
     if not value or not isinstance(value, str):
       continue
     value = os.path.expanduser(value)
@@ -184,9 +185,10 @@ def check_reusable(config: ml_collections.ConfigDict, workdir: str) -> None:
   if changed:
     raise StageMismatchError(
         f"{workdir} holds a {saved.get('stage', '?')} stage started from "
-        f"{', '.join(f'config.{p}={_field(config, p)!r}' for p in changed)}, whose export has "
-        "changed since (that stage was run again); reusing it would report a result of the "
-        f"old export. Delete {workdir} to run this stage again from the new one")
+        + ", ".join(f"config.{p}={config_field(config, p)!r}" for p in changed)
+        + ", whose export has changed since (that stage was run again); reusing it would "
+        f"report a result of the old export. Delete {workdir} to run this stage again from "
+        "the new one")
 
 
 def is_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -244,8 +246,9 @@ class _DryRun:
   def visit(self, config: ml_collections.ConfigDict, workdir: str) -> None:
     self.workdirs.append(workdir)
     check_reusable(config, workdir)
+    named = (config_field(config, p) for p in UPSTREAM_FIELDS)
     upstream = {os.path.abspath(os.path.expanduser(v)).removesuffix(f"{os.sep}final")
-                for v in (_field(config, p) for p in UPSTREAM_FIELDS) if isinstance(v, str) and v}
+                for v in named if isinstance(v, str) and v}
     if has_progress(workdir) and upstream & self.pending:
       self.stale.append(workdir)
     if not is_done(config, workdir):
