@@ -171,7 +171,8 @@ else
 fi
 
 if [[ $install -eq 1 ]]; then
-  on_all_workers "cd $rdir && python3 -m pip install -q -U pip && python3 -m pip install -q 'jax[tpu]' -r requirements.txt"
+  # The pinned jax[tpu] / libtpu that experiments.compile_pod checked the presets with.
+  on_all_workers "cd $rdir && python3 -m pip install -q -U pip && python3 -m pip install -q -r requirements.txt -r requirements-tpu.txt"
 fi
 
 args=""

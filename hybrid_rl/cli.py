@@ -15,6 +15,7 @@ Usage in a script:
 """
 import difflib
 import errno
+import importlib.metadata
 import json
 import logging as logging_lib
 import os
@@ -336,6 +337,26 @@ def write_config(config: ml_collections.ConfigDict | dict, workdir: str) -> None
   with open(tmp, "w") as f:
     f.write(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
   os.replace(tmp, os.path.join(workdir, "config.json"))
+  tmp = os.path.join(workdir, f"versions.json.{os.getpid()}.tmp")
+  with open(tmp, "w") as f:
+    json.dump(package_versions(), f, indent=2)
+  os.replace(tmp, os.path.join(workdir, "versions.json"))
+
+
+# What a run's numbers depend on besides the code (libtpu: the TPU compiler).
+_RECORDED_PACKAGES = ("jax", "jaxlib", "libtpu", "flax", "optax", "orbax-checkpoint",
+                      "transformers", "tokenizers", "math-verify", "sympy", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+  """Installed versions of the packages a run depends on (None: not installed)."""
+  out = {}
+  for name in _RECORDED_PACKAGES:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      out[name] = None
+  return out
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -27,6 +27,7 @@ from hybrid_rl.data import builders
 from hybrid_rl.data import prompts
 from hybrid_rl.data import synthetic_math
 from hybrid_rl.errors import ConfigError
+from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import verifiers
@@ -346,6 +347,12 @@ def _exported_num_labels(path: str) -> int | None:
     if os.path.isfile(meta):
       with open(meta) as f:
         return int(json.load(f)["model"].get("num_labels", 0))
+  hf_config = os.path.join(path, "config.json")
+  if os.path.isfile(hf_config):  # a Hugging Face directory: its head is in its architecture
+    with open(hf_config) as f:
+      archs = (json.load(f) or {}).get("architectures") or []
+    if any(a in hf_io.SUPPORTED_ARCHITECTURES for a in archs):
+      return 1 if any(a.endswith("ForSequenceClassification") for a in archs) else 0
   return None
 
 
@@ -363,7 +370,8 @@ def _role_checks(config: ml_collections.ConfigDict) -> None:
   rm = stage_runs.config_field(config, "reward.rm_from")
   if rm and _exported_num_labels(rm) == 0 and (config.get("reward") or {}).get("mode") != "verifier":
     raise ConfigError(f"config.reward.rm_from={rm!r}: is a policy (an LM head); expected a "
-                      "reward_model stage's workdir")
+                      "reward_model stage's workdir or a Hugging Face "
+                      "*ForSequenceClassification directory")
 
 
 def check_paths(config: ml_collections.ConfigDict) -> None:

@@ -28,7 +28,9 @@ def test_dry_run_prints_the_whole_round_trip():
   assert "tpu-vm create hero-pod --zone=us-east5-a --project=p --accelerator-type=v5p-64" in lines[0]
   assert "tpu-vm scp" in lines[1] and "--worker=all" in lines[1]
   assert all("--worker=all" in l for l in lines[2:-1])
-  assert any("requirements.txt" in l and "jax\\[tpu\\]" in l for l in lines)
+  # The pinned TPU compiler compile_pod used, not whatever jax[tpu] is newest.
+  assert any("-r\\ requirements.txt\\ -r\\ requirements-tpu.txt" in l for l in lines)
+  assert not any("'jax[tpu]'" in l or "jax\\[tpu\\]" in l for l in lines)
   run_line = [l for l in lines if "experiments.train" in l]
   assert len(run_line) == 1 and "--config.grpo.learning_rate=1e-6" in run_line[0]
   assert "tpu-vm delete hero-pod" in lines[-1]

@@ -47,4 +47,4 @@ def test_minimum_detectable_difference_has_the_stated_power(n):
   assert abs(power - 0.80) < 0.006, power  # 100,000 draws: the estimate's sd is 0.0013
   assert abs(paired.t_test_power(mdd, sd, n) - 0.80) < 1e-9
   assert np.isnan(paired.minimum_detectable_difference([1.0]))
-  assert np.isnan(paired.minimum_detectable_difference([1.0, 1.0]))  # no spread
+  assert paired.minimum_detectable_difference([1.0, 1.0]) == 0.0  # no spread

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from tests.helpers import REPO, run_module, subprocess_env
+from tests.helpers import REPO, run_module, run_script_result, subprocess_env
 
 MICRO = ["--config=configs/default.py:micro", "--config.log.progress=False"]
 TIMEOUT = 240
@@ -110,6 +110,8 @@ def test_a_run_that_finished_no_step_does_not_lock_its_settings(finished, tmp_pa
   proc = _train(workdir, data, "--config.optim.learning_rate=0.01")
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.load(open(workdir / "config.json"))["optim"]["learning_rate"] == 0.01
+  # The packages the run's numbers depend on are recorded beside its settings.
+  assert json.load(open(workdir / "versions.json"))["jax"] == jax.__version__
 
 
 def test_sampling_chunks_need_not_divide_the_batch():
@@ -247,13 +249,18 @@ def test_a_refused_experiment_rerun_writes_nothing(tmp_path):
 
 
 def test_config_json_records_recipe_blocks_as_they_ran():
-  from configs import quickstart as quickstart_config  # pylint: disable=g-import-not-at-top
-  from experiments import quickstart  # pylint: disable=g-import-not-at-top
-  config = quickstart_config.get_config("default")
-  assert config.hero.data.synthetic.hard_family != config.data.synthetic.hard_family
-  recorded = quickstart.recorded_config(config)
-  for name in ("hero", "reinforce_ada", "sparse_to_dense"):
-    assert recorded[name]["data"] == config.data.to_dict()
+  # In a process of its own: experiments.quickstart defines its flags at import.
+  out = run_script_result(
+      "import json\n"
+      "from configs import quickstart as quickstart_config\n"
+      "from experiments import quickstart\n"
+      "config = quickstart_config.get_config('default')\n"
+      "recorded = quickstart.recorded_config(config)\n"
+      "print('RESULT' + json.dumps({'top': config.data.to_dict(), 'own': "
+      "config.hero.data.to_dict(), 'recorded': {n: recorded[n]['data'] for n in "
+      "('hero', 'reinforce_ada', 'sparse_to_dense')}}))\n", devices=1)
+  assert out["own"]["synthetic"]["hard_family"] != out["top"]["synthetic"]["hard_family"]
+  assert all(data == out["top"] for data in out["recorded"].values())
 
 
 def _finished_export(folder, checksums):

@@ -92,3 +92,37 @@ def test_reward_mode_without_a_reward_model_is_rejected(tmp_path):
   proc = run_module("experiments.train", f"--workdir={tmp_path / 'g'}", *MICRO,
                     "--config.stage=grpo", "--config.reward.mode=hero", check=False)
   assert proc.returncode != 0 and "config.reward.rm_from=''" in proc.stderr
+
+
+def test_hero_grpo_reads_a_hugging_face_reward_model_held_in_compute_dtype(policy, tmp_path):
+  """reward.rm_from takes a *ForSequenceClassification directory (the HERO pod preset's
+  Skywork reward model is one); the stage holds it in the compute dtype on the mesh."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from hybrid_rl.models import hf_io  # pylint: disable=g-import-not-at-top
+  from hybrid_rl.train import grpo_stage  # pylint: disable=g-import-not-at-top
+  from hybrid_rl.train import stage_io  # pylint: disable=g-import-not-at-top
+  sft, data = policy
+  policy_model, _ = stage_io.load_final(sft)
+  hf_rm = str(tmp_path / "hf_rm")
+  hf_io.save_hf(stage_io.with_head(policy_model, 1, seed=0), hf_rm)
+  mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"))
+  _, params = grpo_stage.frozen_on_mesh(hf_rm, "bfloat16", mesh)
+  leaves = jax.tree.leaves(params)
+  assert {str(x.dtype) for x in leaves} == {"bfloat16"} and "score" in params
+  assert all(isinstance(x, jax.Array) and x.sharding.mesh.shape == mesh.shape for x in leaves)
+  proc = run_module("experiments.train", f"--workdir={tmp_path / 'grpo'}", *MICRO,
+                    f"--config.data.data_dir={data}", "--config.stage=grpo",
+                    f"--config.init_from={sft}", "--config.reward.mode=hero",
+                    f"--config.reward.rm_from={hf_rm}", "--config.train.steps=1", check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(l) for l in open(tmp_path / "grpo" / "metrics.jsonl")]
+  assert "rm_score_mean" in rows[-1] and np.isfinite(rows[-1]["rm_score_mean"])
+  # An LM directory is refused as a reward model, before anything runs.
+  hf_lm = str(tmp_path / "hf_lm")
+  hf_io.save_hf(policy_model, hf_lm)
+  proc = run_module("experiments.train", f"--workdir={tmp_path / 'grpo2'}", *MICRO,
+                    f"--config.data.data_dir={data}", "--config.stage=grpo",
+                    f"--config.init_from={sft}", "--config.reward.mode=hero",
+                    f"--config.reward.rm_from={hf_lm}", "--config.train.steps=1", check=False)
+  assert "is a policy (an LM head); expected a reward_model stage's workdir or a Hugging " \
+         "Face *ForSequenceClassification directory" in proc.stderr

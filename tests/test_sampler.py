@@ -142,8 +142,11 @@ def test_chunked_generation_is_per_chunk_generation_concatenated(model):
                             jax.random.fold_in(key, i), sp)
     for got, want in zip(chunked, part):
       np.testing.assert_array_equal(np.asarray(got)[4 * i:4 * i + 4], np.asarray(want))
-  with pytest.raises(ValueError, match="do not split into 3"):
-    rollouts.generate_chunked(model, prompts, valid, key, sp, chunks=3)
+  # Chunks that do not divide the prompts make uneven slices (1, 2 and 1 prompts).
+  uneven = rollouts.generate_chunked(model, prompts, valid, key, sp, chunks=3)
+  first = sampler.generate(model, prompts[:1], valid[:1], jax.random.fold_in(key, 0), sp)
+  np.testing.assert_array_equal(np.asarray(uneven.tokens)[:2], np.asarray(first.tokens))
+  assert uneven.tokens.shape == chunked.tokens.shape
 
 
 @pytest.mark.parametrize("t", [1, 3])

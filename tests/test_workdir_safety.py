@@ -21,8 +21,9 @@ def _copy(finished, tmp_path, name="run"):
 
 
 def _snapshot(workdir) -> dict:
+  """Every file's bytes, but the lock's (each run holds the workdir while it checks)."""
   return {os.path.relpath(os.path.join(d, f), workdir): open(os.path.join(d, f), "rb").read()
-          for d, _, files in os.walk(workdir) for f in files}
+          for d, _, files in os.walk(workdir) for f in files if f != ".lock"}
 
 
 def _fatal(proc) -> str:

@@ -71,12 +71,14 @@ def t_test_power(difference: float, sd: float, n: int, alpha: float = 0.05) -> f
 def minimum_detectable_difference(per_seed, power: float = 0.8) -> float:
   """The smallest true mean difference that a paired two-sided t-test at 5% detects
   with probability `power`, given the spread of these per-seed differences (solved
-  exactly on the noncentral t: `t_test_power`), in their units; nan for n < 2 or no
-  spread."""
+  exactly on the noncentral t: `t_test_power`), in their units; nan for n < 2, 0 for
+  differences without spread."""
   x = np.asarray(per_seed, np.float64)
-  if x.size < 2 or not x.std(ddof=1) > 0:
+  if x.size < 2:
     return float("nan")
   sd, n = float(x.std(ddof=1)), x.size
+  if sd == 0:
+    return 0.0
   high = sd  # power grows with the difference: double until it brackets the target
   while not t_test_power(high, sd, n) >= power:
     high *= 2

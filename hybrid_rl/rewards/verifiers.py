@@ -178,7 +178,8 @@ def _cleaned(text: str) -> str:
 def written_number(text: str) -> tuple[fractions.Fraction, bool] | None:
   """(value, is_percent) of an answer that is one number as written: an integer or
   decimal (thousands commas allowed), a fraction in lowest terms of a non-integer
-  (\\frac{a}{b}, a/b), scientific notation, a repeating decimal, optionally a percent,
+  (\\frac{a}{b}, a/b, a mixed number 3\\frac{1}{2}), scientific notation, a repeating
+  decimal, optionally a percent,
   optionally after words ending in "is" / ":" ("The answer is 5") and before unit
   words ("5 apples", "5 cm^2"); else None."""
   text = _PREFIX.sub("", _cleaned(text))

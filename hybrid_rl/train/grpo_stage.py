@@ -37,6 +37,7 @@ from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import pipeline
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.parallel import distributed
+from hybrid_rl.parallel import sharding
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import scoring
 from hybrid_rl.rewards import verifier_pool
@@ -273,6 +274,17 @@ def step_metrics(scored: Scored, adv: jax.Array, rewards: jax.Array, reward_metr
   return metrics, stats
 
 
+def frozen_on_mesh(path: str, compute_dtype: str, mesh) -> tuple[nnx.GraphDef, dict]:
+  """(graphdef, params) of a frozen model (a reward model: a reward_model stage, or a
+  Hugging Face *ForSequenceClassification directory) held in the compute dtype and
+  placed on `mesh` by the partition rules, so that no device holds a float32 copy of the
+  whole model and no call copies it from host memory."""
+  model, _ = stage_io.load_pretrained(path, dtype=compute_dtype)
+  graphdef, _ = nnx.split(model)
+  params = steps.cast_params(steps.params_of(model), compute_dtype)
+  return graphdef, jax.device_put(params, sharding.param_shardings(params, mesh))
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   policy = stage_io.build_or_load(config, workdir)
   model, tokenizer = policy.model, policy.tokenizer
@@ -307,15 +319,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         init, mesh=mesh)
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
+  local_mesh = (mesh if nproc == 1 else
+                sharding.make_mesh((-1, 1, 1), devices=jax.local_devices()))
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":
-    rm_model, _ = stage_io.load_final(config.reward.rm_from)
-    rm_graphdef, _ = nnx.split(rm_model)
-    rm_params = steps.params_of(rm_model)
+    rm_graphdef, rm_params = frozen_on_mesh(config.reward.rm_from, config.model.compute_dtype,
+                                            local_mesh)
   ctx = StepContext(
-      config=config, graphdef=graphdef, tokenizer=tokenizer, mesh=mesh,
-      local_mesh=(mesh if nproc == 1 else
-                  distributed.sharding.make_mesh((-1, 1, 1), devices=jax.local_devices())),
+      config=config, graphdef=graphdef, tokenizer=tokenizer, mesh=mesh, local_mesh=local_mesh,
       pool=verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s),
       sp=rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                   temperature=config.sampling.temperature,

@@ -148,7 +148,8 @@ def record_start(config: ml_collections.ConfigDict, workdir: str) -> None:
                       ("upstream.json", upstream_fingerprints(config))):
     tmp = os.path.join(workdir, f"{name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-      json.dump(value, f, indent=2, sort_keys=True, default=str)
+      # As cli.write_config writes it: a re-run with the same settings rewrites the same bytes.
+      f.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, os.path.join(workdir, name))
 
 
