@@ -59,7 +59,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   tokenizer = student.tokenizer
   graphdef, _ = nnx.split(student.model)
   teacher_graphdef, _ = nnx.split(teacher.model)
-  teacher_params = steps.params_of(teacher.model)
+  # Held in the compute dtype (every forward casts to it: the values are unchanged),
+  # sharded by the partition rules.
+  teacher_params = steps.cast_params(steps.params_of(teacher.model), config.model.compute_dtype)
   teacher_params = distributed.put_global(teacher_params,
                                           steps.state_shardings(teacher_params, mesh))
   examples = stage_io.load_split(config, workdir, config.data.train_split)

@@ -334,8 +334,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                   num_samples=config.sampling.num_samples),
       reward_cfg=reward_cfg, ada_cfg=ada_cfg, temperature=temperature,
       rm_graphdef=rm_graphdef, rm_params=rm_params,
-      # Its own buffers: the train step donates the state's.
-      ref_params=jax.tree.map(jnp.copy, init["params"]) if cfg.kl_coef else None)
+      # Its own buffers (the train step donates the state's), in the compute dtype.
+      ref_params=(steps.frozen_copy(init["params"], config.model.compute_dtype)
+                  if cfg.kl_coef else None))
   model_cfg = model.cfg
   del model
 

@@ -58,6 +58,13 @@ def cast_params(params: PyTree, dtype: str) -> PyTree:
   return jax.tree.map(lambda x: x.astype(dtype), params)
 
 
+def frozen_copy(params: PyTree, dtype: str) -> PyTree:
+  """A frozen model's parameters (a reference policy's) as their own buffers in the compute
+  dtype, each with its source's sharding: a donated train state cannot invalidate them, and
+  every forward casts to that dtype anyway, so the values it computes are unchanged."""
+  return jax.tree.map(lambda x: jnp.copy(x) if dtype == "float32" else x.astype(dtype), params)
+
+
 def _all_finite(tree: PyTree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
