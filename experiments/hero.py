@@ -18,7 +18,6 @@ row, what every arm starts from). Arms:
 Finished stages are reused when the script is started again. Writes
 <workdir>/tables/hero_main.{md,csv,tex}, hero_ablations.*, and hero_rm.json.
 """
-import json
 import os
 
 from absl import flags
@@ -176,7 +175,7 @@ def main(argv):
   del argv
   run_all = lambda config, root: [run_seed(config, root, seed)
                                   for seed in range(config.num_seeds)]
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
+  config, root, _ = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
   per_seed = run_all(config, root)
   if distributed.is_main():
     print("\n\n".join(write_outputs(config, per_seed, root, root)), flush=True)
@@ -189,8 +188,8 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], runs_
   if config.hero.ablations:
     out.append(ablation_table(config, per_seed,
                               os.path.join(out_root, "tables", f"{prefix}_ablations")))
-  with open(os.path.join(out_root, "tables", f"{prefix}_rm.json"), "w") as f:
-    json.dump(metrics_lib.json_safe([s["rm"] for s in per_seed]), f, indent=2, allow_nan=False)
+  metrics_lib.write_json(os.path.join(out_root, "tables", f"{prefix}_rm.json"),
+                         [s["rm"] for s in per_seed])
   curves = {f"{arm} s{i}": metrics_lib.read_metrics(os.path.join(runs_root, f"seed{i}", "arms", arm,
                                                                 "grpo", "metrics.jsonl"))
             for i in range(len(per_seed)) for arm in per_seed[i]["arms"] if arm.count("-") == 1}

@@ -204,7 +204,7 @@ def machine_peak(root: str) -> float:
 
 def main(argv):
   del argv
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value)
+  config, root, _ = cli.experiment_setup(_CONFIG, _WORKDIR.value)
   peak = machine_peak(root)
   minutes, evals = {}, {}
 

@@ -315,7 +315,10 @@ def run_seed_processes(seeds: list[int], root: str, processes: int) -> None:
 def main(argv):
   del argv
   seeds = seeds_to_run(_SEEDS.value, total_seeds(_CONFIG.value))  # before the workdir is made
-  config, root = cli.experiment_setup(
+  # The stage count (for the progress bar) comes from a dry run of the code that runs
+  # them, which also refuses a stage directory holding another run before anything is
+  # written.
+  config, root, planned = cli.experiment_setup(
       _CONFIG, _WORKDIR.value,
       plan=lambda config, root: run_seeds(config, recipe_blocks(config), root, seeds),
       shown=recorded_config)
@@ -326,8 +329,6 @@ def main(argv):
     run_seed_processes(seeds, root, config.seed_processes)  # then every stage is reused
   subs = recipe_blocks(config)
   start_time = time.perf_counter()
-  with stage_runs.dry_run() as planned:  # the stage count, from the code that runs them
-    run_seeds(config, subs, root, seeds)
   total = len(planned)
   if distributed.is_main():
     print(f"quickstart, preset {config.preset}: {', '.join(recipes)}; seeds {seeds}; "

@@ -51,7 +51,7 @@ def main(argv):
   del argv
   run_all = lambda config, root: [run_seed(config, root, seed)
                                   for seed in range(config.num_seeds)]
-  config, root = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
+  config, root, _ = cli.experiment_setup(_CONFIG, _WORKDIR.value, plan=run_all)
   per_seed = run_all(config, root)
   if distributed.is_main():
     print(write_outputs(config, per_seed, root), flush=True)

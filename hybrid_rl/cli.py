@@ -16,7 +16,6 @@ Usage in a script:
 import difflib
 import errno
 import importlib.metadata
-import json
 import logging as logging_lib
 import os
 import re
@@ -35,6 +34,7 @@ from hybrid_rl import errors
 from hybrid_rl.parallel import distributed
 from hybrid_rl.train import checkpoints
 from hybrid_rl.train import loop
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_io
 from hybrid_rl.train import stage_runs
 from hybrid_rl.train import workdir_lock
@@ -173,6 +173,10 @@ _WRITE_FAILURES = {errno.EFBIG: "a file-size limit (ulimit -f) was reached",
                    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
                    errno.EROFS: "the file system is read-only",
                    errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+# Those recognized in an error's text too (orbax and TensorStore wrap the OSError in a
+# ValueError): "Permission denied" alone may be a read.
+_WRITE_FAILURE_TEXTS = {os.strerror(code): meaning for code, meaning in _WRITE_FAILURES.items()
+                        if code not in (errno.EACCES, errno.EPERM)}
 
 
 def write_failure(error: BaseException) -> str | None:
@@ -184,9 +188,9 @@ def write_failure(error: BaseException) -> str | None:
       where = f" writing {error.filename}" if error.filename else ""
       return f"{_WRITE_FAILURES[error.errno]}{where} ({error.strerror})"
     text = str(error)
-    for code, meaning in _WRITE_FAILURES.items():
-      if os.strerror(code) in text and code not in (errno.EACCES, errno.EPERM):
-        return f"{meaning} ({os.strerror(code)})"
+    for strerror, meaning in _WRITE_FAILURE_TEXTS.items():
+      if strerror in text:
+        return f"{meaning} ({strerror})"
     error, seen = error.__cause__ or error.__context__, seen + 1
   return None
 
@@ -202,8 +206,7 @@ class _ReportedFailureEchoes(logging_lib.Filter):
       if isinstance(record.exc_info[1], KeyboardInterrupt):
         return False
       texts.append(str(record.exc_info[1]))
-    return not any(os.strerror(code) in t for t in texts for code in _WRITE_FAILURES
-                   if code not in (errno.EACCES, errno.EPERM))
+    return not any(strerror in t for t in texts for strerror in _WRITE_FAILURE_TEXTS)
 
 
 def run(main) -> None:
@@ -332,15 +335,9 @@ def write_config(config: ml_collections.ConfigDict | dict, workdir: str) -> None
     config = config.to_dict()
   print(f"workdir: {workdir} (resolved config in {os.path.join(workdir, 'config.json')})",
         flush=True)
-  # Its own temporary name: quickstart --seeds runs several processes on one workdir.
-  tmp = os.path.join(workdir, f"config.json.{os.getpid()}.tmp")
-  with open(tmp, "w") as f:
-    f.write(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-  os.replace(tmp, os.path.join(workdir, "config.json"))
-  tmp = os.path.join(workdir, f"versions.json.{os.getpid()}.tmp")
-  with open(tmp, "w") as f:
-    json.dump(package_versions(), f, indent=2)
-  os.replace(tmp, os.path.join(workdir, "versions.json"))
+  # Temporary names of this process: quickstart --seeds runs several on one workdir.
+  metrics_lib.write_json(os.path.join(workdir, "config.json"), config)
+  metrics_lib.write_json(os.path.join(workdir, "versions.json"), package_versions())
 
 
 # What a run's numbers depend on besides the code (libtpu: the TPU compiler).
@@ -377,8 +374,9 @@ def use_compilation_cache(path: str) -> None:
 
 
 def experiment_setup(config_flag, workdir: str, plan=None, shown=None
-                     ) -> tuple[ml_collections.ConfigDict, str]:
-  """Resolved config and absolute workdir for a multi-stage experiment script.
+                     ) -> tuple[ml_collections.ConfigDict, str, list[str]]:
+  """Resolved config, absolute workdir and the stage directories `plan` asks for (one
+  per stage it runs; [] without a plan), for a multi-stage experiment script.
 
   The stages of one experiment share <workdir>/data (datasets and tokenizer)
   unless config.data.data_dir says otherwise. `plan(config, root)` runs the script's
@@ -392,8 +390,9 @@ def experiment_setup(config_flag, workdir: str, plan=None, shown=None
   use_compilation_cache(os.path.join(root, "jax_cache"))
   with config.unlocked():
     config.data.data_dir = config.data.data_dir or os.path.join(root, "data")
+  planned = []
   if plan is not None:
-    with stage_runs.dry_run():
+    with stage_runs.dry_run() as planned:
       plan(config, root)
   write_config(shown(config) if shown else config, root)
-  return config, root
+  return config, root, planned

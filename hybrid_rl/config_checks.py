@@ -337,17 +337,14 @@ def _accumulation_checks(config: ml_collections.ConfigDict) -> None:
                       f"the {rows} rows of an update ({what})")
 
 
-
-
 def _exported_num_labels(path: str) -> int | None:
   """The head of a finished stage's export (0: LM head, a policy; > 0: a scalar head, a
   reward model), or None for a checkpoint that is not a stage export."""
-  path = os.path.expanduser(path)
-  for meta in (os.path.join(path, "model.json"), os.path.join(path, "final", "model.json")):
-    if os.path.isfile(meta):
-      with open(meta) as f:
-        return int(json.load(f)["model"].get("num_labels", 0))
-  hf_config = os.path.join(path, "config.json")
+  meta = stage_io.export_meta_path(path)
+  if meta:
+    with open(meta) as f:
+      return int(json.load(f)["model"].get("num_labels", 0))
+  hf_config = os.path.join(os.path.expanduser(path), "config.json")
   if os.path.isfile(hf_config):  # a Hugging Face directory: its head is in its architecture
     with open(hf_config) as f:
       archs = (json.load(f) or {}).get("architectures") or []

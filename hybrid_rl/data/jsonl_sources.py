@@ -127,7 +127,10 @@ def drop_test_overlap(train: list[Example], test: list[Example]
   """(train without the examples whose question is also a test question, the ids of
   those dropped): a test problem seen in training would be reported as held out."""
   held_out = {normalized_question(e["question"]) for e in test}
-  kept = [e for e in train if normalized_question(e["question"]) not in held_out]
-  dropped = [e["id"] for e in train if normalized_question(e["question"]) in held_out]
+  kept, dropped = [], []
+  for e in train:
+    if normalized_question(e["question"]) in held_out:
+      dropped.append(e["id"])
+    else:
+      kept.append(e)
   return kept, dropped
-

@@ -88,7 +88,7 @@ def normalize_strict(answer: str) -> str:
 
 
 def strict_verify(response: str | bytes, gold: str) -> Verdict:
-  """The last \boxed{} equals the gold string after light normalization, and so does
+  """The last \\boxed{} equals the gold string after light normalization, and so does
   every other box (a second answer is a hedge)."""
   text = as_text(response)[-MAX_RESPONSE_CHARS:]
   answer = last_boxed(text)
@@ -192,21 +192,14 @@ def written_number(text: str) -> tuple[fractions.Fraction, bool] | None:
   return None
 
 
-def numeric_gold(gold: str) -> tuple[fractions.Fraction, bool] | None:
-  """(value, is_percent) of a gold answer whose value is rational, however written
-  (`50\\%`, `\\sqrt{49}`, `\\frac{10}{4}`), else None."""
-  written = written_number(gold)
-  if written is not None:
-    return written
-  value = _exact_value(_cleaned(gold))
-  return None if value is None else (value, "%" in gold)
-
-
-def _exact_value(text: str) -> fractions.Fraction | None:
-  """The rational value of a LaTeX expression without free symbols (evaluated: the
-  verifier pool bounds its time), else None."""
+def _parsed(text: str) -> list:
   from math_verify import parse  # pylint: disable=g-import-not-at-top
-  parsed = parse(f"$\\boxed{{{text}}}$", parsing_timeout=None)
+  return parse(f"$\\boxed{{{text}}}$", parsing_timeout=None)
+
+
+def _rational(parsed: list) -> fractions.Fraction | None:
+  """The rational value of math-verify's parse of an expression without free symbols
+  (evaluated: the verifier pool bounds its time), else None."""
   expr = parsed[0] if parsed else None
   if not hasattr(expr, "free_symbols") or expr.free_symbols:
     return None
@@ -216,13 +209,25 @@ def _exact_value(text: str) -> fractions.Fraction | None:
   return None
 
 
+def numeric_gold(gold: str) -> tuple[tuple[fractions.Fraction, bool] | None, list | None]:
+  """((value, is_percent) of a gold answer whose value is rational, however written
+  (`50\\%`, `\\sqrt{49}`, `\\frac{10}{4}`), else None; math-verify's parse of the gold,
+  None where the gold is written as a number and needs none)."""
+  written = written_number(gold)
+  if written is not None:
+    return written, None
+  parsed = _parsed(gold)
+  value = _rational(parsed)
+  return (None if value is None else (value, "%" in gold)), parsed
+
+
 def _side_value(side: str) -> fractions.Fraction | None:
   """The exact value of one side of an equation (a label such as x or \\text{total}
   has none), or None when it is not a closed number."""
   written = written_number(side)
   if written is not None:
     return written[0] / 100 if written[1] else written[0]
-  return _exact_value(side)
+  return _rational(_parsed(side))
 
 
 def numeric_answer_rule(answer: str, gold: tuple[fractions.Fraction, bool]) -> bool:
@@ -297,9 +302,7 @@ def equivalence_verify(response: str | bytes, gold: str) -> Verdict:
     return Verdict(False, "no_answer", boxes[-1])
   # Timeouts are enforced by the pool (math-verify's own use signals, which
   # only work in a main thread); 0/None disables them here.
-  gold_number = numeric_gold(gold)
-  gold_parsed = None if gold_number is not None else parse(f"$\\boxed{{{gold}}}$",
-                                                           parsing_timeout=None)
+  gold_number, gold_parsed = numeric_gold(gold)
   if boxes:
     correct = all(_one_answer_scores(b, gold, gold_number, gold_parsed) for b in boxes)
     return Verdict(correct, "ok", boxes[-1])

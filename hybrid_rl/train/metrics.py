@@ -26,6 +26,17 @@ def json_safe(value: Any) -> Any:
   return value
 
 
+def write_json(path: str, value: Any) -> None:
+  """`value` as JSON at `path`, written whole or not at all (a temporary file of this
+  process, renamed), in one format (sorted keys, no NaN): a file written again with the
+  same content has the same bytes."""
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    f.write(json.dumps(json_safe(value), indent=2, sort_keys=True, default=str,
+                       allow_nan=False) + "\n")
+  os.replace(tmp, path)
+
+
 def _to_float(value) -> float:
   value = float(np.asarray(value))
   return value if math.isfinite(value) else float("nan")

@@ -10,7 +10,6 @@
    cross-entropy, or Bradley-Terry on (correct, incorrect) pairs of a prompt.
 4. Held-out accuracy (score > 0 vs label) and AUC go to <workdir>/rm_eval.json.
 """
-import json
 import os
 
 from flax import nnx
@@ -139,8 +138,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         for f in np.unique(held["family"]) if f}
   report.update({"train_samples": int(len(train["labels"])), "loss": rm.loss,
                  "train_positive_rate": float(train["labels"].mean())})
-  with open(os.path.join(workdir, "rm_eval.json"), "w") as f:
-    json.dump(metrics_lib.json_safe(report), f, indent=2, allow_nan=False)
+  metrics_lib.write_json(os.path.join(workdir, "rm_eval.json"), report)
   stage_io.export_final(workdir, policy.model.cfg, state["params"], policy.tokenizer_path)
   return {"stage": "reward_model", "steps": int(state["step"]),
           "skipped_steps": info["skipped_steps"], **report}

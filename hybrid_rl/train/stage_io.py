@@ -137,6 +137,16 @@ def load_pretrained(path: str, *, dtype: str = "float32", tokenizer_path: str = 
                           "checkpoint directory or a .gguf file")
 
 
+def export_meta_path(path: str) -> str | None:
+  """The model.json of the stage export `path` names (a stage workdir or its final/),
+  or None where it names none."""
+  path = os.path.expanduser(path)
+  for meta in (os.path.join(path, "model.json"), os.path.join(path, "final", "model.json")):
+    if os.path.isfile(meta):
+      return meta
+  return None
+
+
 def checkpoint_problem(path: str) -> str | None:
   """Why `path` cannot be loaded by load_pretrained, or None (a cheap look, no weights
   read): config_checks asks before any stage starts."""
@@ -152,14 +162,13 @@ def checkpoint_problem(path: str) -> str | None:
       return None if f.read(4) == b"GGUF" else "is not a GGUF file (no GGUF magic bytes)"
   if not os.path.isdir(path):
     return "expected a stage workdir, a Hugging Face checkpoint directory or a .gguf file"
-  exported = [os.path.join(path, *p) for p in (("model.json",), ("final", "model.json"))
-              if os.path.exists(os.path.join(path, *p))]
+  exported = export_meta_path(path)
   if exported:
     try:
-      with open(exported[0]) as f:
+      with open(exported) as f:
         json.load(f)["model"]["num_labels"]  # pylint: disable=expression-not-assigned
     except (OSError, ValueError, KeyError, TypeError):
-      return (f"has a {os.path.relpath(exported[0], path)} that is not the JSON an export "
+      return (f"has a {os.path.relpath(exported, path)} that is not the JSON an export "
               "writes (a damaged export): run that stage again")
     return None
   hf_config = os.path.join(path, "config.json")

@@ -121,18 +121,15 @@ def upstream_fingerprints(config: ml_collections.ConfigDict) -> dict[str, str]:
   out = {}
   for path in UPSTREAM_FIELDS:
     value = config_field(config, path)
-    if not value or not isinstance(value, str):
+    meta = stage_io.export_meta_path(value) if value and isinstance(value, str) else None
+    if meta is None:
       continue
-    value = os.path.expanduser(value)
-    for meta in (os.path.join(value, "model.json"), os.path.join(value, "final", "model.json")):
-      if os.path.isfile(meta):
-        try:
-          with open(meta) as f:
-            sums = json.load(f).get("checksums")
-        except (OSError, ValueError, AttributeError):
-          break
-        out[path] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
-        break
+    try:
+      with open(meta) as f:
+        sums = json.load(f).get("checksums")
+    except (OSError, ValueError, AttributeError):
+      continue
+    out[path] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
   return out
 
 
@@ -144,13 +141,8 @@ def record_start(config: ml_collections.ConfigDict, workdir: str) -> None:
                                    and os.path.exists(os.path.join(workdir, "upstream.json"))):
     return
   os.makedirs(workdir, exist_ok=True)
-  for name, value in (("config.json", config.to_dict()),
-                      ("upstream.json", upstream_fingerprints(config))):
-    tmp = os.path.join(workdir, f"{name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-      # As cli.write_config writes it: a re-run with the same settings rewrites the same bytes.
-      f.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, os.path.join(workdir, name))
+  metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  metrics_lib.write_json(os.path.join(workdir, "upstream.json"), upstream_fingerprints(config))
 
 
 def _shown(diffs: list[str]) -> str:
@@ -291,12 +283,8 @@ def dry_run():
 
 def write_summary(workdir: str, summary: Mapping) -> None:
   """<workdir>/summary.json (main process; written whole or not at all)."""
-  if not distributed.is_main():
-    return
-  tmp = os.path.join(workdir, f"summary.json.{os.getpid()}.tmp")
-  with open(tmp, "w") as f:
-    json.dump(metrics_lib.json_safe(summary), f, indent=2, allow_nan=False)
-  os.replace(tmp, os.path.join(workdir, "summary.json"))
+  if distributed.is_main():
+    metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
 
 
 def run_stage(config: ml_collections.ConfigDict, workdir: str) -> dict:
