@@ -135,3 +135,84 @@ def test_save_dots_keeps_the_layer_projections_for_the_backward(remat, saves_pro
   rows, length = tokens.shape
   gate_and_up = f"f32[{CFG.num_layers},{rows},{length - 1},{CFG.intermediate_size}]"
   assert saved.count(gate_and_up + " ") == (2 if saves_projections else 0), saved
+
+
+def _distill_loss_and_grads(cfg, kind, tokens, valid, response_len=8):
+  """A distillation loss through distill_objective, with its teacher's outputs from
+  frozen_outputs of a second model: (loss, metrics, grads)."""
+  student = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+  teacher = transformer.Transformer(cfg, rngs=nnx.Rngs(1))
+  graphdef, t_graphdef = nnx.split(student)[0], nnx.split(teacher)[0]
+  params = steps.params_of(student)
+  mask = jnp.asarray(np.random.default_rng(3).random((tokens.shape[0], response_len)) > 0.2)
+  batch = {"tokens": tokens, "valid": valid, "mask": mask}
+  what = {"fkl_topk": "top_k"}.get(kind, "logits")
+  out = objectives.frozen_outputs(t_graphdef, steps.params_of(teacher), tokens, valid,
+                                  response_len, what=what, top_k=5, temperature=0.7)
+  if what == "top_k":
+    batch["teacher_top_logprobs"], batch["teacher_top_ids"] = out["top_logprobs"], out["top_ids"]
+  else:
+    batch["teacher_logits"] = out["logits"]
+  loss_fn = objectives.distill_objective(graphdef, kind, jsd_beta=0.3, temperature=0.7)
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
+  return loss, metrics, grads, out
+
+
+@pytest.mark.parametrize("kind", ["fkl_full", "fkl_topk", "rkl_full", "jsd"])
+@pytest.mark.parametrize("chunk", [3, 8])
+def test_logits_chunk_leaves_every_distillation_loss_unchanged(kind, chunk):
+  """Also the teacher's top-k, computed a chunk at a time."""
+  tokens, valid = _rows()
+  plain = _distill_loss_and_grads(CFG, kind, tokens, valid)
+  other = _distill_loss_and_grads(dataclasses.replace(CFG, logits_chunk=chunk), kind, tokens,
+                                  valid)
+  _close(plain, other)
+
+
+@pytest.mark.parametrize("kind", ["fkl_full", "fkl_topk", "rkl_full", "jsd"])
+def test_logits_chunk_lowers_the_compiled_temporaries_of_every_distillation_loss(kind):
+  """The student's [N, R, V] logits (and their gradient) never exist whole: the compiled
+  gradient holds at least two [N, R, V] float32 buffers fewer than the plain path."""
+  cfg = dataclasses.replace(CFG, vocab_size=2048)
+  tokens, valid = _rows(4, 72, (0, 0, 0, 0))
+  response_len = 64
+  student = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+  params = steps.params_of(student)
+  rng = np.random.default_rng(0)
+  batch = {"tokens": tokens, "valid": valid, "mask": jnp.ones((4, response_len), bool)}
+  if kind == "fkl_topk":
+    batch["teacher_top_logprobs"] = jnp.asarray(rng.normal(size=(4, response_len, 8)),
+                                                jnp.float32)
+    batch["teacher_top_ids"] = jnp.asarray(rng.integers(0, 2048, (4, response_len, 8)),
+                                           jnp.int32)
+  else:
+    batch["teacher_logits"] = jnp.asarray(rng.normal(size=(4, response_len, 2048)),
+                                          jnp.float32)
+
+  def temp_bytes(chunk):
+    graphdef = nnx.split(transformer.Transformer(dataclasses.replace(cfg, logits_chunk=chunk),
+                                                 rngs=nnx.Rngs(0)))[0]
+    loss_fn = objectives.distill_objective(graphdef, kind, jsd_beta=0.3)
+    grad = jax.jit(jax.grad(lambda p, b: loss_fn(p, b, None)[0]))
+    return grad.lower(params, batch).compile().memory_analysis().temp_size_in_bytes
+
+  logits_bytes = 4 * response_len * 2048 * 4
+  plain, chunked = temp_bytes(0), temp_bytes(8)
+  assert plain - chunked > 2 * logits_bytes, (plain, chunked)
+
+
+def test_logits_chunk_keeps_the_teachers_top_k_off_the_whole_logits():
+  cfg = dataclasses.replace(CFG, vocab_size=2048)
+  tokens, valid = _rows(4, 72, (0, 0, 0, 0))
+  teacher = transformer.Transformer(cfg, rngs=nnx.Rngs(1))
+  params = steps.params_of(teacher)
+
+  def temp_bytes(chunk):
+    graphdef = nnx.split(transformer.Transformer(dataclasses.replace(cfg, logits_chunk=chunk),
+                                                 rngs=nnx.Rngs(0)))[0]
+    fn = jax.jit(lambda p: objectives.frozen_outputs(graphdef, p, tokens, valid, 64,
+                                                     what="top_k", top_k=8))
+    return fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  plain, chunked = temp_bytes(0), temp_bytes(8)
+  assert plain - chunked > 4 * 64 * 2048 * 4, (plain, chunked)

@@ -35,29 +35,40 @@ def cross_entropy(logits: Array, targets: Array, mask: Array) -> Array:
   return token_mean(nll, mask)
 
 
-def forward_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:
-  """Full-vocabulary KL(pT || pS) per token, token mean. [N, T, V] each."""
+def forward_kl_tokens(student_logits: Array, teacher_logits: Array) -> Array:
+  """Full-vocabulary KL(pT || pS) of each position: [N, T, V] each -> [N, T]."""
   log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
-  kl = (jnp.exp(log_t) * (log_t - log_s)).sum(-1)
-  return token_mean(kl, mask)
+  return (jnp.exp(log_t) * (log_t - log_s)).sum(-1)
 
 
-def top_k_forward_kl(student_logits: Array, teacher_top_logprobs: Array,
-                     teacher_top_ids: Array, mask: Array) -> Array:
-  """KL over the teacher's top-k tokens (teacher renormalized over them).
+def forward_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:
+  """Full-vocabulary KL(pT || pS) per token, token mean. [N, T, V] each."""
+  return token_mean(forward_kl_tokens(student_logits, teacher_logits), mask)
+
+
+def top_k_forward_kl_tokens(student_logits: Array, teacher_top_logprobs: Array,
+                            teacher_top_ids: Array) -> Array:
+  """KL over the teacher's top-k tokens (teacher renormalized over them), per position.
 
   Args:
     student_logits: [N, T, V].
     teacher_top_logprobs: [N, T, k] teacher log-probabilities of its top-k tokens.
     teacher_top_ids: [N, T, k] int32 token ids of those tokens.
-    mask: [N, T].
+  Returns:
+    [N, T] float32.
   """
   log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   log_s_top = jnp.take_along_axis(log_s, teacher_top_ids, axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_top_logprobs).astype(jnp.float32), -1)
-  kl = (jnp.exp(log_t) * (log_t - log_s_top)).sum(-1)
-  return token_mean(kl, mask)
+  return (jnp.exp(log_t) * (log_t - log_s_top)).sum(-1)
+
+
+def top_k_forward_kl(student_logits: Array, teacher_top_logprobs: Array,
+                     teacher_top_ids: Array, mask: Array) -> Array:
+  """top_k_forward_kl_tokens, token mean over mask [N, T]."""
+  return token_mean(top_k_forward_kl_tokens(student_logits, teacher_top_logprobs,
+                                            teacher_top_ids), mask)
 
 
 def teacher_top_k(teacher_logits: Array, k: int) -> tuple[Array, Array]:
@@ -93,28 +104,39 @@ def opd_pg_loss(student_logprobs: Array, sampler_logprobs: Array, teacher_logpro
                 "opd_reward": token_mean(advantage, mask), "ratio_mean": token_mean(ratio, mask)}
 
 
-def reverse_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:
-  """Full-vocabulary KL(pS || pT) per token, token mean. [N, T, V] each."""
+def reverse_kl_tokens(student_logits: Array, teacher_logits: Array) -> Array:
+  """Full-vocabulary KL(pS || pT) of each position: [N, T, V] each -> [N, T]."""
   log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
-  return token_mean((jnp.exp(log_s) * (log_s - log_t)).sum(-1), mask)
+  return (jnp.exp(log_s) * (log_s - log_t)).sum(-1)
 
 
-def generalized_jsd(student_logits: Array, teacher_logits: Array, mask: Array,
-                    beta: float) -> Array:
-  """beta KL(pT||M) + (1-beta) KL(pS||M), M = beta pT + (1-beta) pS; token mean."""
+def reverse_kl(student_logits: Array, teacher_logits: Array, mask: Array) -> Array:
+  """Full-vocabulary KL(pS || pT) per token, token mean. [N, T, V] each."""
+  return token_mean(reverse_kl_tokens(student_logits, teacher_logits), mask)
+
+
+def generalized_jsd_tokens(student_logits: Array, teacher_logits: Array, beta: float) -> Array:
+  """beta KL(pT||M) + (1-beta) KL(pS||M), M = beta pT + (1-beta) pS, of each position:
+  [N, T, V] each -> [N, T]."""
   if not 0.0 <= beta <= 1.0:
     raise ValueError(f"jsd beta={beta}: must be in [0, 1]")
   if beta == 0.0:
-    return forward_kl(student_logits, teacher_logits, mask)
+    return forward_kl_tokens(student_logits, teacher_logits)
   if beta == 1.0:
-    return reverse_kl(student_logits, teacher_logits, mask)
+    return reverse_kl_tokens(student_logits, teacher_logits)
   log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
   log_m = jnp.logaddexp(log_t + jnp.log(beta), log_s + jnp.log1p(-beta))
   kl_t = (jnp.exp(log_t) * (log_t - log_m)).sum(-1)
   kl_s = (jnp.exp(log_s) * (log_s - log_m)).sum(-1)
-  return token_mean(beta * kl_t + (1 - beta) * kl_s, mask)
+  return beta * kl_t + (1 - beta) * kl_s
+
+
+def generalized_jsd(student_logits: Array, teacher_logits: Array, mask: Array,
+                    beta: float) -> Array:
+  """generalized_jsd_tokens, token mean over mask [N, T]."""
+  return token_mean(generalized_jsd_tokens(student_logits, teacher_logits, beta), mask)
 
 
 def entropy(logits: Array) -> Array:

@@ -454,40 +454,63 @@ def head_logits(hidden: Array, head: Array) -> Array:
                     preferred_element_type=jnp.float32)
 
 
+def map_position_chunks(fn, hidden: Array, head: Array, inputs: tuple, chunk: int,
+                        temperature: float = 1.0):
+  """fn applied to the logits of `chunk` positions at a time, each chunk rematerialized in
+  the backward pass: the [N, chunk, V] float32 logits of one chunk exist at a time, never
+  [N, R, V] (model.logits_chunk).
+
+  Args:
+    fn: (logits [N, c, V] float32 at the temperature, *inputs sliced to [N, c, ...]) ->
+      a pytree of [N, c, ...] arrays.
+    hidden: [N, R, H]; head: [H, V]; inputs: arrays [N, R, ...] cut like the positions.
+  Returns:
+    fn's pytree with its arrays put back to [N, R, ...].
+  """
+  n, r, _ = hidden.shape
+  full = r // chunk
+
+  def apply(h, *rest):
+    logits = head_logits(h, head)
+    if temperature and temperature != 1.0:
+      logits = logits / temperature
+    return fn(logits, *rest)
+
+  # Chunks are cut by index inside the rematerialized function: a reshaped copy of a
+  # [N, R, V] input (the teacher's logits), or its slices saved for the backward pass,
+  # would be as large as what chunking saves.
+  @jax.checkpoint
+  def one(i):
+    cut = lambda x: jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk, axis=1)
+    return apply(cut(hidden), *map(cut, inputs))
+
+  out = jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(n, full * chunk, *x.shape[3:]),
+                     jax.lax.map(one, jnp.arange(full)))
+  if r % chunk:
+    tail = jax.checkpoint(apply)(hidden[:, full * chunk:], *(x[:, full * chunk:] for x in inputs))
+    out = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), out, tail)
+  return out
+
+
 def chunked_head(hidden: Array, head: Array, targets: Array, chunk: int, temperature: float,
                  with_entropy: bool) -> tuple[Array, Array | None]:
-  """Logprobs of `targets` (and the entropy) under softmax(hidden @ head / T), computed over
-  the positions in chunks of `chunk`, each rematerialized in the backward pass: the
-  [N, chunk, V] float32 logits of one chunk exist at a time, never [N, R, V].
+  """Logprobs of `targets` (and the entropy) under softmax(hidden @ head / T), `chunk`
+  positions at a time (map_position_chunks).
 
   Args:
     hidden: [N, R, H]; head: [H, V]; targets: [N, R] int32.
   Returns:
     ([N, R] float32 logprobs, [N, R] float32 entropy or None).
   """
-  n, r, _ = hidden.shape
-  pad = -r % chunk
-  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-  targets = jnp.pad(targets, ((0, 0), (0, pad)))
-  chunks = (r + pad) // chunk
-
-  @jax.checkpoint
-  def one(inputs):
-    h, tgt = inputs
-    logits = head_logits(h, head)
-    if temperature and temperature != 1.0:
-      logits = logits / temperature
+  def logprobs_and_entropy(logits, tgt):
     logz = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - logz
     if not with_entropy:
-      return picked, jnp.zeros_like(picked)
+      return picked, None
     probs = jnp.exp(logits - logz[..., None])
     return picked, logz - jnp.sum(probs * logits, axis=-1)
 
-  split = lambda x: x.reshape(n, chunks, chunk, *x.shape[2:]).swapaxes(0, 1)
-  merge = lambda x: x.swapaxes(0, 1).reshape(n, chunks * chunk)[:, :r]
-  logprobs, entropy = jax.lax.map(one, (split(hidden), split(targets)))
-  return merge(logprobs), (merge(entropy) if with_entropy else None)
+  return map_position_chunks(logprobs_and_entropy, hidden, head, (targets,), chunk, temperature)
 
 
 def gather_logprobs(logits: Array, targets: Array, temperature: float = 1.0) -> Array:

@@ -87,6 +87,19 @@ def response_logprobs(model, tokens: Array, valid: Array, response_len: int,
                                   with_entropy)
 
 
+def response_map(model, tokens: Array, valid: Array, response_len: int, fn, inputs: tuple,
+                 temperature: float = 1.0):
+  """fn(logits [N, R, V] of the last `response_len` positions, *inputs [N, R, ...]) -> a
+  pytree of [N, R, ...] arrays; with model.cfg.logits_chunk > 0 applied to that many
+  positions at a time, so the [N, R, V] logits never exist whole (same values)."""
+  chunk = model.cfg.logits_chunk
+  if not chunk or chunk >= response_len:
+    return fn(response_logits(model, tokens, valid, response_len, temperature), *inputs)
+  hidden = _hidden(model, tokens[:, :-1], valid[:, :-1])[:, -response_len:]
+  return transformer.map_position_chunks(fn, hidden, model.head_weight(), inputs, chunk,
+                                         temperature)
+
+
 def grpo_objective(graphdef: nnx.GraphDef, cfg: policy_gradient.PGConfig, *,
                    temperature: float = 1.0, compute_dtype: str = "float32"):
   """Loss of a batches.PGBatch. Without old_logprobs the policy being updated is
@@ -131,6 +144,8 @@ def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.
   fkl_full / rkl_full / jsd: + teacher_logits [N, R, V]; fkl_topk:
   + teacher_top_logprobs, teacher_top_ids [N, R, k]; opd_pg (student
   rollouts): + teacher_logprobs, sampler_logprobs [N, R].
+  With model.logits_chunk > 0 every loss computes the student's logits that many
+  positions at a time (response_map).
   temperature: the student's logits are divided by the sampling temperature,
   as the sampler's and (frozen_outputs) the teacher's are, so every
   distribution compared is the one that samples.
@@ -152,16 +167,19 @@ def distill_objective(graphdef: nnx.GraphDef, kind: str, *, jsd_beta: float = 0.
       loss, metrics = distillation.opd_pg_loss(logprobs, batch["sampler_logprobs"],
                                                batch["teacher_logprobs"], mask, opd_clip_epsilon)
       return loss, {**metrics, **weight}
-    logits = response_logits(model, batch["tokens"], batch["valid"], r, temperature)
     if kind == "fkl_full":
-      loss = distillation.forward_kl(logits, batch["teacher_logits"], mask)
+      per_token, inputs = distillation.forward_kl_tokens, (batch["teacher_logits"],)
     elif kind == "fkl_topk":
-      loss = distillation.top_k_forward_kl(logits, batch["teacher_top_logprobs"],
-                                           batch["teacher_top_ids"], mask)
+      per_token = distillation.top_k_forward_kl_tokens
+      inputs = (batch["teacher_top_logprobs"], batch["teacher_top_ids"])
     elif kind == "rkl_full":
-      loss = distillation.reverse_kl(logits, batch["teacher_logits"], mask)
+      per_token, inputs = distillation.reverse_kl_tokens, (batch["teacher_logits"],)
     else:
-      loss = distillation.generalized_jsd(logits, batch["teacher_logits"], mask, jsd_beta)
+      per_token = lambda s, t: distillation.generalized_jsd_tokens(s, t, jsd_beta)
+      inputs = (batch["teacher_logits"],)
+    loss = distillation.token_mean(
+        response_map(model, batch["tokens"], batch["valid"], r, per_token, inputs, temperature),
+        mask)
     return loss, {"loss": loss, **weight}
   return loss_fn
 
@@ -208,11 +226,12 @@ def frozen_outputs(graphdef: nnx.GraphDef, params, tokens: Array, valid: Array,
   model = _model(graphdef, params, compute_dtype)
   if what == "logprobs":
     return {"logprobs": response_logprobs(model, tokens, valid, response_len, temperature)[0]}
-  logits = response_logits(model, tokens, valid, response_len, temperature)
-  if what == "logits":
-    return {"logits": logits}
+  if what == "logits":  # the output itself is [N, R, V]: nothing to gain by chunks
+    return {"logits": response_logits(model, tokens, valid, response_len, temperature)}
   if what == "top_k":
-    values, ids = distillation.teacher_top_k(logits, top_k)
+    values, ids = response_map(model, tokens, valid, response_len,
+                               lambda logits: distillation.teacher_top_k(logits, top_k), (),
+                               temperature)
     return {"top_logprobs": values, "top_ids": ids}
   raise ValueError(f"frozen output {what!r}: choose logprobs, logits or top_k")
 
