@@ -105,10 +105,18 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         "stage 1: teacher GRPO": dict(
             rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",
             models={"teacher": ("teacher_model", True)}, samplers=("teacher",), logit_models=()),
+        "stage 2a: forward-KL warmup": dict(
+            rollout_rows=256, train_rows=256, num_samples=1, objective="fkl_topk", top_k=64,
+            models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
+            samplers=("teacher",), logit_models=("teacher",)),
         "stage 2b: on-policy distillation": dict(
             rollout_rows=256 * 4, train_rows=256 * 4, num_samples=4, objective="opd_pg",
             models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
             samplers=("student",), logit_models=("teacher",)),
+        "stage 3: student GRPO": dict(
+            rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",
+            models={"student": ("student_model", True)}, samplers=("student",),
+            logit_models=()),
     })
   if preset == "tiny":
     default.learning_curves(config, min(config.teacher_grpo.steps, config.student_grpo.steps))

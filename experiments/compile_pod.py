@@ -43,6 +43,7 @@ from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
 from hybrid_rl.sampling import sampler
 from hybrid_rl.train import batches
+from hybrid_rl.train import distill_stage
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim as optim_lib
 from hybrid_rl.train import steps
@@ -261,7 +262,7 @@ def score_function(graphdef, params, mesh, *, rows: int, length: int):
 
 
 def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows: int,
-                   prompt_len: int, new_tokens: int):
+                   prompt_len: int, new_tokens: int, top_k: int = 0):
   """The train step of `objective` ("grpo" or a distillation kind) on one update's rows,
   micro-batched by train.grad_accum_steps / micro_batch_rows as the stage does."""
   length = prompt_len + new_tokens
@@ -284,6 +285,11 @@ def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows:
   elif objective == "opd_pg":
     batch["teacher_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
     batch["sampler_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
+  elif objective == "fkl_topk":
+    batch["teacher_top_logprobs"] = rows_of(mesh, (rows, new_tokens, top_k), jnp.float32)
+    batch["teacher_top_ids"] = rows_of(mesh, (rows, new_tokens, top_k), jnp.int32)
+  elif objective != "fkl_sampled":  # fkl_full, rkl_full, jsd
+    batch["teacher_logits"] = rows_of(mesh, (rows, new_tokens, cfg.vocab_size), jnp.float32)
   step = steps.make_train_step(loss, optimizer, config.train.grad_accum_steps,
                                config.train.micro_batch_rows)
   jitted = steps.jit_train_step(step, state, batch, mesh)
@@ -324,25 +330,38 @@ def stage_totals(rows: list[dict], params: dict[str, int]) -> None:
                                                     if m != r["model"])
 
 
+def held_model(params, trained: bool) -> dict:
+  """How a stage holds a model's parameters: their dtype, bytes per device, and the
+  bytes per device of the arrays replicated on every device (the partition rules
+  shard every matrix; norms and biases stay whole)."""
+  leaves = jax.tree.leaves(params)
+  replicated = [x for x in leaves if x.sharding.is_fully_replicated]
+  return {"dtype": sorted({str(x.dtype) for x in leaves}), "trained": trained,
+          "bytes_per_device": bytes_per_device(params),
+          "replicated_bytes_per_device": bytes_per_device(replicated)}
+
+
 def plan_functions(config: ml_collections.ConfigDict, plan, mesh
-                   ) -> tuple[list[tuple], dict[str, int]]:
-  """([(function name, model, compile thunk, model work)], {model: parameter bytes per
-  device}) for one stage of the preset."""
+                   ) -> tuple[list[tuple], dict[str, dict]]:
+  """([(function name, model, compile thunk, model work)], {model: held_model}) for one
+  stage of the preset. Trained models are held in param_dtype (float32 master weights),
+  frozen ones (teacher, reward model) in the compute dtype, as the stages hold them."""
   sampling, data = config.sampling, config.data
   p, r = data.max_prompt_len, sampling.max_new_tokens
   length = p + r
   samples = plan.get("num_samples", sampling.num_samples)
   objective = plan.get("objective", "grpo")
+  top_k = plan.get("top_k", 0)
   update_rows = plan.train_rows // (config.rl.minibatches if objective == "grpo" else 1)
   micro_rows = update_rows // steps.num_micro_batches(
       update_rows, config.train.grad_accum_steps, config.train.micro_batch_rows)
-  out, param_bytes = [], {}
+  out, held = [], {}
   for model_name, (block, trained) in plan.models.items():
     block = config[block] if isinstance(block, str) else block
     cfg = model_config(block, trained)
     graphdef, params = abstract_model(cfg, mesh)
     label = f"{model_name} ({block.get('name', '')})"
-    param_bytes[label] = bytes_per_device(params)
+    held[label] = held_model(params, trained)
     forward = lambda rows, logits, cfg=cfg: model_work(
         cfg, mesh, "forward", rows=rows, tokens=length, slots=length, logit_positions=logits)
     if model_name in plan.samplers:
@@ -362,17 +381,21 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
             micro_batches=plan.train_rows // micro_rows), forward(plan.train_rows, r)))
       out.append(("train step", label, train_function(
           graphdef, params, cfg, mesh, config, objective=objective, rows=update_rows,
-          prompt_len=p, new_tokens=r), model_work(cfg, mesh, "train", rows=update_rows,
-                                                  tokens=length, slots=length, logit_positions=r)))
+          prompt_len=p, new_tokens=r, top_k=top_k),
+                  model_work(cfg, mesh, "train", rows=update_rows, tokens=length, slots=length,
+                             logit_positions=r)))
     elif cfg.num_labels:
       rows = config.reward.rm_batch_rows * max(1, config.parallel.num_devices // 4)
       out.append(("reward scores", label, score_function(graphdef, params, mesh, rows=rows,
                                                          length=length), forward(rows, 0)))
     else:
-      out.append(("teacher logprobs", label, frozen_function(
-          graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
-          micro_batches=plan.train_rows // micro_rows), forward(plan.train_rows, r)))
-  return out, param_bytes
+      what = distill_stage.TEACHER_OUTPUT[objective]
+      if what is not None:  # fkl_sampled reads only the teacher's samples
+        out.append((f"teacher {what}", label, frozen_function(
+            graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
+            micro_batches=plan.train_rows // micro_rows, what=what, top_k=top_k),
+                    forward(plan.train_rows, r)))
+  return out, held
 
 
 def updates_per_batch(config: ml_collections.ConfigDict, plan) -> int:
@@ -391,7 +414,8 @@ def step_seconds(config, plan, rows: list[dict]) -> float:
                                      * ms.get("decode step", 0.0))
   score_calls = plan.rollout_rows / (config.reward.rm_batch_rows
                                      * max(1, config.parallel.num_devices // 4))
-  frozen = (ms.get("pi_old logprobs", 0.0) + ms.get("teacher logprobs", 0.0)
+  teacher = sum(v for k, v in ms.items() if k.startswith("teacher "))
+  frozen = (ms.get("pi_old logprobs", 0.0) + teacher
             + np.ceil(score_calls) * ms.get("reward scores", 0.0))
   train = updates_per_batch(config, plan) * ms.get("train step", 0.0)
   return (sample + frozen + train) / 1e3
@@ -415,11 +439,12 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
         f"tensor) {tuple(mesh.shape.values())}, HBM {hbm / GIB:.0f} GiB per chip", flush=True)
   result = {"preset": preset, "tpu_type": config.parallel.tpu_type, "topology": topology,
             "mesh": list(mesh.shape.values()), "hbm_bytes": hbm, "jax": jax.__version__,
-            "functions": [], "step_seconds": {}}
+            "functions": [], "models": {}, "step_seconds": {}}
   with jax.set_mesh(mesh):
     for stage, plan in config.plans.items():
       rows = []
-      functions, param_bytes = plan_functions(config, plan, mesh)
+      functions, held = plan_functions(config, plan, mesh)
+      result["models"][stage] = held
       for fn_name, model, thunk, work in functions:
         if only and only not in fn_name:
           continue
@@ -434,7 +459,7 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
                    compile_s=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(format_row(row, hbm), flush=True)
-      stage_totals(rows, param_bytes)
+      stage_totals(rows, {m: h["bytes_per_device"] for m, h in held.items()})
       generate_rooflines(rows, config.sampling.max_new_tokens)
       for r in rows:
         if "stage_bytes" in r:
@@ -473,6 +498,14 @@ def to_markdown(result: dict) -> str:
                  f"{r['total_bytes'] / GIB:.1f} | {r['stage_bytes'] / GIB:.1f} | "
                  f"{100 * r['stage_bytes'] / result['hbm_bytes']:.0f} | {r['roofline_ms']:.1f} | "
                  f"{r['model_roofline_ms']:.1f} | {r['xla_roofline_ms']:.1f} | {coll} |")
+  lines += ["", "| stage | model | held as | GiB per device | of which replicated |",
+            "|---|---|---|---|---|"]
+  for stage, held in result["models"].items():
+    for model, h in held.items():
+      lines.append(f"| {stage} | {model} | {', '.join(h['dtype'])}"
+                   f"{' (trained: float32 master + optimizer)' if h['trained'] else ''} | "
+                   f"{h['bytes_per_device'] / GIB:.2f} | "
+                   f"{h['replicated_bytes_per_device'] / GIB:.3f} |")
   for stage, seconds in result["step_seconds"].items():
     lines.append(f"\n{stage}: roofline {seconds:.1f} s per RL step")
   return "\n".join(lines) + "\n"

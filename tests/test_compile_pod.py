@@ -30,6 +30,16 @@ with jax.set_mesh(mesh):
     compiled = compile_pod.train_function(graphdef, params, cfg, mesh, config, objective="grpo",
                                           rows=16, prompt_len=128, new_tokens=896)()
     out[f"train_{remat}"] = compile_pod.report(compiled, "v5e", (1.0, 1.0))
+  # The forward-KL warmup's top-k path, with the logits a chunk of positions at a time.
+  config.model.vocab_size = 16384
+  for chunk in (0, 128):
+    config.model.logits_chunk = chunk
+    cfg = compile_pod.model_config(config.model, trained=True)
+    graphdef, params = compile_pod.abstract_model(cfg, mesh)
+    compiled = compile_pod.train_function(graphdef, params, cfg, mesh, config,
+                                          objective="fkl_topk", rows=16, prompt_len=128,
+                                          new_tokens=896, top_k=8)()
+    out[f"fkl_topk_{chunk}"] = compile_pod.report(compiled, "v5e", (1.0, 1.0))
   fns = compile_pod.sampler_functions(graphdef, params, cfg, mesh, prompts=4, samples=2,
                                       prompt_len=40, new_tokens=24, prefix="")
   for name, (fn, args, work) in fns.items():
@@ -57,6 +67,34 @@ def test_micro_preset_compiles_for_a_tpu_slice_and_remat_lowers_its_memory():
   for name in ("generate", "prefill", "decode step"):
     assert 0 < out[name]["total_bytes"] < 16 * 2**30 and out[name]["flops"] > 0
   assert out["split_mesh"] == [8, 8, 1]
+  # 4 rows a device x 896 positions x 16384 float32 logits, and their gradient, are gone.
+  saved = out["fkl_topk_0"]["temp_bytes"] - out["fkl_topk_128"]["temp_bytes"]
+  assert saved > 2 * 4 * 896 * 16384 * 4, out
+
+
+def test_every_pod_plan_covers_the_stages_its_experiment_runs():
+  """compile_pod checks what a pod would run: each training stage with steps has a plan
+  with its objective, models, sampler and rows."""
+  from configs import hero, reinforce_ada, sparse_to_dense
+  for config in (hero.get_config("pod"), reinforce_ada.get_config("pod")):
+    (plan,) = config.plans.values()
+    assert plan.objective == "grpo" and plan.models["policy"][1]
+    assert plan.rollout_rows == config.grpo.batch_size * config.grpo.get(
+        "num_samples", config.sampling.num_samples)
+  for preset in ("pod", "pod_llama"):
+    config = sparse_to_dense.get_config(preset)
+    stages = {"teacher_grpo": ("teacher", "grpo", "teacher"),
+              "fkl": ("student", config.fkl.kind, "teacher"),
+              "opd": ("student", config.opd.kind, "student"),
+              "student_grpo": ("student", "grpo", "student")}
+    ran = {name: want for name, want in stages.items() if config[name].steps > 0}
+    planned = {(trained, p.objective, p.samplers[0], p.rollout_rows)
+               for p in config.plans.values()
+               for trained, (_, is_trained) in p.models.items() if is_trained}
+    for name, (model, objective, sampler) in ran.items():
+      rows = config[name].batch_size * config[name].get("num_samples", 1)
+      assert (model, objective, sampler, rows) in planned, (preset, name, planned)
+    assert len(planned) == len(ran)
 
 
 def test_slice_names_and_collective_parsing():
