@@ -1,6 +1,8 @@
 """Logits parity with transformers' PyTorch models, export round trip, bad checkpoints."""
 import json
 import os
+import subprocess
+import sys
 
 from flax import nnx
 import jax
@@ -13,6 +15,7 @@ import transformers
 
 from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
+from tests import helpers
 from tests.model_fixtures import FAMILIES, make_hf_model, random_tokens
 
 
@@ -163,3 +166,67 @@ def test_sharded_checkpoint_with_index_loads_and_missing_shard_is_named(tmp_path
   os.remove(tmp_path / shard)
   with pytest.raises(hf_io.CheckpointError, match=f"shard {shard} listed in the index is missing"):
     hf_io.load_hf(str(tmp_path))
+
+
+SHARDED_LOAD = r"""
+import json, os, sys
+import jax, numpy as np
+from flax import nnx
+from hybrid_rl.models import hf_io, transformer
+from hybrid_rl.parallel import sharding
+from hybrid_rl.train import stage_io, steps
+path = sys.argv[1]
+cfg = transformer.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=3,
+                              num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True,
+                              qkv_bias=True)
+model = transformer.Transformer(cfg, rngs=nnx.Rngs(3))
+hf_io.save_hf(model, os.path.join(path, "hf"), family="qwen3")
+stage_io.export_final(os.path.join(path, "stage"), cfg, steps.params_of(model), "")
+mesh = sharding.make_mesh((1, 4, 2))
+out = {}
+for name, load in [
+    ("hf", lambda mesh: hf_io.load_hf(os.path.join(path, "hf"), mesh=mesh)),
+    ("hf_bf16", lambda mesh: hf_io.load_hf(os.path.join(path, "hf"), param_dtype="bfloat16",
+                                           mesh=mesh)),
+    ("stage", lambda mesh: stage_io.load_final(os.path.join(path, "stage"), mesh=mesh)[0])]:
+  whole, placed = steps.params_of(load(None)), steps.params_of(load(mesh))
+  rules = sharding.param_shardings(whole, mesh)
+  out[name] = {
+      "equal": all(bool(np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+                   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(placed))),
+      "dtypes": sorted({str(x.dtype) for x in jax.tree.leaves(placed)}),
+      "placed_by_rules": all(x.sharding.is_equivalent_to(s, x.ndim) for x, s in
+                             zip(jax.tree.leaves(placed), jax.tree.leaves(rules))),
+      "sharded": sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(placed))}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_checkpoints_load_onto_a_mesh_with_the_values_of_a_whole_read(tmp_path):
+  """load_hf / load_final with a mesh: the same values as read whole, every parameter
+  placed by the partition rules, in the dtype asked for (a frozen model's compute dtype)."""
+  proc = subprocess.run([sys.executable, "-c", SHARDED_LOAD, str(tmp_path)], cwd=helpers.REPO,
+                        capture_output=True, text=True, timeout=600,
+                        env=helpers.subprocess_env(
+                            XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+  assert line, proc.stderr[-4000:]
+  out = json.loads(line[0][len("RESULT"):])
+  for name, r in out.items():
+    assert r["equal"] and r["placed_by_rules"] and r["sharded"] >= 9, (name, r)
+  assert out["hf"]["dtypes"] == ["float32"] and out["hf_bf16"]["dtypes"] == ["bfloat16"]
+
+
+def test_each_process_reads_only_its_own_slices_of_a_checkpoint(tmp_path):
+  """Two processes (jax.distributed) load a 4-file checkpoint onto an fsdp mesh over both:
+  each reads about half of its bytes (the replicated norms whole), not all of them."""
+  proc = helpers.run_module(
+      "experiments.bench.load_memory", "--layers=4", "--hidden=256", "--intermediate=512",
+      "--vocab=1024", f"--dir={tmp_path / 'ckpt'}", "--held=float32")
+  summary = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
+  total = summary["checkpoint_bytes"]
+  assert len(summary["processes"]) == 2
+  for r in summary["processes"]:
+    assert 0.45 * total < r["read_bytes"] < 0.55 * total, (r, total)
+    # Read straight into what it holds (a replicated norm read once for all its devices).
+    assert r["read_bytes"] <= r["held_bytes"] < r["read_bytes"] + 0.01 * total, r

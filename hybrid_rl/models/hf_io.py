@@ -9,6 +9,7 @@ Import reads `config.json` and safetensors (one file or shards listed in
 Weight table: our stacked parameter -> HF tensor name per layer. HF Linear
 weights are [out, in]; ours are [in, out], hence the transposes.
 """
+import functools
 import json
 import os
 from typing import Callable, Mapping
@@ -110,43 +111,81 @@ def config_from_hf(hf: Mapping, *, dtype: str = "float32",
 
 
 def build_model(cfg: transformer.ModelConfig, get: Callable[[str], np.ndarray | None],
-                source: str) -> transformer.Transformer:
-  """Fills an abstract model from HF-named tensors.
+                source: str, mesh=None) -> transformer.Transformer:
+  """Fills an abstract model from HF-named tensors held whole (a GGUF's, dequantized).
 
   Args:
     cfg: the architecture.
     get: HF tensor name -> array in HF layout, or None when absent.
     source: where the tensors come from, for error messages.
+    mesh: None, or the mesh to place the parameters on (partition rules).
   """
+  def shape_of(name):
+    array = get(name)
+    return None if array is None else tuple(np.shape(array))
+  return assemble_model(cfg, shape_of, lambda name, index: np.asarray(get(name))[index],
+                        source, mesh)
+
+
+def _hf_entries(cfg: transformer.ModelConfig, path: str, shape: tuple
+                ) -> tuple[list[str], bool, tuple]:
+  """(HF tensor names, transposed?, one tensor's shape in our layout) of our parameter at
+  "/"-joined `path` of shape `shape`: a stacked layer parameter has one name per layer."""
+  if path.startswith("layers/"):
+    hf_name, transpose = LAYER_TABLE[path.split("/", 1)[1]]
+    return [f"model.layers.{i}.{hf_name}" for i in range(cfg.num_layers)], transpose, shape[1:]
+  hf_name, transpose = TOP_TABLE[path]
+  return [hf_name], transpose, shape
+
+
+def assemble_model(cfg: transformer.ModelConfig, shape_of: Callable[[str], tuple | None],
+                   read: Callable[[str, tuple], np.ndarray], source: str, mesh=None
+                   ) -> transformer.Transformer:
+  """Our model in cfg.param_dtype from HF-named tensors read a slice at a time.
+
+  With a mesh, each parameter is a global array (`jax.make_array_from_callback`) placed
+  by the partition rules, and each process reads only the slices its own devices hold
+  (on a pod, a 70B checkpoint is not read whole by every host). Without one, whole.
+
+  Args:
+    shape_of: HF tensor name -> its shape in HF layout, or None when absent.
+    read: (HF tensor name, tuple of slices in HF layout) -> that slice.
+  """
+  from hybrid_rl.parallel import sharding  # pylint: disable=g-import-not-at-top
   model = nnx.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(model)
+  abstract = nnx.to_pure_dict(state)
+  shardings = sharding.param_shardings(abstract, mesh) if mesh is not None else None
   dtype = jnp.dtype(cfg.param_dtype)
 
-  def fetch(name: str, transpose: bool, expected: tuple) -> jax.Array:
-    array = get(name)
-    if array is None:
-      raise CheckpointError(f"{source}: missing tensor {name}")
-    array = np.asarray(array)
-    if transpose:
-      array = array.T
-    if array.shape != expected:
-      shown = array.T.shape if transpose else array.shape
-      raise CheckpointError(f"{source}: tensor {name} has shape {shown}, expected "
-                            f"{expected[::-1] if transpose else expected}")
-    return jnp.asarray(array, dtype)
+  def load(key_path, leaf):
+    path = "/".join(str(k.key) for k in key_path)
+    names, transpose, expected = _hf_entries(cfg, path, leaf.shape)
+    for name in names:  # from the headers: a bad checkpoint fails before any read
+      shape = shape_of(name)
+      if shape is None:
+        raise CheckpointError(f"{source}: missing tensor {name}")
+      if (shape[::-1] if transpose else shape) != expected:
+        raise CheckpointError(f"{source}: tensor {name} has shape {shape}, expected "
+                              f"{expected[::-1] if transpose else expected}")
+    stacked = path.startswith("layers/")
 
-  for attr, param in list(vars(model.layers).items()):
-    if not isinstance(param, nnx.Param):
-      continue
-    hf_name, transpose = LAYER_TABLE[attr]
-    per_layer = param.shape[1:]
-    stacked = [fetch(f"model.layers.{i}.{hf_name}", transpose, per_layer)
-               for i in range(cfg.num_layers)]
-    setattr(model.layers, attr, nnx.Param(jnp.stack(stacked)))
-  for attr, (hf_name, transpose) in TOP_TABLE.items():
-    param = getattr(model, attr, None)
-    if isinstance(param, nnx.Param):
-      setattr(model, attr, nnx.Param(fetch(hf_name, transpose, param.shape)))
-  return model
+    def piece(index: tuple) -> np.ndarray:
+      layers, rest = (index[0], index[1:]) if stacked else (slice(None), index)
+      rest = tuple(rest) + (slice(None),) * (len(expected) - len(rest))
+      chosen = names[layers] if stacked else names
+      parts = [read(n, rest[::-1] if transpose else rest) for n in chosen]
+      parts = [np.asarray(x).T if transpose else np.asarray(x) for x in parts]
+      return (np.stack(parts) if stacked else parts[0]).astype(dtype)
+
+    if shardings is None:
+      return jnp.asarray(piece((slice(None),) * len(leaf.shape)))
+    sh = functools.reduce(lambda t, k: t[k.key], key_path, shardings)
+    return jax.make_array_from_callback(leaf.shape, sh, piece)
+
+  params = jax.tree_util.tree_map_with_path(load, abstract)
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state)
 
 
 def _safetensor_files(path: str) -> list[str]:
@@ -161,32 +200,43 @@ def _safetensor_files(path: str) -> list[str]:
   raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """All tensors of a checkpoint directory as host arrays (bf16 via ml_dtypes)."""
-  tensors = {}
-  with jax.default_device(jax.local_devices(backend="cpu")[0]):
-    for file in _safetensor_files(path):
-      if not os.path.exists(file):
-        raise CheckpointError(f"{path}: shard {os.path.basename(file)} listed in the index is missing")
-      with safe_open(file, framework="flax") as f:
-        for name in f.keys():
-          tensors[name] = np.asarray(jax.device_get(f.get_tensor(name)))
-  return tensors
+def safetensors_shapes(path: str) -> dict[str, tuple[str, tuple]]:
+  """{tensor name: (file, shape)} of a checkpoint directory, from the files' headers."""
+  out = {}
+  for file in _safetensor_files(path):
+    if not os.path.exists(file):
+      raise CheckpointError(f"{path}: shard {os.path.basename(file)} listed in the index is missing")
+    with safe_open(file, framework="numpy") as f:
+      for name in f.keys():
+        out[name] = (file, tuple(f.get_slice(name).get_shape()))
+  return out
 
 
-def load_hf(path: str, *, dtype: str = "float32", param_dtype: str = "float32"
+def read_slice(file: str, name: str, index: tuple) -> np.ndarray:
+  """`index` of tensor `name` (bf16 as ml_dtypes.bfloat16). The file is mapped only for
+  this read: pages of a mapping left open would count as the process's memory until the
+  whole checkpoint had been touched."""
+  with safe_open(file, framework="numpy") as f:
+    return f.get_slice(name)[index]
+
+
+def load_hf(path: str, *, dtype: str = "float32", param_dtype: str = "float32", mesh=None
             ) -> transformer.Transformer:
-  """Our Transformer from a HF checkpoint directory (config.json + safetensors)."""
+  """Our Transformer from a HF checkpoint directory (config.json + safetensors), its
+  parameters in `param_dtype`; with a mesh, placed on it and each process reading only
+  its own devices' slices (assemble_model)."""
   config_path = os.path.join(path, "config.json")
   if not os.path.exists(config_path):
     raise CheckpointError(f"{path}: no config.json")
   with open(config_path) as f:
     hf = json.load(f)
   cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype)
-  tensors = read_safetensors(path)
-  if cfg.tie_embeddings and "lm_head.weight" in tensors:
-    tensors.pop("lm_head.weight")
-  return build_model(cfg, tensors.get, path)
+  where = safetensors_shapes(path)
+  if cfg.tie_embeddings:
+    where.pop("lm_head.weight", None)
+  shape_of = lambda name: where[name][1] if name in where else None
+  return assemble_model(cfg, shape_of, lambda name, index: read_slice(where[name][0], name, index),
+                        path, mesh)
 
 
 def hf_config(cfg: transformer.ModelConfig, *, family: str = "llama",

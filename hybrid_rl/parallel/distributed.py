@@ -108,8 +108,14 @@ def local_rows(mesh: Mesh, x: jax.Array) -> np.ndarray:
 
 
 def put_global(tree: PyTree, shardings: PyTree) -> PyTree:
-  """Host values (identical on every process) -> global arrays with the given shardings."""
+  """Host values (identical on every process) -> global arrays with the given shardings.
+  Global arrays already placed (a checkpoint loaded onto the mesh) are resharded where
+  their sharding differs, never gathered to a host."""
   def one(value, sh):
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+      return value if value.sharding.is_equivalent_to(sh, value.ndim) else jax.device_put(value, sh)
+    if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sh, value.ndim):
+      return value
     value = np.asarray(value)
     return jax.make_array_from_callback(value.shape, sh, lambda index: value[index])
   return jax.tree.map(one, tree, shardings)

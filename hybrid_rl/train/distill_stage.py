@@ -51,8 +51,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   dcfg = config.distill
-  student = stage_io.build_or_load(config, workdir)
-  teacher = stage_io.build_or_load(config, workdir, init_from=dcfg.teacher_from)
+  student = stage_io.build_or_load(config, workdir, mesh=mesh)
+  teacher = stage_io.build_or_load(config, workdir, init_from=dcfg.teacher_from, mesh=mesh,
+                                   frozen=True)
   if len(teacher.tokenizer) != len(student.tokenizer):
     raise errors.ConfigError(f"teacher vocabulary ({len(teacher.tokenizer)}) differs from the student's "
                      f"({len(student.tokenizer)}): token-level distillation needs one vocabulary")

