@@ -73,6 +73,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                        instruction="Please reason step by step, and put your final answer "
                        "within \\boxed{}.", max_prompt_len=1024)
     config.hero.rule_verifier = "equivalence"  # math-verify, as in the paper
+    # MATH has no easy / hard families (the paper's regimes are its own data subsets):
+    # every arm trains on all of MATH's training problems (a rehearsal found the easy
+    # regime selecting nothing, experiments/rehearse_pod.py).
+    config.hero.update(regimes="all", ablation_regime="all")
     config.model.compute_dtype = "bfloat16"
     config.sampling.update(max_new_tokens=4096, temperature=1.0, num_samples=8, chunks=4)
     config.sft.steps = 0

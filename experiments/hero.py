@@ -24,6 +24,7 @@ from absl import flags
 import ml_collections
 
 from hybrid_rl import cli
+from hybrid_rl import errors
 from hybrid_rl.eval import plots
 from hybrid_rl.eval import tables
 from hybrid_rl.parallel import distributed
@@ -31,8 +32,11 @@ from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 
 
-REGIMES = {"easy": "easy", "hard": "hard", "mixed": "easy,hard"}
-REGIME_NAMES = {"easy": "easy-to-verify", "hard": "hard-to-verify", "mixed": "mixed"}
+# Regime -> the synthetic_math families its RL prompts come from; "all" keeps every
+# problem of the data (real data such as MATH has no easy / hard families).
+REGIMES = {"easy": "easy", "hard": "hard", "mixed": "easy,hard", "all": ""}
+REGIME_NAMES = {"easy": "easy-to-verify", "hard": "hard-to-verify", "mixed": "mixed",
+                "all": "all training problems"}
 METHODS = {"rm": ("rm", "RM-only"), "verifier": ("verifier", "verifier-only"),
            "hero": ("hero", "HERO"), "naive": ("naive_sum", "naive sum")}
 # Tao et al. 2025, Qwen3-4B-Base: (easy-to-verify eval avg, hard-to-verify eval avg).
@@ -53,8 +57,25 @@ def main_alpha(config: ml_collections.ConfigDict, regime: str) -> float:
   return config.hero.alpha_easy if regime == "easy" else config.hero.alpha_other
 
 
+def check_arms(config: ml_collections.ConfigDict) -> None:
+  """One line for a regime or method this script does not know (before any stage runs)."""
+  regimes = config.hero.regimes.split(",") + ([config.hero.ablation_regime]
+                                              if config.hero.ablations else [])
+  for field, values, known in (("regimes / ablation_regime", regimes, REGIMES),
+                               ("methods", config.hero.methods.split(","), METHODS)):
+    unknown = [v for v in values if v not in known]
+    if unknown:
+      raise errors.ConfigError(f"config.hero.{field}: unknown {', '.join(map(repr, unknown))} "
+                               f"(choose from {', '.join(known)})")
+  if config.data.name != "synthetic_math" and any(REGIMES[r] for r in regimes):
+    raise errors.ConfigError(
+        f"config.hero.regimes={config.hero.regimes!r} with data {config.data.name!r}: easy / "
+        "hard / mixed select synthetic_math families; use 'all' for other data")
+
+
 def arm_list(config: ml_collections.ConfigDict) -> list[tuple[str, str, str, dict]]:
   """(arm id, regime, method, reward overrides); ids name the arm's directory."""
+  check_arms(config)
   arms = []
   for regime in config.hero.regimes.split(","):
     for method in config.hero.methods.split(","):
@@ -111,19 +132,25 @@ def family_cell(evals: list[dict], family: str) -> str:
   return tables.fmt(*tables.mean_ci95(vals)) if vals else "-"
 
 
+def ours(config, evals: list[dict]) -> dict:
+  """The table's columns of our runs: avg@k on the easy and hard families of the
+  synthetic task, on every problem of other data (MATH, GSM8K)."""
+  if config.data.name == "synthetic_math":
+    return {"easy (ours)": family_cell(evals, "easy"), "hard (ours)": family_cell(evals, "hard")}
+  return {f"{config.data.name} (ours)": tables.fmt(*tables.mean_ci95(
+      [e["overall"]["avg@k"] for e in evals]))}
+
+
 def main_table(config, per_seed: list[dict], stem: str) -> str:
   starts = [s["start"] for s in per_seed]
   rows = [{"training regime": "none (the SFT cold start, before RL)", "method": "-",
-           "easy (ours)": family_cell(starts, "easy"), "hard (ours)": family_cell(starts, "hard"),
-           "easy (paper)": "", "hard (paper)": ""}]
+           **ours(config, starts), "easy (paper)": "", "hard (paper)": ""}]
   for regime in config.hero.regimes.split(","):
     for method in config.hero.methods.split(","):
       evals = [s["arms"][f"{regime}-{method}"] for s in per_seed]
       paper = PAPER_MAIN.get((regime, method), ("", ""))
       rows.append({"training regime": REGIME_NAMES[regime], "method": METHODS[method][1],
-                   "easy (ours)": family_cell(evals, "easy"),
-                   "hard (ours)": family_cell(evals, "hard"),
-                   "easy (paper)": paper[0], "hard (paper)": paper[1]})
+                   **ours(config, evals), "easy (paper)": paper[0], "hard (paper)": paper[1]})
   return tables.write_table(rows, list(rows[0]), stem, title="HERO: regime x reward method",
                             notes=setup_notes(config, per_seed))["md"]
 
@@ -144,9 +171,8 @@ def ablation_table(config, per_seed: list[dict], stem: str) -> str:
   for label, arm_id in named:
     evals = [s["arms"][arm_id] for s in per_seed if arm_id in s["arms"]]
     paper = PAPER_ABLATION.get(label, ("", ""))
-    rows.append({"ablation": label, "arm": arm_id, "easy (ours)": family_cell(evals, "easy"),
-                 "hard (ours)": family_cell(evals, "hard"), "easy (paper)": paper[0],
-                 "hard (paper)": paper[1]})
+    rows.append({"ablation": label, "arm": arm_id, **ours(config, evals),
+                 "easy (paper)": paper[0], "hard (paper)": paper[1]})
   notes = setup_notes(config, per_seed) + [
       f"Ablations train on the {REGIME_NAMES[r]} regime; rows sharing an arm are one run."]
   return tables.write_table(rows, list(rows[0]), stem, title="HERO ablations", notes=notes)["md"]
@@ -155,7 +181,7 @@ def ablation_table(config, per_seed: list[dict], stem: str) -> str:
 def setup_notes(config, per_seed: list[dict]) -> list[str]:
   m, k = config.model, config.eval.num_samples
   notes = [
-      f"Setup: synthetic_math, policy {m.hidden_size}d x {m.num_layers} layers; SFT "
+      f"Setup: {config.data.name}, policy {m.hidden_size}d x {m.num_layers} layers; SFT "
       f"{config.sft.steps} steps; GRPO {config.grpo.steps} steps x {config.grpo.batch_size} "
       f"prompts x {config.grpo.num_samples} samples, lr {config.grpo.learning_rate}; rule "
       f"verifier {config.hero.rule_verifier}; oracle (equivalence) avg@{k} (%) on "

@@ -174,3 +174,24 @@ def test_reward_config_rejects_bad_values():
     hero.RewardConfig(mode="sum")
   with pytest.raises(ValueError, match="placement"):
     hero.RewardConfig(placement="loss")
+
+
+def test_hero_arms_refuse_regimes_the_data_does_not_have():
+  """The pod preset trains on MATH, which has no easy / hard families: its regimes are
+  'all'; an easy regime there, or an unknown name, is one line before any stage runs."""
+  from configs import hero as hero_configs
+  from experiments import hero as hero_experiment
+  from hybrid_rl import errors
+  pod = hero_configs.get_config("pod")
+  arms = hero_experiment.arm_list(pod)
+  assert {regime for _, regime, _, _ in arms} == {"all"} and len(arms) > 3
+  assert all(hero_experiment.REGIMES[r] == "" for _, r, _, _ in arms)
+  pod.hero.regimes = "easy"
+  with pytest.raises(errors.ConfigError, match="synthetic_math families; use 'all'"):
+    hero_experiment.arm_list(pod)
+  tiny = hero_configs.get_config("tiny")
+  tiny.hero.regimes = "easy,medium"
+  with pytest.raises(errors.ConfigError, match="unknown 'medium'"):
+    hero_experiment.arm_list(tiny)
+  evals = [{"overall": {"avg@k": 40.0}, "family": {"math": {"avg@k": 40.0}}}] * 2
+  assert list(hero_experiment.ours(pod, evals)) == ["math (ours)"]

@@ -13,6 +13,7 @@ order (CPU, GPU nodes) process p holds global rows [p * b, (p + 1) * b), so the
 global batch is the per-process batches concatenated, as one process would
 have drawn it.
 """
+import json
 import os
 from typing import Any, Mapping
 
@@ -126,6 +127,20 @@ def host_copy(tree: PyTree) -> PyTree:
   if jax.process_count() == 1:
     return jax.device_get(tree)
   return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def gather_objects(value: Any) -> list:
+  """A JSON-able host value of every process, in process order (one all-gather of
+  lengths, one of the padded UTF-8 bytes)."""
+  if jax.process_count() == 1:
+    return [value]
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32)))
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:data.size] = data
+  every = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(bytes(every[i, :int(lengths[i, 0])]).decode())
+          for i in range(every.shape[0])]
 
 
 def sum_over_processes(values: Any) -> np.ndarray:

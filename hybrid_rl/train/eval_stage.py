@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from hybrid_rl import config_checks
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.eval import accuracy
 from hybrid_rl.parallel import distributed
@@ -20,29 +21,45 @@ from hybrid_rl.train import stage_io
 
 
 def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.ConfigDict,
-             pool: verifier_pool.VerifierPool, rng: jax.Array) -> dict:
-  """Samples config.eval.num_samples responses per example and scores them."""
+             pool: verifier_pool.VerifierPool, rng: jax.Array, mesh=None) -> dict:
+  """Samples config.eval.num_samples responses per example and scores them.
+
+  mesh: the model's parameters are global arrays on it (several processes): each
+  process samples and verifies its share of every eval.batch_size problems, and the
+  verdicts are gathered; every process returns the whole result.
+  """
   ev = config.eval
   k = ev.num_samples
   sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
                                 temperature=ev.temperature, top_p=ev.top_p, num_samples=k)
+  share = ev.batch_size // jax.process_count() if mesh is not None else ev.batch_size
+  first = jax.process_index() * share if mesh is not None else 0
   correct, strict, statuses, shown = [], [], collections.Counter(), []
   for start in range(0, len(examples), ev.batch_size):
     chunk = examples[start:start + ev.batch_size]
     # Pad the last chunk to the bucket size so shapes (and compilations) repeat.
     padded = chunk + [chunk[-1]] * (ev.batch_size - len(chunk))
+    mine = padded[first:first + share]
     rng, key = jax.random.split(rng)
-    rollout = rollouts.sample(model, tokenizer, prompts_lib.format_prompts(padded, config, tokenizer),
-                              key, sp, config.data.max_prompt_len,
+    rollout = rollouts.sample(model, tokenizer, prompts_lib.format_prompts(mine, config, tokenizer),
+                              key, sp, config.data.max_prompt_len, mesh=mesh,
                               chunks=config.sampling.chunks)
-    texts = rollout.texts[: len(chunk) * k]
-    golds = [e["answer"] for e in chunk for _ in range(k)]
-    scores = scoring.verify_texts(pool, "strict", texts, golds)
-    statuses.update(scores.statuses)
-    strict.append(scores.rule.astype(bool).reshape(len(chunk), k))
-    correct.append(scores.oracle.astype(bool).reshape(len(chunk), k))
-    shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i * k],
-               "extracted": scores.extracted[i * k], "correct": bool(scores.oracle[i * k])}
+    golds = [e["answer"] for e in mine for _ in range(k)]
+    scores = scoring.verify_texts(pool, "strict", rollout.texts, golds)
+    parts = distributed.gather_objects({
+        "rule": scores.rule.astype(bool).tolist(), "oracle": scores.oracle.astype(bool).tolist(),
+        "statuses": dict(scores.statuses), "texts": rollout.texts[::k],
+        "extracted": list(scores.extracted[::k])})
+    rule = np.concatenate([p["rule"] for p in parts])[: len(chunk) * k]
+    oracle = np.concatenate([p["oracle"] for p in parts])[: len(chunk) * k]
+    texts = [t for p in parts for t in p["texts"]]
+    extracted = [x for p in parts for x in p["extracted"]]
+    for p in parts:
+      statuses.update(p["statuses"])
+    strict.append(rule.astype(bool).reshape(len(chunk), k))
+    correct.append(oracle.astype(bool).reshape(len(chunk), k))
+    shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i],
+               "extracted": extracted[i], "correct": bool(oracle[i * k])}
               for i, e in enumerate(chunk)][: max(0, 5 - len(shown))]
   correct = np.concatenate(correct)
   result = accuracy.summarize(correct, examples, k)
@@ -69,11 +86,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.exists(out_json):
     with open(out_json) as f:
       return json.load(f)
-  policy = stage_io.build_or_load(config, workdir)
   examples = stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
   pool = verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s)
-  result = evaluate(policy.model, policy.tokenizer, examples, config, pool,
-                    jax.random.PRNGKey(config.seed + 7919))
+  key = jax.random.PRNGKey(config.seed + 7919)
+  if jax.process_count() == 1:
+    policy = stage_io.build_or_load(config, workdir)
+    result = evaluate(policy.model, policy.tokenizer, examples, config, pool, key)
+  else:  # the model sharded over every process's devices, as the training stages hold it
+    mesh = distributed.make_mesh(config.parallel.mesh_shape)
+    config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks,
+                                     rows=config.eval.batch_size, field="eval.batch_size")
+    with jax.set_mesh(mesh):
+      policy = stage_io.build_or_load(config, workdir, mesh=mesh, frozen=True)
+      result = evaluate(policy.model, policy.tokenizer, examples, config, pool, key, mesh=mesh)
   result["split"] = config.eval.split
   result["settings"] = comparison_settings(config, len(examples))
   # Every process evaluates every example with the same key (replicated, not split:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hybrid_rl import config_checks
 from hybrid_rl import errors
 from hybrid_rl.adaptive import collect as adaptive_collect
 from hybrid_rl.adaptive import successive_elimination as se
@@ -70,9 +71,9 @@ def ada_config(config: ml_collections.ConfigDict) -> se.AdaConfig | None:
   return se.AdaConfig(mode=config.rl.sampling, **config.rl.ada.to_dict())
 
 
-def eval_metrics(model, tokenizer, examples, config, pool, step: int) -> dict:
+def eval_metrics(model, tokenizer, examples, config, pool, step: int, mesh=None) -> dict:
   result = eval_stage.evaluate(model, tokenizer, examples, config, pool,
-                               jax.random.PRNGKey(config.seed * 1000 + step))
+                               jax.random.PRNGKey(config.seed * 1000 + step), mesh=mesh)
   out = {"eval/avg@k": result["overall"]["avg@k"], "eval/pass@k": result["overall"]["pass@k"]}
   for family, s in result.get("family", {}).items():
     out[f"eval/avg@k/{family}"] = s["avg@k"]
@@ -83,6 +84,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """GRPO over the global mesh (config.parallel.mesh_shape); with several
   processes each samples, verifies and decodes its own rows of the global batch."""
   mesh = distributed.make_mesh(config.parallel.mesh_shape)
+  config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks)
   with jax.set_mesh(mesh):
     return _run(config, workdir, mesh)
 
@@ -242,6 +244,7 @@ def update(ctx: StepContext, train_step, state: dict, batch: batches.PGBatch, ke
     batch = batch._replace(old_logprobs=frozen_logprobs(state["params"]))
   if ctx.ref_params is not None:
     batch = batch._replace(ref_logprobs=frozen_logprobs(ctx.ref_params))
+  batch = steps.place_rows(batch, ctx.mesh)
   state, history = steps.ppo_epochs(train_step, state, batch, key, epochs=config.rl.epochs,
                                     minibatches=config.rl.minibatches)
   jax.block_until_ready(state["params"])
@@ -294,8 +297,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   examples = stage_io.select_families(
       stage_io.load_split(config, workdir, config.data.train_split), config.data.train_families)
   if config.eval.every and jax.process_count() > 1:
-    raise errors.ConfigError("config.eval.every > 0 with several processes: run the eval stage on the "
-                     "exported checkpoint instead")
+    config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks,
+                                     rows=config.eval.batch_size, field="eval.batch_size")
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
   optimizer = optim.make_optimizer(config.optim, config.train.steps)
@@ -370,7 +373,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
              "stats": distributed.put_replicated(mesh, stats)}
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
       metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
-                                  config, ctx.pool, step))
+                                  config, ctx.pool, step,
+                                  mesh=mesh if jax.process_count() > 1 else None))
     return state, metrics
 
   state, info = loop.run(workdir, init_state=init, step_fn=step_fn, desc="grpo",

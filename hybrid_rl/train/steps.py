@@ -251,6 +251,21 @@ def jit_train_step(step, state: PyTree, batch: Mapping[str, jax.Array] | None = 
                  out_shardings=(state_sh, replicated), donate_argnums=donate_argnums)
 
 
+def place_rows(batch: PyTree, mesh) -> PyTree:
+  """Every field split by rows over the batch axes (batch_shardings), where a computation
+  left some replicated (frozen logprobs): a multi-process jit refuses an argument whose
+  sharding differs from its in_shardings instead of moving it."""
+  return jax.jit(lambda b: b, out_shardings=batch_shardings(batch, mesh))(batch)
+
+
+def take_rows(batch: PyTree, rows: np.ndarray) -> PyTree:
+  """batch[rows] for every field, each keeping its sharding: an indexed global array would
+  come back replicated, which a multi-process jit with row-split in_shardings refuses."""
+  shardings = jax.tree.map(lambda x: x.sharding, batch)
+  return jax.jit(lambda b, r: jax.tree.map(lambda x: x[r], b), out_shardings=shardings)(
+      batch, rows)
+
+
 def ppo_epochs(step, state: dict, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                epochs: int = 1, minibatches: int = 1) -> tuple[dict, list[dict]]:
   """Several optimizer steps over one rollout batch: `epochs` passes, each over
@@ -266,13 +281,11 @@ def ppo_epochs(step, state: dict, batch: Mapping[str, jax.Array], rng: jax.Array
   history = []
   for epoch in range(epochs):
     rng, perm_key = jax.random.split(rng)
-    order = jax.random.permutation(perm_key, n) if minibatches > 1 else None
+    # On the host: the same permutation on every process (the key is replicated).
+    order = np.asarray(jax.random.permutation(perm_key, n)) if minibatches > 1 else None
     for i in range(minibatches):
       rng, key = jax.random.split(rng)
-      mb = batch
-      if order is not None:
-        idx = order[i * size:(i + 1) * size]
-        mb = jax.tree.map(lambda x, idx=idx: x[idx], batch)
+      mb = batch if order is None else take_rows(batch, order[i * size:(i + 1) * size])
       state, metrics = step(state, mb, key)
       history.append({**metrics, "epoch": epoch})
   return state, history
