@@ -61,3 +61,33 @@ def test_sharded_forward_and_sampler_equal_single_device(results, shape):
   assert r["logprobs"] < 1e-5
   assert r["param_devices"] == 8  # parameters really placed over the whole mesh
   assert r["batch_sharded"]
+
+
+ROWS_SCRIPT = r"""
+import json
+from configs import default
+from hybrid_rl import config_checks, errors
+from hybrid_rl.parallel import sharding
+mesh = sharding.make_mesh((2, 4, 1))
+config = default.get_config("micro")
+out = {}
+for batch, chunks in ((32, 4), (8, 4), (12, 1)):
+  config.train.batch_size = batch
+  try:
+    config_checks.check_rows_on_mesh(config, mesh, chunks)
+    out[f"{batch}/{chunks}"] = "ok"
+  except errors.ConfigError as e:
+    out[f"{batch}/{chunks}"] = str(e)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_sampling_calls_whose_rows_the_mesh_cannot_split_are_one_line():
+  """8 prompts in 4 sampling calls on data x fsdp = 8 devices: 2 rows a call cannot be split
+  (jax raised IndivisibleError mid-step); 32 can."""
+  out = run_script_result(ROWS_SCRIPT)
+  assert out["32/4"] == "ok"
+  assert out["8/4"] == ("config.train.batch_size=8 in sampling.chunks=4 calls: a call of 2 "
+                        "prompts cannot be split over the mesh's data x fsdp = 8 devices; use a "
+                        "multiple of 32")
+  assert "a call of 12 prompts" in out["12/1"] and "multiple of 8" in out["12/1"]

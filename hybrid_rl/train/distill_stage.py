@@ -121,7 +121,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         batch["teacher_logits"] = out["logits"]
       else:
         batch["teacher_top_logprobs"], batch["teacher_top_ids"] = out["top_logprobs"], out["top_ids"]
-    state, metrics = train_step(state, batch, train_key)
+    state, metrics = train_step(state, steps.place_rows(batch, mesh), train_key)
     jax.block_until_ready(state["params"])
     t2 = time.perf_counter()
     host = distributed.reduce_host_values(
