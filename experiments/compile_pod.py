@@ -296,6 +296,19 @@ def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows:
   return lambda: jitted.lower(state, batch, replicated(mesh, (2,))).compile()
 
 
+def abstract_train_state(params, config: ml_collections.ConfigDict, mesh):
+  """The train state a stage keeps for a trained model (float32 master weights, optimizer
+  state, step, RNG, stats) as ShapeDtypeStructs with the shardings jit_train_step gives it."""
+  optimizer = optim_lib.make_optimizer(config.optim, 100)
+  master = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                        nnx.to_pure_dict(params))
+  state = jax.eval_shape(lambda p: steps.init_state(
+      p, optimizer, jax.random.PRNGKey(0),
+      stats={"samples_total": 0.0, "tokens_total": 0.0, "seconds_total": 0.0,
+             "sigma_bar": 0.0}), master)
+  return _abstract(state, steps.state_shardings(state, mesh))
+
+
 def bytes_per_device(tree) -> int:
   """Bytes one device holds of a tree of sharded ShapeDtypeStructs."""
   return int(sum(np.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
@@ -330,6 +343,27 @@ def stage_totals(rows: list[dict], params: dict[str, int]) -> None:
                                                     if m != r["model"])
 
 
+def reward_model_mesh(mesh):
+  """Where grpo_stage holds a reward model: with several hosts, each scores its own rows
+  on its own devices (fsdp over them: process 0's here); one host uses the whole mesh."""
+  if len({d.process_index for d in mesh.devices.flat}) == 1:
+    return mesh
+  return sharding.make_mesh((1, -1, 1), [d for d in mesh.devices.flat if d.process_index == 0])
+
+
+def resident_bytes(config: ml_collections.ConfigDict, plan, mesh) -> int:
+  """Bytes one device holds between a stage's steps: each trained model's train state and
+  each frozen model's parameters, placed as the stage places them (plan_functions)."""
+  total = 0
+  for block, trained in plan.models.values():
+    block = config[block] if isinstance(block, str) else block
+    cfg = model_config(block, trained)
+    on = reward_model_mesh(mesh) if cfg.num_labels else mesh
+    _, params = abstract_model(cfg, on)
+    total += bytes_per_device(abstract_train_state(params, config, on) if trained else params)
+  return total
+
+
 def held_model(params, trained: bool) -> dict:
   """How a stage holds a model's parameters: their dtype, bytes per device, and the
   bytes per device of the arrays replicated on every device (the partition rules
@@ -356,10 +390,11 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
   micro_rows = update_rows // steps.num_micro_batches(
       update_rows, config.train.grad_accum_steps, config.train.micro_batch_rows)
   out, held = [], {}
+  host_mesh = reward_model_mesh(mesh)
   for model_name, (block, trained) in plan.models.items():
     block = config[block] if isinstance(block, str) else block
     cfg = model_config(block, trained)
-    graphdef, params = abstract_model(cfg, mesh)
+    graphdef, params = abstract_model(cfg, host_mesh if cfg.num_labels else mesh)
     label = f"{model_name} ({block.get('name', '')})"
     held[label] = held_model(params, trained)
     forward = lambda rows, logits, cfg=cfg: model_work(
@@ -385,9 +420,11 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
                   model_work(cfg, mesh, "train", rows=update_rows, tokens=length, slots=length,
                              logit_positions=r)))
     elif cfg.num_labels:
-      rows = config.reward.rm_batch_rows * max(1, config.parallel.num_devices // 4)
-      out.append(("reward scores", label, score_function(graphdef, params, mesh, rows=rows,
-                                                         length=length), forward(rows, 0)))
+      rows = config.reward.rm_batch_rows
+      out.append(("reward scores", label, score_function(graphdef, params, host_mesh, rows=rows,
+                                                         length=length),
+                  model_work(cfg, host_mesh, "forward", rows=rows, tokens=length, slots=length,
+                             logit_positions=0)))
     else:
       what = distill_stage.TEACHER_OUTPUT[objective]
       if what is not None:  # fkl_sampled reads only the teacher's samples
@@ -445,6 +482,7 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
       rows = []
       functions, held = plan_functions(config, plan, mesh)
       result["models"][stage] = held
+      result.setdefault("resident_bytes", {})[stage] = resident_bytes(config, plan, mesh)
       for fn_name, model, thunk, work in functions:
         if only and only not in fn_name:
           continue

@@ -89,6 +89,37 @@ def test_hero_pod_preset_runs_end_to_end_in_two_processes(tmp_path):
   assert stage["reward"]["mode"] == "hero" and stage["reward"]["rm_from"].endswith("reward_model")
   assert stage["distributed"]["num_processes"] == 2
   rows = [json.loads(line) for line in open(grpo / "metrics.jsonl")]
-  assert [r["step"] for r in rows] == [1, 2]
+  assert rows[-1]["step"] == 2
   assert all(r["rm_score_mean"] != 0 for r in rows)  # the HF reward model scored
   assert os.path.exists(workdir / "run" / "tables" / "hero_main.md")
+  # What the stage held on a device between steps (live arrays, measured) is what
+  # compile_pod counts as its resident arrays for the same config.
+  predicted = helpers.run_script_result(RESIDENT.replace("GRPO_DIR", str(grpo)))
+  measured = rows[-1]["held_bytes_device0"]
+  assert abs(measured - predicted["bytes"]) <= 0.1 * predicted["bytes"], (measured, predicted)
+
+
+# compile_pod's resident figure of the rehearsed HERO stage: the policy's train state on the
+# 8-device mesh, the reward model on one process's 4 devices (as grpo_stage places it).
+RESIDENT = r"""
+import json, os
+import jax, ml_collections
+from experiments import compile_pod
+from hybrid_rl.models import hf_io
+from hybrid_rl.parallel import sharding
+config = ml_collections.ConfigDict(json.load(open(os.path.join("GRPO_DIR", "config.json"))))
+with open(os.path.join(config.reward.rm_from, "config.json")) as f:
+  rm = hf_io.config_from_hf(json.load(f))
+rm_block = ml_collections.ConfigDict({
+    f: getattr(rm, f) for f in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                                "num_heads", "num_kv_heads", "head_dim", "rope_theta",
+                                "tie_embeddings", "qkv_bias", "qk_norm", "num_labels",
+                                "max_position_embeddings")})
+rm_block.update(compute_dtype=config.model.compute_dtype, param_dtype="float32")
+mesh = sharding.make_mesh(tuple(config.parallel.mesh_shape))
+host = sharding.make_mesh((1, -1, 1), jax.devices()[:4])
+plan = lambda models: ml_collections.ConfigDict({"models": models})
+total = (compile_pod.resident_bytes(config, plan({"policy": ("model", True)}), mesh)
+         + compile_pod.resident_bytes(config, plan({"rm": (rm_block, False)}), host))
+print("RESULT" + json.dumps({"bytes": total}))
+"""

@@ -129,6 +129,16 @@ def host_copy(tree: PyTree) -> PyTree:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def device_bytes(device=None) -> int:
+  """Bytes of every live array's shards on `device` (default: this process's first):
+  what a stage really holds there, beside XLA's own buffers."""
+  device = device or jax.local_devices()[0]
+  # A global array's shards are live arrays too, on the same buffers: count each once.
+  buffers = {s.data.unsafe_buffer_pointer(): s.data.nbytes for a in jax.live_arrays()
+             for s in a.addressable_shards if s.device == device}
+  return int(sum(buffers.values()))
+
+
 def gather_objects(value: Any) -> list:
   """A JSON-able host value of every process, in process order (one all-gather of
   lengths, one of the padded UTF-8 bytes)."""

@@ -324,8 +324,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         init, mesh=mesh)
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
+  # fsdp over this process's devices: the reward model's weights are split over them
+  # (a data-only mesh held a whole copy on every chip).
   local_mesh = (mesh if nproc == 1 else
-                sharding.make_mesh((-1, 1, 1), devices=jax.local_devices()))
+                sharding.make_mesh((1, -1, 1), devices=jax.local_devices()))
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":
     rm_graphdef, rm_params = frozen_on_mesh(config.reward.rm_from, config.model.compute_dtype,
@@ -346,6 +348,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   del model
 
   def step_fn(state, step):
+    held = distributed.device_bytes()  # the state and frozen models, between steps
     batch_examples = next(pipeline.BatchIterator(
         examples, config.train.batch_size, seed=config.seed,
         position=int(state["data_position"]), shard_index=pidx, shard_count=nproc))
@@ -369,6 +372,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     metrics, stats = step_metrics(scored, adv, rewards, reward_metrics, history, stats, seconds)
     # Prompt + response tokens the update trained on (the floor of its cost: 6 x params x this).
     metrics["tokens_trained"] = float(jnp.sum(scored.batch.valid))
+    metrics["held_bytes_device0"] = float(held)
     state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
              "stats": distributed.put_replicated(mesh, stats)}
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
