@@ -337,27 +337,6 @@ def _accumulation_checks(config: ml_collections.ConfigDict) -> None:
                       f"the {rows} rows of an update ({what})")
 
 
-def check_rows_on_mesh(config: ml_collections.ConfigDict, mesh, chunks: int = 1, *,
-                       rows: int | None = None, field: str = "train.batch_size") -> None:
-  """Each process's rows of a global batch, cut into `chunks` calls (rollouts.chunk_slices),
-  are put together over the processes and split over the mesh's batch axes (data x fsdp):
-  every call's rows must divide by them. A stage calls this when its mesh exists."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from hybrid_rl.sampling import rollouts  # pylint: disable=g-import-not-at-top
-  split = int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
-  processes = len({d.process_index for d in mesh.devices.flat})
-  total = config.train.batch_size if rows is None else rows
-  calls = [(s.stop - s.start) * processes
-           for s in rollouts.chunk_slices(total // processes, chunks)]
-  bad = [c for c in calls if c % split]
-  if bad:
-    chunked = f" in sampling.chunks={chunks} calls" if chunks > 1 else ""
-    raise ConfigError(
-        f"config.{field}={total}{chunked}: a call of {bad[0]} "
-        f"prompts cannot be split over the mesh's data x fsdp = {split} devices; use a "
-        f"multiple of {split * chunks}")
-
-
 def _exported_num_labels(path: str) -> int | None:
   """The head of a finished stage's export (0: LM head, a policy; > 0: a scalar head, a
   reward model), or None for a checkpoint that is not a stage export."""

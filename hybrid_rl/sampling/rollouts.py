@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybrid_rl import errors
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
 from hybrid_rl.sampling import sampler
@@ -61,6 +62,23 @@ def chunk_slices(rows: int, chunks: int) -> list[slice]:
   one (a batch that chunks does not divide is still sampled, in uneven slices)."""
   bounds = np.linspace(0, rows, min(chunks, rows) + 1).round().astype(int)
   return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def check_rows_on_mesh(rows: int, mesh, chunks: int = 1, field: str = "train.batch_size"
+                       ) -> None:
+  """Each process's share of `rows` global rows, cut into `chunks` calls (chunk_slices), is
+  put together over the processes and split over the mesh's batch axes (data x fsdp):
+  every call's rows must divide by them (jax raised IndivisibleError mid-step). A stage
+  calls this when its mesh exists; `field` names the config field in the message."""
+  split = int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
+  processes = len({d.process_index for d in mesh.devices.flat})
+  calls = [(s.stop - s.start) * processes for s in chunk_slices(rows // processes, chunks)]
+  bad = [c for c in calls if c % split]
+  if bad:
+    chunked = f" in sampling.chunks={chunks} calls" if chunks > 1 else ""
+    raise errors.ConfigError(
+        f"config.{field}={rows}{chunked}: a call of {bad[0]} prompts cannot be split over "
+        f"the mesh's data x fsdp = {split} devices; use a multiple of {split * chunks}")
 
 
 def generate_chunked(model: transformer.Transformer, prompt_tokens: jax.Array,

@@ -22,7 +22,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from hybrid_rl import config_checks
 from hybrid_rl import errors
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.data import pipeline
@@ -46,7 +45,7 @@ TEACHER_OUTPUT = {"fkl_sampled": None, "fkl_full": "logits", "fkl_topk": "top_k"
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = distributed.make_mesh(config.parallel.mesh_shape)
-  config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks)
+  rollouts.check_rows_on_mesh(config.train.batch_size, mesh, config.sampling.chunks)
   with jax.set_mesh(mesh):
     return _run(config, workdir, mesh)
 

@@ -10,7 +10,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from hybrid_rl import config_checks
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.eval import accuracy
 from hybrid_rl.parallel import distributed
@@ -94,8 +93,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = evaluate(policy.model, policy.tokenizer, examples, config, pool, key)
   else:  # the model sharded over every process's devices, as the training stages hold it
     mesh = distributed.make_mesh(config.parallel.mesh_shape)
-    config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks,
-                                     rows=config.eval.batch_size, field="eval.batch_size")
+    rollouts.check_rows_on_mesh(config.eval.batch_size, mesh, config.sampling.chunks,
+                                "eval.batch_size")
     with jax.set_mesh(mesh):
       policy = stage_io.build_or_load(config, workdir, mesh=mesh, frozen=True)
       result = evaluate(policy.model, policy.tokenizer, examples, config, pool, key, mesh=mesh)

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hybrid_rl import config_checks
 from hybrid_rl import errors
 from hybrid_rl.adaptive import collect as adaptive_collect
 from hybrid_rl.adaptive import successive_elimination as se
@@ -84,7 +83,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """GRPO over the global mesh (config.parallel.mesh_shape); with several
   processes each samples, verifies and decodes its own rows of the global batch."""
   mesh = distributed.make_mesh(config.parallel.mesh_shape)
-  config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks)
+  rollouts.check_rows_on_mesh(config.train.batch_size, mesh, config.sampling.chunks)
   with jax.set_mesh(mesh):
     return _run(config, workdir, mesh)
 
@@ -297,8 +296,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   examples = stage_io.select_families(
       stage_io.load_split(config, workdir, config.data.train_split), config.data.train_families)
   if config.eval.every and jax.process_count() > 1:
-    config_checks.check_rows_on_mesh(config, mesh, config.sampling.chunks,
-                                     rows=config.eval.batch_size, field="eval.batch_size")
+    rollouts.check_rows_on_mesh(config.eval.batch_size, mesh, config.sampling.chunks,
+                                "eval.batch_size")
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
   optimizer = optim.make_optimizer(config.optim, config.train.steps)

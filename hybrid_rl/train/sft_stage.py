@@ -8,10 +8,10 @@ from flax import nnx
 import jax
 import ml_collections
 
-from hybrid_rl import config_checks
 from hybrid_rl.data import prompts as prompts_lib
 from hybrid_rl.data import pipeline
 from hybrid_rl.parallel import distributed
+from hybrid_rl.sampling import rollouts
 from hybrid_rl.train import batches
 from hybrid_rl.train import loop
 from hybrid_rl.train import objectives
@@ -23,7 +23,7 @@ from hybrid_rl.train import steps
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """SFT over the global mesh; each process tokenizes its own rows of the global batch."""
   mesh = distributed.make_mesh(config.parallel.mesh_shape)
-  config_checks.check_rows_on_mesh(config, mesh)
+  rollouts.check_rows_on_mesh(config.train.batch_size, mesh)
   with jax.set_mesh(mesh):
     return _run(config, workdir, mesh)
 
