@@ -258,7 +258,11 @@ def score_function(graphdef, params, mesh, *, rows: int, length: int):
                static_argnums=0)
   args = (graphdef, params, rows_of(mesh, (rows, length), jnp.int32),
           rows_of(mesh, (rows, length), jnp.bool_))
-  return lambda: fn.lower(*args).compile()
+
+  def compile_on_its_mesh():  # a host's mesh inside the slice's (reward_model_mesh)
+    with jax.set_mesh(mesh):
+      return fn.lower(*args).compile()
+  return compile_on_its_mesh
 
 
 def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows: int,

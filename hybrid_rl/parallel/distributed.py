@@ -13,6 +13,7 @@ order (CPU, GPU nodes) process p holds global rows [p * b, (p + 1) * b), so the
 global batch is the per-process batches concatenated, as one process would
 have drawn it.
 """
+import gc
 import json
 import os
 from typing import Any, Mapping
@@ -132,6 +133,7 @@ def host_copy(tree: PyTree) -> PyTree:
 def device_bytes(device=None) -> int:
   """Bytes of every live array's shards on `device` (default: this process's first):
   what a stage really holds there, beside XLA's own buffers."""
+  gc.collect()  # arrays kept only by reference cycles (merged modules) are not held
   device = device or jax.local_devices()[0]
   # A global array's shards are live arrays too, on the same buffers: count each once.
   buffers = {s.data.unsafe_buffer_pointer(): s.data.nbytes for a in jax.live_arrays()
