@@ -255,15 +255,14 @@ def place_rows(batch: PyTree, mesh) -> PyTree:
   """Every field split by rows over the batch axes (batch_shardings), where a computation
   left some replicated (frozen logprobs): a multi-process jit refuses an argument whose
   sharding differs from its in_shardings instead of moving it."""
-  return jax.jit(lambda b: b, out_shardings=batch_shardings(batch, mesh))(batch)
+  return jax.device_put(batch, batch_shardings(batch, mesh))
 
 
 def take_rows(batch: PyTree, rows: np.ndarray) -> PyTree:
-  """batch[rows] for every field, each keeping its sharding: an indexed global array would
-  come back replicated, which a multi-process jit with row-split in_shardings refuses."""
-  shardings = jax.tree.map(lambda x: x.sharding, batch)
-  return jax.jit(lambda b, r: jax.tree.map(lambda x: x[r], b), out_shardings=shardings)(
-      batch, rows)
+  """batch[rows] for every field, each keeping its sharding: an indexed global array comes
+  back replicated, which a multi-process jit with row-split in_shardings refuses."""
+  return jax.device_put(jax.tree.map(lambda x: x[rows], batch),
+                        jax.tree.map(lambda x: x.sharding, batch))
 
 
 def ppo_epochs(step, state: dict, batch: Mapping[str, jax.Array], rng: jax.Array, *,
