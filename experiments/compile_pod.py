@@ -8,10 +8,13 @@ No TPU is needed: `jax.experimental.topologies` describes the slice
 those devices, and each function is lowered from abstract arguments carrying the
 run's shardings and compiled by the real TPU compiler (the approach of MaxText's
 train_compile.py). For every stage in config.plans it compiles what that stage
-runs: the sampler (the whole generate call, its prefill and one decode step), the
-frozen forwards (pi_old and reference logprobs over the whole rollout batch,
-teacher logprobs, reward-model scores), the policy's or student's train step with
-its micro-batches, and evaluation's generate. It prints, per function, XLA's own
+runs, built by the stage's own functions from the config the stage runs with
+(stage_config): the sampler (sampler.generate_jit with the stage's sampling
+settings, its prefill and one decode step), the frozen forwards
+(objectives.frozen_outputs_jit with grpo_stage.frozen_logprobs_options /
+distill_stage.teacher_options; objectives.score_jit on grpo_stage.reward_model_mesh),
+the train step of grpo_stage / distill_stage.make_train_step on their init_state,
+and evaluation's generate (eval_stage.sampling_params). It prints, per function, XLA's own
 per-device memory (`memory_analysis`: arguments + outputs + temporaries - donated
 aliases) against the chip's HBM, FLOPs and bytes (`cost_analysis`), a roofline time
 (the larger of FLOPs / bf16 peak and bytes / HBM bandwidth) and the collectives in
@@ -21,12 +24,15 @@ the optimized HLO; and the roofline seconds of one RL step. --out writes
 A while loop's body is counted once by cost_analysis, so the whole generate call's
 time is estimated as prefill + max_new_tokens x decode step.
 """
+import functools
 import importlib.util
 import json
 import os
 import re
 import sys
 import time
+import types
+from typing import Any, NamedTuple
 
 from absl import flags
 from flax import nnx
@@ -38,14 +44,16 @@ import numpy as np
 from hybrid_rl import cli
 from hybrid_rl import config_checks
 from hybrid_rl import errors
-from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import rollouts
 from hybrid_rl.sampling import sampler
 from hybrid_rl.train import batches
 from hybrid_rl.train import distill_stage
+from hybrid_rl.train import eval_stage
+from hybrid_rl.train import grpo_stage
 from hybrid_rl.train import objectives
-from hybrid_rl.train import optim as optim_lib
+from hybrid_rl.train import stage_runs
 from hybrid_rl.train import steps
 
 _CONFIG = cli.define_config("configs/hero.py:pod")
@@ -208,17 +216,17 @@ def abstract_decode_weights(cfg: transformer.ModelConfig, mesh) -> list[dict]:
   return [dict(layer) for _ in range(cfg.num_layers)]
 
 
-def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int,
-                      prompt_len: int, new_tokens: int, prefix: str) -> dict:
+def sampler_functions(graphdef, params, cfg, mesh, sp: sampler.SamplingParams, *, prompts: int,
+                      prompt_len: int, prefix: str) -> dict:
   """{name: (jitted, abstract args, model work)} of a generate call over `prompts` x
-  `samples` rows: the whole call, its prefill and one step of its decode loop."""
+  sp.num_samples rows (sampler.generate_jit with the stage's own SamplingParams): the
+  whole call, its prefill and one step of its decode loop."""
+  samples, new_tokens = sp.num_samples, sp.max_new_tokens
   rows, slots = prompts * samples, prompt_len + new_tokens
   prefill = model_work(cfg, mesh, "forward", rows=prompts, tokens=prompt_len, slots=slots,
                        logit_positions=1)
   decode = model_work(cfg, mesh, "decode", rows=rows, tokens=1, slots=slots, logit_positions=1)
   whole = tuple(a + new_tokens * b for a, b in zip(prefill, decode))
-  sp = sampler.SamplingParams(max_new_tokens=new_tokens, num_samples=samples,
-                              pad_token_id=0, stop_token_ids=(1,))
   prompt_args = (rows_of(mesh, (prompts, prompt_len), jnp.int32),
                  rows_of(mesh, (prompts, prompt_len), jnp.bool_))
   cache_sharding = jax.sharding.NamedSharding(mesh, sharding.fit_spec(
@@ -226,9 +234,8 @@ def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int
   cache = [{k: jax.ShapeDtypeStruct((rows, cfg.num_kv_heads, slots, cfg.head_dim),
                                     cfg.compute_dtype, sharding=cache_sharding)
             for k in ("k", "v")} for _ in range(cfg.num_layers)]
-  generate = sampler._generate  # pylint: disable=protected-access
   return {
-      f"{prefix}generate": (jax.jit(generate, static_argnums=(0, 1)),
+      f"{prefix}generate": (sampler.generate_jit,
                             (graphdef, sp, params, *prompt_args, replicated(mesh, (2,))), whole),
       f"{prefix}prefill": (jax.jit(_prefill, static_argnums=(0, 4)),
                            (graphdef, params, *prompt_args, slots), prefill),
@@ -241,75 +248,87 @@ def sampler_functions(graphdef, params, cfg, mesh, *, prompts: int, samples: int
   }
 
 
-def frozen_function(graphdef, params, mesh, *, rows: int, prompt_len: int, new_tokens: int,
-                    micro_batches: int, what: str = "logprobs", top_k: int = 0):
-  """objectives.frozen_outputs over the whole rollout batch, as the stage calls it."""
-  length = prompt_len + new_tokens
-  fn = jax.jit(objectives.frozen_outputs, static_argnums=(0, 4),
-               static_argnames=("what", "top_k", "temperature", "compute_dtype", "micro_batches"))
-  args = (graphdef, params, rows_of(mesh, (rows, length), jnp.int32),
-          rows_of(mesh, (rows, length), jnp.bool_), new_tokens)
-  return lambda: fn.lower(*args, what=what, top_k=top_k, micro_batches=micro_batches,
-                          compute_dtype=str(jax.tree.leaves(params)[0].dtype)).compile()
+class Call(NamedTuple):
+  """A jitted function and the (abstract) arguments a stage calls it with."""
+  jitted: Any
+  args: tuple
+  kwargs: dict
+
+  def compile(self):
+    return self.jitted.lower(*self.args, **self.kwargs).compile()
 
 
-def score_function(graphdef, params, mesh, *, rows: int, length: int):
-  fn = jax.jit(lambda g, p, t, v: objectives.sequence_scores(nnx.merge(g, p), t, v),
-               static_argnums=0)
-  args = (graphdef, params, rows_of(mesh, (rows, length), jnp.int32),
-          rows_of(mesh, (rows, length), jnp.bool_))
-
-  def compile_on_its_mesh():  # a host's mesh inside the slice's (reward_model_mesh)
-    with jax.set_mesh(mesh):
-      return fn.lower(*args).compile()
-  return compile_on_its_mesh
+class Function(NamedTuple):
+  """One function of a stage's plan: the call, the mesh it runs under (a reward model's
+  is a host's, see grpo_stage.reward_model_mesh) and its model work (FLOPs, bytes)."""
+  name: str
+  model: str
+  call: Call
+  mesh: Any
+  work: tuple
 
 
-def train_function(graphdef, params, cfg, mesh, config, *, objective: str, rows: int,
-                   prompt_len: int, new_tokens: int, top_k: int = 0):
-  """The train step of `objective` ("grpo" or a distillation kind) on one update's rows,
-  micro-batched by train.grad_accum_steps / micro_batch_rows as the stage does."""
-  length = prompt_len + new_tokens
-  if objective == "grpo":
-    pg = policy_gradient.PGConfig(**config.rl.pg.to_dict(), norm_length=new_tokens)
-    loss = objectives.grpo_objective(graphdef, pg, compute_dtype=cfg.dtype)
-  else:
-    loss = objectives.distill_objective(graphdef, objective, compute_dtype=cfg.dtype)
-  optimizer = optim_lib.make_optimizer(config.optim, 100)
-  master = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                        nnx.to_pure_dict(params))
-  state = jax.eval_shape(lambda p: steps.init_state(p, optimizer, jax.random.PRNGKey(0)), master)
+def frozen_function(graphdef, params, mesh, options: dict, *, rows: int, prompt_len: int,
+                    new_tokens: int) -> Call:
+  """objectives.frozen_outputs_jit over the whole rollout batch, with the static options
+  the stage passes it (grpo_stage.frozen_logprobs_options, distill_stage.teacher_options)."""
+  args = (graphdef, params, rows_of(mesh, (rows, prompt_len + new_tokens), jnp.int32),
+          rows_of(mesh, (rows, prompt_len + new_tokens), jnp.bool_), new_tokens)
+  return Call(objectives.frozen_outputs_jit, args, options)
+
+
+def score_function(graphdef, params, mesh, *, rows: int, length: int) -> Call:
+  """objectives.score_jit (what score_rows calls) on rm_batch_rows rows."""
+  return Call(objectives.score_jit, (graphdef, params, rows_of(mesh, (rows, length), jnp.int32),
+                                     rows_of(mesh, (rows, length), jnp.bool_)), {})
+
+
+def stage_module(stage_config: ml_collections.ConfigDict):
+  return grpo_stage if stage_config.stage == "grpo" else distill_stage
+
+
+def train_function(graphdef, params, mesh, stage_config: ml_collections.ConfigDict, *,
+                   rows: int) -> Call:
+  """The stage's own train step (grpo_stage / distill_stage.make_train_step) on one
+  update's `rows` rows, lowered with its abstract train state and batch."""
+  objective = stage_config.distill.kind if stage_config.stage == "distill" else "grpo"
+  new_tokens = stage_config.sampling.max_new_tokens
+  length = stage_config.data.max_prompt_len + new_tokens
+  state = abstract_train_state(params, stage_config, mesh)
   batch = {"tokens": rows_of(mesh, (rows, length), jnp.int32),
            "valid": rows_of(mesh, (rows, length), jnp.bool_),
            "mask": rows_of(mesh, (rows, new_tokens), jnp.bool_)}
   if objective == "grpo":
-    batch = batches.PGBatch(**batch, advantages=rows_of(mesh, (rows,), jnp.float32),
-                            old_logprobs=rows_of(mesh, (rows, new_tokens), jnp.float32),
-                            sampler_logprobs=rows_of(mesh, (rows, new_tokens), jnp.float32))
+    logprobs = lambda: rows_of(mesh, (rows, new_tokens), jnp.float32)
+    rl = stage_config.rl
+    # grpo_stage.update: pi_old's logprobs where a batch takes several updates (one takes
+    # them from its own forward), the reference's where the loss has a KL term.
+    batch = batches.PGBatch(
+        **batch, advantages=rows_of(mesh, (rows,), jnp.float32), sampler_logprobs=logprobs(),
+        old_logprobs=logprobs() if rl.epochs * rl.minibatches > 1 else None,
+        ref_logprobs=logprobs() if rl.pg.kl_coef else None)
   elif objective == "opd_pg":
     batch["teacher_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
     batch["sampler_logprobs"] = rows_of(mesh, (rows, new_tokens), jnp.float32)
   elif objective == "fkl_topk":
-    batch["teacher_top_logprobs"] = rows_of(mesh, (rows, new_tokens, top_k), jnp.float32)
-    batch["teacher_top_ids"] = rows_of(mesh, (rows, new_tokens, top_k), jnp.int32)
+    k = stage_config.distill.top_k
+    batch["teacher_top_logprobs"] = rows_of(mesh, (rows, new_tokens, k), jnp.float32)
+    batch["teacher_top_ids"] = rows_of(mesh, (rows, new_tokens, k), jnp.int32)
   elif objective != "fkl_sampled":  # fkl_full, rkl_full, jsd
-    batch["teacher_logits"] = rows_of(mesh, (rows, new_tokens, cfg.vocab_size), jnp.float32)
-  step = steps.make_train_step(loss, optimizer, config.train.grad_accum_steps,
-                               config.train.micro_batch_rows)
-  jitted = steps.jit_train_step(step, state, batch, mesh)
-  return lambda: jitted.lower(state, batch, replicated(mesh, (2,))).compile()
+    vocab = stage_config.model.vocab_size
+    batch["teacher_logits"] = rows_of(mesh, (rows, new_tokens, vocab), jnp.float32)
+  jitted = stage_module(stage_config).make_train_step(stage_config, graphdef, state, mesh)
+  return Call(jitted, (state, batch, replicated(mesh, (2,))), {})
 
 
-def abstract_train_state(params, config: ml_collections.ConfigDict, mesh):
-  """The train state a stage keeps for a trained model (float32 master weights, optimizer
-  state, step, RNG, stats) as ShapeDtypeStructs with the shardings jit_train_step gives it."""
-  optimizer = optim_lib.make_optimizer(config.optim, 100)
+def abstract_train_state(params, stage_config: ml_collections.ConfigDict, mesh):
+  """The train state the stage keeps for a trained model (its own init_state: float32
+  master weights, optimizer state, step, RNG, stats) as ShapeDtypeStructs with the
+  shardings its jitted train step gives it."""
   master = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
                         nnx.to_pure_dict(params))
-  state = jax.eval_shape(lambda p: steps.init_state(
-      p, optimizer, jax.random.PRNGKey(0),
-      stats={"samples_total": 0.0, "tokens_total": 0.0, "seconds_total": 0.0,
-             "sigma_bar": 0.0}), master)
+  state = jax.eval_shape(
+      functools.partial(stage_module(stage_config).init_state, stage_config), master)
   return _abstract(state, steps.state_shardings(state, mesh))
 
 
@@ -347,24 +366,38 @@ def stage_totals(rows: list[dict], params: dict[str, int]) -> None:
                                                     if m != r["model"])
 
 
-def reward_model_mesh(mesh):
-  """Where grpo_stage holds a reward model: with several hosts, each scores its own rows
-  on its own devices (fsdp over them: process 0's here); one host uses the whole mesh."""
-  if len({d.process_index for d in mesh.devices.flat}) == 1:
-    return mesh
-  return sharding.make_mesh((1, -1, 1), [d for d in mesh.devices.flat if d.process_index == 0])
+def stage_config(config: ml_collections.ConfigDict, plan) -> ml_collections.ConfigDict:
+  """The config the plan's stage runs with, as the experiment derives it: the trained
+  model's block as `model`, the stage's batch (rollout_rows / num_samples prompts),
+  samples and, for distillation, its loss and top-k."""
+  trained = [block for block, is_trained in plan.models.values() if is_trained]
+  samples = plan.get("num_samples", config.sampling.num_samples)
+  objective = plan.get("objective", "grpo")
+  overrides = {"stage": "grpo" if objective == "grpo" else "distill",
+               "sampling.num_samples": samples,
+               "train.batch_size": plan.rollout_rows // samples}
+  if trained:
+    block = trained[0]
+    overrides["model"] = config[block] if isinstance(block, str) else block
+  if objective != "grpo":
+    overrides["distill.kind"] = objective
+    overrides["distill.top_k"] = plan.get("top_k", config.distill.top_k)
+  return stage_runs.derive(config, overrides)
 
 
 def resident_bytes(config: ml_collections.ConfigDict, plan, mesh) -> int:
   """Bytes one device holds between a stage's steps: each trained model's train state and
   each frozen model's parameters, placed as the stage places them (plan_functions)."""
+  sc = stage_config(config, plan)
   total = 0
   for block, trained in plan.models.values():
     block = config[block] if isinstance(block, str) else block
     cfg = model_config(block, trained)
-    on = reward_model_mesh(mesh) if cfg.num_labels else mesh
+    on = grpo_stage.reward_model_mesh(mesh) if cfg.num_labels else mesh
     _, params = abstract_model(cfg, on)
-    total += bytes_per_device(abstract_train_state(params, config, on) if trained else params)
+    total += bytes_per_device(abstract_train_state(params, sc, on) if trained else params)
+    if trained and sc.stage == "grpo" and sc.rl.pg.kl_coef:  # the reference's frozen copy
+      total += bytes_per_device(abstract_model(model_config(block, False), mesh)[1])
   return total
 
 
@@ -381,20 +414,18 @@ def held_model(params, trained: bool) -> dict:
 
 def plan_functions(config: ml_collections.ConfigDict, plan, mesh
                    ) -> tuple[list[tuple], dict[str, dict]]:
-  """([(function name, model, compile thunk, model work)], {model: held_model}) for one
-  stage of the preset. Trained models are held in param_dtype (float32 master weights),
-  frozen ones (teacher, reward model) in the compute dtype, as the stages hold them."""
-  sampling, data = config.sampling, config.data
-  p, r = data.max_prompt_len, sampling.max_new_tokens
+  """([Function], {model: held_model}) for one
+  stage of the preset, built by the stage's own functions from its config (stage_config).
+  Trained models are held in param_dtype (float32 master weights), frozen ones (teacher,
+  reward model) in the compute dtype, as the stages hold them."""
+  sc = stage_config(config, plan)
+  p, r = sc.data.max_prompt_len, sc.sampling.max_new_tokens
   length = p + r
-  samples = plan.get("num_samples", sampling.num_samples)
-  objective = plan.get("objective", "grpo")
-  top_k = plan.get("top_k", 0)
-  update_rows = plan.train_rows // (config.rl.minibatches if objective == "grpo" else 1)
-  micro_rows = update_rows // steps.num_micro_batches(
-      update_rows, config.train.grad_accum_steps, config.train.micro_batch_rows)
+  grpo = sc.stage == "grpo"
+  update_rows = plan.train_rows // (sc.rl.minibatches if grpo else 1)
   out, held = [], {}
-  host_mesh = reward_model_mesh(mesh)
+  host_mesh = grpo_stage.reward_model_mesh(mesh)
+  stand_in = types.SimpleNamespace(eos_token_id=1, pad_token_id=0)  # ids do not change shapes
   for model_name, (block, trained) in plan.models.items():
     block = config[block] if isinstance(block, str) else block
     cfg = model_config(block, trained)
@@ -404,38 +435,44 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
     forward = lambda rows, logits, cfg=cfg: model_work(
         cfg, mesh, "forward", rows=rows, tokens=length, slots=length, logit_positions=logits)
     if model_name in plan.samplers:
-      fns = sampler_functions(graphdef, params, cfg, mesh, samples=samples, prompt_len=p,
-                              new_tokens=r, prefix="",
-                              prompts=plan.rollout_rows // samples // sampling.chunks)
-      ev = config.eval
-      fns.update(sampler_functions(graphdef, params, cfg, mesh, samples=ev.num_samples,
-                                   prompt_len=p, new_tokens=r, prefix="eval ",
-                                   prompts=ev.batch_size // sampling.chunks))
+      fns = sampler_functions(graphdef, params, cfg, mesh,
+                              rollouts.config_sampling_params(stand_in, sc.sampling),
+                              prompt_len=p, prefix="",
+                              prompts=sc.train.batch_size // sc.sampling.chunks)
+      fns.update(sampler_functions(graphdef, params, cfg, mesh,
+                                   eval_stage.sampling_params(sc, stand_in), prompt_len=p,
+                                   prefix="eval ",
+                                   prompts=sc.eval.batch_size // sc.sampling.chunks))
       for fn_name, (fn, args, work) in fns.items():
-        out.append((fn_name, label, lambda fn=fn, args=args: fn.lower(*args).compile(), work))
+        out.append(Function(fn_name, label, Call(fn, args, {}), mesh, work))
     if trained:
-      if objective == "grpo" and config.rl.epochs * config.rl.minibatches > 1:
-        out.append(("pi_old logprobs", label, frozen_function(
-            graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
-            micro_batches=plan.train_rows // micro_rows), forward(plan.train_rows, r)))
-      out.append(("train step", label, train_function(
-          graphdef, params, cfg, mesh, config, objective=objective, rows=update_rows,
-          prompt_len=p, new_tokens=r, top_k=top_k),
-                  model_work(cfg, mesh, "train", rows=update_rows, tokens=length, slots=length,
-                             logit_positions=r)))
+      if grpo and sc.rl.epochs * sc.rl.minibatches > 1:
+        out.append(Function("pi_old logprobs", label, frozen_function(
+            graphdef, params, mesh, grpo_stage.frozen_logprobs_options(sc, plan.train_rows),
+            rows=plan.train_rows, prompt_len=p, new_tokens=r), mesh, forward(plan.train_rows, r)))
+      if grpo and sc.rl.pg.kl_coef:  # the reference: a frozen copy in the compute dtype
+        _, ref = abstract_model(model_config(block, trained=False), mesh)
+        ref_label = f"reference ({block.get('name', '')})"
+        held[ref_label] = held_model(ref, False)
+        out.append(Function("reference logprobs", ref_label, frozen_function(
+            graphdef, ref, mesh, grpo_stage.frozen_logprobs_options(sc, plan.train_rows),
+            rows=plan.train_rows, prompt_len=p, new_tokens=r), mesh, forward(plan.train_rows, r)))
+      out.append(Function("train step", label,
+                          train_function(graphdef, params, mesh, sc, rows=update_rows), mesh,
+                          model_work(cfg, mesh, "train", rows=update_rows, tokens=length,
+                                     slots=length, logit_positions=r)))
     elif cfg.num_labels:
-      rows = config.reward.rm_batch_rows
-      out.append(("reward scores", label, score_function(graphdef, params, host_mesh, rows=rows,
-                                                         length=length),
-                  model_work(cfg, host_mesh, "forward", rows=rows, tokens=length, slots=length,
-                             logit_positions=0)))
+      rows = sc.reward.rm_batch_rows
+      out.append(Function("reward scores", label,
+                          score_function(graphdef, params, host_mesh, rows=rows, length=length),
+                          host_mesh, model_work(cfg, host_mesh, "forward", rows=rows,
+                                                tokens=length, slots=length, logit_positions=0)))
     else:
-      what = distill_stage.TEACHER_OUTPUT[objective]
-      if what is not None:  # fkl_sampled reads only the teacher's samples
-        out.append((f"teacher {what}", label, frozen_function(
-            graphdef, params, mesh, rows=plan.train_rows, prompt_len=p, new_tokens=r,
-            micro_batches=plan.train_rows // micro_rows, what=what, top_k=top_k),
-                    forward(plan.train_rows, r)))
+      options = distill_stage.teacher_options(sc, plan.train_rows)
+      if options is not None:  # fkl_sampled reads only the teacher's samples
+        out.append(Function(f"teacher {options['what']}", label, frozen_function(
+            graphdef, params, mesh, options, rows=plan.train_rows, prompt_len=p, new_tokens=r),
+                            mesh, forward(plan.train_rows, r)))
   return out, held
 
 
@@ -487,17 +524,18 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
       functions, held = plan_functions(config, plan, mesh)
       result["models"][stage] = held
       result.setdefault("resident_bytes", {})[stage] = resident_bytes(config, plan, mesh)
-      for fn_name, model, thunk, work in functions:
-        if only and only not in fn_name:
+      for fn in functions:
+        if only and only not in fn.name:
           continue
         t0 = time.perf_counter()
         try:
-          row = report(thunk(), chip, work)
+          with jax.set_mesh(fn.mesh):
+            row = report(fn.call.compile(), chip, fn.work)
         except Exception as e:  # pylint: disable=broad-except
           message = str(e).splitlines()[0][:300]
           row = {"error": message, "total_bytes": None, "temp_bytes": None, "flops": None,
                  "roofline_ms": None}
-        row.update(stage=stage, function=fn_name, model=model,
+        row.update(stage=stage, function=fn.name, model=fn.model,
                    compile_s=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(format_row(row, hbm), flush=True)

@@ -15,10 +15,13 @@ from jax.experimental import topologies
 from configs import default
 from experiments import compile_pod
 from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import sampler
 
 config = default.get_config("micro")
 config.model.vocab_size = 300
 config.model.compute_dtype = "bfloat16"
+config.update(stage="grpo")
+config.data.max_prompt_len, config.sampling.max_new_tokens = 128, 896
 devices = topologies.get_topology_desc(topology_name="v5e:2x2", platform="tpu").devices
 mesh = sharding.make_mesh((2, 2, 1), devices)
 out = {"devices": len(devices), "kind": devices[0].device_kind}
@@ -27,21 +30,22 @@ with jax.set_mesh(mesh):
     config.model.remat = remat
     cfg = compile_pod.model_config(config.model, trained=True)
     graphdef, params = compile_pod.abstract_model(cfg, mesh)
-    compiled = compile_pod.train_function(graphdef, params, cfg, mesh, config, objective="grpo",
-                                          rows=16, prompt_len=128, new_tokens=896)()
+    compiled = compile_pod.train_function(graphdef, params, mesh, config, rows=16).compile()
     out[f"train_{remat}"] = compile_pod.report(compiled, "v5e", (1.0, 1.0))
   # The forward-KL warmup's top-k path, with the logits a chunk of positions at a time.
   config.model.vocab_size = 16384
+  config.update(stage="distill")
+  config.distill.update(kind="fkl_topk", top_k=8)
   for chunk in (0, 128):
     config.model.logits_chunk = chunk
     cfg = compile_pod.model_config(config.model, trained=True)
     graphdef, params = compile_pod.abstract_model(cfg, mesh)
-    compiled = compile_pod.train_function(graphdef, params, cfg, mesh, config,
-                                          objective="fkl_topk", rows=16, prompt_len=128,
-                                          new_tokens=896, top_k=8)()
+    compiled = compile_pod.train_function(graphdef, params, mesh, config, rows=16).compile()
     out[f"fkl_topk_{chunk}"] = compile_pod.report(compiled, "v5e", (1.0, 1.0))
-  fns = compile_pod.sampler_functions(graphdef, params, cfg, mesh, prompts=4, samples=2,
-                                      prompt_len=40, new_tokens=24, prefix="")
+  sp = sampler.SamplingParams(max_new_tokens=24, num_samples=2, pad_token_id=0,
+                              stop_token_ids=(1,))
+  fns = compile_pod.sampler_functions(graphdef, params, cfg, mesh, sp, prompts=4,
+                                      prompt_len=40, prefix="")
   for name, (fn, args, work) in fns.items():
     out[name] = compile_pod.report(fn.lower(*args).compile(), "v5e", work)
 # A mesh whose axes do not factor the torus (fsdp 8 on 4x4x4) splits a physical axis.
@@ -167,3 +171,83 @@ def test_a_generate_call_costs_its_prefill_and_a_decode_step_per_token():
           {"function": "eval decode step", "roofline_ms": 0.5}]
   compile_pod.generate_rooflines(rows, new_tokens=10)
   assert [r["roofline_ms"] for r in rows] == [25.0, 5.0, 2.0, 6.0, 1.0, 0.5]
+
+
+# A GRPO stage run at toy size on 8 CPU devices, each jitted call it makes recorded (the
+# arguments' shapes, dtypes and placement, the static options), against the calls
+# compile_pod lowers for the same config.
+STAGE_CALLS = r"""
+import dataclasses, json, os, tempfile
+import jax, ml_collections
+from configs import default
+from experiments import compile_pod
+from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import sampler
+from hybrid_rl.train import grpo_stage, objectives, stage_io
+
+def signature(tree):
+  leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "sharding")]
+  return sorted([list(x.shape), str(x.dtype), sorted(
+      (d.id, str(i)) for d, i in x.sharding.devices_indices_map(tuple(x.shape)).items())]
+      for x in leaves)
+
+config = default.get_config("micro")
+config.update(stage="grpo")
+config.model.compute_dtype = "bfloat16"
+config.train.update(steps=1, batch_size=8, trim_multiple=0)
+config.sampling.update(num_samples=2, chunks=2, max_new_tokens=6)
+config.rl.minibatches = 2
+config.parallel.mesh_shape = (2, 2, 2)
+config.eval.every = 0
+config.log.update(progress=False, tensorboard=False)
+config.verifier.num_workers = 1
+workdir = tempfile.mkdtemp()
+calls = {"generate": [], "frozen": [], "train step": []}
+
+def spy(name, fn):
+  def wrapped(*args, **kwargs):
+    calls[name].append((args, kwargs))
+    return fn(*args, **kwargs)
+  return wrapped
+
+generate, frozen, make = sampler.generate_jit, objectives.frozen_outputs_jit, grpo_stage.make_train_step
+sampler.generate_jit = spy("generate", generate)
+objectives.frozen_outputs_jit = spy("frozen", frozen)
+grpo_stage.make_train_step = lambda *a: spy("train step", make(*a))
+grpo_stage.run(config, workdir)
+sampler.generate_jit, objectives.frozen_outputs_jit, grpo_stage.make_train_step = generate, frozen, make
+
+model, _ = stage_io.load_final(workdir)
+config.model.vocab_size = model.cfg.vocab_size
+plan = ml_collections.ConfigDict(dict(
+    models={"policy": ("model", True)}, samplers=("policy",), logit_models=(),
+    rollout_rows=16, train_rows=16, num_samples=2, objective="grpo"))
+mesh = sharding.make_mesh((2, 2, 2))
+with jax.set_mesh(mesh):
+  functions, _ = compile_pod.plan_functions(config, plan, mesh)
+planned = {f.name: f.call for f in functions}
+neutral = lambda sp: dataclasses.replace(sp, stop_token_ids=(), pad_token_id=0)
+(gen_args, _), = calls["generate"][:1]
+(old_args, old_kwargs), = calls["frozen"]
+out = {
+    "generate calls": len(calls["generate"]), "train calls": len(calls["train step"]),
+    "generate": [signature(gen_args[2:]), signature(planned["generate"].args[2:])],
+    "sampling params": [str(neutral(gen_args[1])), str(neutral(planned["generate"].args[1]))],
+    "pi_old": [signature(old_args[1:4]), signature(planned["pi_old logprobs"].args[1:4])],
+    "pi_old options": [[old_args[4], old_kwargs],
+                       [planned["pi_old logprobs"].args[4], planned["pi_old logprobs"].kwargs]],
+    "train step": [signature(calls["train step"][0][0]), signature(planned["train step"].args)],
+}
+print("RESULT" + json.dumps(out, default=str))
+"""
+
+
+def test_compile_pod_lowers_the_calls_a_stage_makes():
+  """One source of truth: compile_pod's sampler, pi_old forward and train step take the
+  arguments (shapes, dtypes, placement on the mesh) and static options that the GRPO stage
+  passes them when it runs, because the stage's own functions build both."""
+  out = run_script_result(STAGE_CALLS, devices=8)
+  assert out["generate calls"] == 2 and out["train calls"] == 2  # 2 chunks, 2 mini-batches
+  for name in ("generate", "sampling params", "pi_old", "pi_old options", "train step"):
+    ran, compiled = out[name]
+    assert ran == compiled, (name, ran, compiled)

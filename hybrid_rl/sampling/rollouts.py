@@ -51,6 +51,13 @@ def sampling_params(tokenizer, max_new_tokens: int, *, temperature: float, top_p
                                 stop_token_ids=stops, pad_token_id=pad_id(tokenizer))
 
 
+def config_sampling_params(tokenizer, sampling) -> sampler.SamplingParams:
+  """A training stage's rollout settings from its config.sampling block."""
+  return sampling_params(tokenizer, sampling.max_new_tokens, temperature=sampling.temperature,
+                         top_p=sampling.top_p, top_k=sampling.top_k,
+                         num_samples=sampling.num_samples)
+
+
 def decode(tokenizer, out: sampler.SampleOutput) -> list[str]:
   tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
   return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(tokens, lengths)],

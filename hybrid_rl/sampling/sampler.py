@@ -195,7 +195,8 @@ def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
   return SampleOutput(c["tokens"], c["logprobs"], mask, c["lengths"], c["done"])
 
 
-_generate_jit = jax.jit(_generate, static_argnums=(0, 1))
+# compile_pod lowers this very function for a TPU slice.
+generate_jit = jax.jit(_generate, static_argnums=(0, 1))
 
 
 def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array,
@@ -211,7 +212,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       prompt shape).
   """
   graphdef, state = nnx.split(model)
-  return _generate_jit(graphdef, sp, state, prompts, prompt_valid, rng)
+  return generate_jit(graphdef, sp, state, prompts, prompt_valid, rng)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int, length: int | None = None

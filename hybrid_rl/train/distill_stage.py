@@ -41,6 +41,52 @@ ROLLOUT_KINDS = tuple(KINDS_BY_ROLLOUTS)
 # What the loss needs from the teacher on each row.
 TEACHER_OUTPUT = {"fkl_sampled": None, "fkl_full": "logits", "fkl_topk": "top_k",
                   "opd_pg": "logprobs", "rkl_full": "logits", "jsd": "logits"}
+# objectives.frozen_outputs' keys -> the batch fields the losses read.
+TEACHER_FIELDS = {"logprobs": "teacher_logprobs", "logits": "teacher_logits",
+                  "top_logprobs": "teacher_top_logprobs", "top_ids": "teacher_top_ids"}
+
+
+def init_state(config: ml_collections.ConfigDict, params) -> dict:
+  """The student's train state (float32 master weights, optimizer state, step, RNG,
+  sample totals). compile_pod calls it under jax.eval_shape."""
+  return steps.init_state(params, optim.make_optimizer(config.optim, config.train.steps),
+                          jax.random.PRNGKey(config.seed),
+                          stats={"samples_total": 0.0, "tokens_total": 0.0})
+
+
+def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, state, mesh):
+  """The distillation update of config.distill.kind, jitted with the partition rules'
+  shardings of `state` (arrays or sharded ShapeDtypeStructs) and the state donated.
+  Student and teacher distributions are at the learner's temperature."""
+  dcfg = config.distill
+  loss_fn = objectives.distill_objective(
+      graphdef, dcfg.kind, jsd_beta=dcfg.jsd_beta, opd_clip_epsilon=dcfg.opd_clip_epsilon,
+      temperature=batches.learner_temperature(config.sampling),
+      compute_dtype=config.model.compute_dtype)
+  return steps.jit_train_step(steps.make_train_step(
+      loss_fn, optim.make_optimizer(config.optim, config.train.steps),
+      config.train.grad_accum_steps, config.train.micro_batch_rows), state, mesh=mesh)
+
+
+def teacher_options(config: ml_collections.ConfigDict, rows: int) -> dict | None:
+  """The static options of objectives.frozen_outputs_jit for the teacher's outputs on a
+  rollout batch of `rows` rows (the train step's micro-batches, one at a time), or None
+  where the loss reads only the teacher's samples (fkl_sampled)."""
+  what = TEACHER_OUTPUT[config.distill.kind]
+  if what is None:
+    return None
+  return {"what": what, "top_k": config.distill.top_k,
+          "temperature": batches.learner_temperature(config.sampling),
+          "compute_dtype": config.model.compute_dtype,
+          "micro_batches": objectives.frozen_micro_batches(
+              rows, config.train.grad_accum_steps, config.train.micro_batch_rows)}
+
+
+def place_frozen(params, compute_dtype: str, mesh):
+  """A frozen model's parameters held in the compute dtype (every forward casts to it:
+  the values are unchanged) and sharded by the partition rules."""
+  params = steps.cast_params(params, compute_dtype)
+  return distributed.put_global(params, steps.state_shardings(params, mesh))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -61,30 +107,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   tokenizer = student.tokenizer
   graphdef, _ = nnx.split(student.model)
   teacher_graphdef, _ = nnx.split(teacher.model)
-  # Held in the compute dtype (every forward casts to it: the values are unchanged),
-  # sharded by the partition rules.
-  teacher_params = steps.cast_params(steps.params_of(teacher.model), config.model.compute_dtype)
-  teacher_params = distributed.put_global(teacher_params,
-                                          steps.state_shardings(teacher_params, mesh))
+  teacher_params = place_frozen(steps.params_of(teacher.model), config.model.compute_dtype,
+                                mesh)
   examples = stage_io.load_split(config, workdir, config.data.train_split)
-  optimizer = optim.make_optimizer(config.optim, config.train.steps)
-  init = steps.init_state(steps.params_of(student.model), optimizer,
-                          jax.random.PRNGKey(config.seed),
-                          stats={"samples_total": 0.0, "tokens_total": 0.0})
+  init = init_state(config, steps.params_of(student.model))
   init = distributed.put_global(init, steps.state_shardings(init, mesh))
-  temperature = batches.learner_temperature(config.sampling)
-  train_step = steps.jit_train_step(steps.make_train_step(
-      objectives.distill_objective(graphdef, dcfg.kind, jsd_beta=dcfg.jsd_beta,
-                                   opd_clip_epsilon=dcfg.opd_clip_epsilon,
-                                   temperature=temperature,
-                                   compute_dtype=config.model.compute_dtype),
-      optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows), init,
-      mesh=mesh)
-  sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
-                                temperature=config.sampling.temperature,
-                                top_p=config.sampling.top_p, top_k=config.sampling.top_k,
-                                num_samples=config.sampling.num_samples)
-  what = TEACHER_OUTPUT[dcfg.kind]
+  train_step = make_train_step(config, graphdef, init, mesh)
+  sp = rollouts.config_sampling_params(tokenizer, config.sampling)
   model_cfg, tok_path = student.model.cfg, student.tokenizer_path
   del student
 
@@ -102,24 +131,15 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                               config.data.max_prompt_len, mesh=mesh,
                               chunks=config.sampling.chunks)
     batch = batches.sequence_batch(rollout)
-    if what == "logprobs":
+    if TEACHER_OUTPUT[dcfg.kind] == "logprobs":
       batch["sampler_logprobs"] = rollout.out.logprobs
     batch = batches.trim_padding(batch, config.train.trim_multiple)
     t1 = time.perf_counter()
-    if what is not None:
-      out = objectives.frozen_outputs_jit(
-          teacher_graphdef, teacher_params, batch["tokens"], batch["valid"],
-          batch["mask"].shape[1], what=what, top_k=dcfg.top_k, temperature=temperature,
-          compute_dtype=config.model.compute_dtype,
-          micro_batches=objectives.frozen_micro_batches(
-              batch["tokens"].shape[0], config.train.grad_accum_steps,
-              config.train.micro_batch_rows))
-      if what == "logprobs":
-        batch["teacher_logprobs"] = out["logprobs"]
-      elif what == "logits":
-        batch["teacher_logits"] = out["logits"]
-      else:
-        batch["teacher_top_logprobs"], batch["teacher_top_ids"] = out["top_logprobs"], out["top_ids"]
+    options = teacher_options(config, batch["tokens"].shape[0])
+    if options is not None:
+      out = objectives.frozen_outputs_jit(teacher_graphdef, teacher_params, batch["tokens"],
+                                          batch["valid"], batch["mask"].shape[1], **options)
+      batch.update({TEACHER_FIELDS[k]: v for k, v in out.items()})
     state, metrics = train_step(state, steps.place_rows(batch, mesh), train_key)
     jax.block_until_ready(state["params"])
     t2 = time.perf_counter()

@@ -19,6 +19,14 @@ from hybrid_rl.sampling import rollouts
 from hybrid_rl.train import stage_io
 
 
+def sampling_params(config: ml_collections.ConfigDict, tokenizer):
+  """Evaluation's sampler settings: config.eval's samples, temperature and top-p."""
+  ev = config.eval
+  return rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
+                                  temperature=ev.temperature, top_p=ev.top_p,
+                                  num_samples=ev.num_samples)
+
+
 def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.ConfigDict,
              pool: verifier_pool.VerifierPool, rng: jax.Array, mesh=None) -> dict:
   """Samples config.eval.num_samples responses per example and scores them.
@@ -29,8 +37,7 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   """
   ev = config.eval
   k = ev.num_samples
-  sp = rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
-                                temperature=ev.temperature, top_p=ev.top_p, num_samples=k)
+  sp = sampling_params(config, tokenizer)
   share = ev.batch_size // jax.process_count() if mesh is not None else ev.batch_size
   first = jax.process_index() * share if mesh is not None else 0
   correct, strict, statuses, shown = [], [], collections.Counter(), []

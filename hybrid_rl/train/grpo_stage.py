@@ -100,7 +100,6 @@ class StepContext:
   sp: object  # sampler.SamplingParams
   reward_cfg: hero.RewardConfig
   ada_cfg: se.AdaConfig | None
-  temperature: float  # the learner's, see batches.learner_temperature
   rm_graphdef: nnx.GraphDef | None = None
   rm_params: dict | None = None
   ref_params: dict | None = None
@@ -228,17 +227,11 @@ def update(ctx: StepContext, train_step, state: dict, batch: batches.PGBatch, ke
   config = ctx.config
   batch = batches.trim_padding(batch, config.train.trim_multiple)
 
-  # The whole rollout batch in the train step's micro-batch rows, one slice at a time.
-  micro = objectives.frozen_micro_batches(
-      batch.tokens.shape[0], config.train.grad_accum_steps * config.rl.minibatches,
-      config.train.micro_batch_rows)
+  options = frozen_logprobs_options(config, batch.tokens.shape[0])
 
   def frozen_logprobs(params):
     return objectives.frozen_outputs_jit(ctx.graphdef, params, batch.tokens, batch.valid,
-                                         batch.mask.shape[1], what="logprobs",
-                                         temperature=ctx.temperature,
-                                         compute_dtype=config.model.compute_dtype,
-                                         micro_batches=micro)["logprobs"]
+                                         batch.mask.shape[1], **options)["logprobs"]
   if config.rl.epochs * config.rl.minibatches > 1:
     batch = batch._replace(old_logprobs=frozen_logprobs(state["params"]))
   if ctx.ref_params is not None:
@@ -276,6 +269,58 @@ def step_metrics(scored: Scored, adv: jax.Array, rewards: jax.Array, reward_metr
   return metrics, stats
 
 
+def init_state(config: ml_collections.ConfigDict, params) -> dict:
+  """The GRPO train state of a policy's parameters: float32 master weights, optimizer
+  state, step, RNG and the running totals (HERO's sigma_bar among them). compile_pod
+  calls it under jax.eval_shape."""
+  return steps.init_state(params, optim.make_optimizer(config.optim, config.train.steps),
+                          jax.random.PRNGKey(config.seed),
+                          stats={"samples_total": 0.0, "tokens_total": 0.0,
+                                 "seconds_total": 0.0, "sigma_bar": float("nan")})
+
+
+def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, state, mesh):
+  """The policy-gradient update the stage runs, jitted with the partition rules'
+  shardings of `state` (arrays or sharded ShapeDtypeStructs) and the state donated."""
+  loss_fn = objectives.grpo_objective(graphdef, pg_config(config),
+                                     temperature=batches.learner_temperature(config.sampling),
+                                     compute_dtype=config.model.compute_dtype)
+  optimizer = optim.make_optimizer(config.optim, config.train.steps)
+  if config.train.length_sorted:  # rollouts of mixed lengths: pay for the tokens present
+    if jax.device_count() > 1:
+      raise errors.ConfigError(f"config.train.length_sorted=True on {jax.device_count()} "
+                               "devices: length-sorted micro-batches run on one device; set "
+                               "it False to use the sharded jitted step")
+    return steps.make_length_sorted_step(loss_fn, optimizer, config.train.micro_batch_rows,
+                                         config.train.trim_multiple)
+  return steps.jit_train_step(steps.make_train_step(
+      loss_fn, optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows),
+      state, mesh=mesh)
+
+
+def frozen_logprobs_options(config: ml_collections.ConfigDict, rows: int) -> dict:
+  """The static options of objectives.frozen_outputs_jit for pi_old's and the reference's
+  logprobs on a rollout batch of `rows` rows: the train step's micro-batch rows, one
+  slice at a time."""
+  return {"what": "logprobs", "temperature": batches.learner_temperature(config.sampling),
+          "compute_dtype": config.model.compute_dtype,
+          "micro_batches": objectives.frozen_micro_batches(
+              rows, config.train.grad_accum_steps * config.rl.minibatches,
+              config.train.micro_batch_rows)}
+
+
+def reward_model_mesh(mesh):
+  """Where the stage holds a reward model: with several processes, each scores its own
+  rows on its own devices, fsdp over them (a data-only mesh held a whole copy on every
+  chip); one process uses the whole mesh. `mesh` may hold a slice's abstract devices
+  (compile_pod): process 0's are taken then."""
+  processes = sorted({d.process_index for d in mesh.devices.flat})
+  if len(processes) == 1:
+    return mesh
+  own = jax.process_index() if jax.process_index() in processes else processes[0]
+  return sharding.make_mesh((1, -1, 1), [d for d in mesh.devices.flat if d.process_index == own])
+
+
 def frozen_on_mesh(path: str, compute_dtype: str, mesh) -> tuple[nnx.GraphDef, dict]:
   """(graphdef, params) of a frozen model (a reward model: a reward_model stage, or a
   Hugging Face *ForSequenceClassification directory) held in the compute dtype and
@@ -300,33 +345,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                 "eval.batch_size")
   eval_examples = (stage_io.load_split(config, workdir, config.eval.split)[: config.eval.max_examples]
                    if config.eval.every else [])
-  optimizer = optim.make_optimizer(config.optim, config.train.steps)
-  temperature = batches.learner_temperature(config.sampling)
-  cfg = pg_config(config)
-  init = steps.init_state(steps.params_of(model), optimizer, jax.random.PRNGKey(config.seed),
-                          stats={"samples_total": 0.0, "tokens_total": 0.0,
-                                 "seconds_total": 0.0, "sigma_bar": float("nan")})
-  state_sh = steps.state_shardings(init, mesh)
-  init = distributed.put_global(init, state_sh)
-  loss_fn = objectives.grpo_objective(graphdef, cfg, temperature=temperature,
-                                     compute_dtype=config.model.compute_dtype)
-  if config.train.length_sorted:  # rollouts of mixed lengths: pay for the tokens present
-    if jax.device_count() > 1:
-      raise errors.ConfigError(f"config.train.length_sorted=True on {jax.device_count()} "
-                               "devices: length-sorted micro-batches run on one device; set "
-                               "it False to use the sharded jitted step")
-    train_step = steps.make_length_sorted_step(loss_fn, optimizer, config.train.micro_batch_rows,
-                                               config.train.trim_multiple)
-  else:
-    train_step = steps.jit_train_step(steps.make_train_step(
-        loss_fn, optimizer, config.train.grad_accum_steps, config.train.micro_batch_rows),
-        init, mesh=mesh)
+  init = init_state(config, steps.params_of(model))
+  init = distributed.put_global(init, steps.state_shardings(init, mesh))
+  train_step = make_train_step(config, graphdef, init, mesh)
   nproc, pidx = jax.process_count(), jax.process_index()
   reward_cfg, ada_cfg = reward_config(config), ada_config(config)
-  # fsdp over this process's devices: the reward model's weights are split over them
-  # (a data-only mesh held a whole copy on every chip).
-  local_mesh = (mesh if nproc == 1 else
-                sharding.make_mesh((1, -1, 1), devices=jax.local_devices()))
+  local_mesh = reward_model_mesh(mesh)
   rm_graphdef = rm_params = None
   if reward_cfg.mode != "verifier":
     rm_graphdef, rm_params = frozen_on_mesh(config.reward.rm_from, config.model.compute_dtype,
@@ -334,20 +358,22 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   ctx = StepContext(
       config=config, graphdef=graphdef, tokenizer=tokenizer, mesh=mesh, local_mesh=local_mesh,
       pool=verifier_pool.shared(config.verifier.num_workers, config.verifier.timeout_s),
-      sp=rollouts.sampling_params(tokenizer, config.sampling.max_new_tokens,
-                                  temperature=config.sampling.temperature,
-                                  top_p=config.sampling.top_p, top_k=config.sampling.top_k,
-                                  num_samples=config.sampling.num_samples),
-      reward_cfg=reward_cfg, ada_cfg=ada_cfg, temperature=temperature,
+      sp=rollouts.config_sampling_params(tokenizer, config.sampling),
+      reward_cfg=reward_cfg, ada_cfg=ada_cfg,
       rm_graphdef=rm_graphdef, rm_params=rm_params,
       # Its own buffers (the train step donates the state's), in the compute dtype.
       ref_params=(steps.frozen_copy(init["params"], config.model.compute_dtype)
-                  if cfg.kl_coef else None))
+                  if config.rl.pg.kl_coef else None))
   model_cfg = model.cfg
   del model
+  first_held = []  # before this run's first step no checkpoint write is in flight
 
   def step_fn(state, step):
-    held = distributed.device_bytes()  # the state and frozen models, between steps
+    # The state and frozen models, between steps. While orbax writes the previous step's
+    # checkpoint, its replica-parallel slices of the train state are held too (measured at
+    # toy size: the state's bytes / data replicas, freed when the write completes).
+    held = distributed.device_bytes()
+    first_held[:] = first_held or [held]
     batch_examples = next(pipeline.BatchIterator(
         examples, config.train.batch_size, seed=config.seed,
         position=int(state["data_position"]), shard_index=pidx, shard_count=nproc))
@@ -386,4 +412,5 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   return {"stage": "grpo", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
           "samples_total": float(state["stats"]["samples_total"]),
           "labelled_prompts": int(state["step"]) * config.train.batch_size,
-          "skipped_steps": info["skipped_steps"]}
+          "skipped_steps": info["skipped_steps"],
+          "held_bytes_device0_first_step": float(first_held[0]) if first_held else None}

@@ -43,7 +43,7 @@ def sequence_scores(model, tokens: Array, valid: Array) -> Array:
   return model.scores(_hidden(model, tokens, valid), valid)[:, 0]
 
 
-_score_jit = jax.jit(
+score_jit = jax.jit(
     lambda graphdef, params, tokens, valid: sequence_scores(
         nnx.merge(graphdef, params), tokens, valid), static_argnums=0)
 
@@ -57,7 +57,7 @@ def score_rows(graphdef, params, tokens, valid, batch: int = 256) -> np.ndarray:
     pad = batch - len(t)
     if pad:  # the last row repeated: one compiled shape
       t, v = (np.concatenate([x, np.repeat(x[-1:], pad, 0)]) for x in (t, v))
-    scores = _score_jit(graphdef, params, jnp.asarray(t), jnp.asarray(v))
+    scores = score_jit(graphdef, params, jnp.asarray(t), jnp.asarray(v))
     out.append(np.asarray(scores)[: batch - pad])
   return np.concatenate(out)
 
