@@ -104,15 +104,23 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8,
       chunks=1))  # > 1: sample the batch in that many sequential slices (smaller KV cache)
 
+  # sampling: fixed (GRPO, G = sampling.num_samples) | ada_pos | ada_balance | dynamic (DAPO).
+  # advantage: grpo ((r - group mean) / std_mode's scale) | rloo (leave-one-out mean) |
+  # reinforce_pp (group mean, then batch normalization); see algorithms/policy_gradient.py.
   config.rl = ml_collections.ConfigDict(dict(
       verifier="equivalence", std_mode="group", epochs=1, minibatches=1, mask_truncated=False,
-      sampling="fixed"))  # fixed (GRPO, G = sampling.num_samples) | ada_pos | ada_balance
+      sampling="fixed", advantage="grpo"))
   # Reinforce-Ada: keep n per prompt, rounds of M = round_size, at most N = max_rounds.
   config.rl.ada = ml_collections.ConfigDict(dict(
       n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True))
+  # Dynamic sampling: at most max_batches prompt batches drawn per step.
+  config.rl.dynamic = ml_collections.ConfigDict(dict(max_batches=4))
+  # importance_level: token (PPO / GRPO ratios) | sequence (GSPO: the length-normalized
+  # sequence ratio, clipped to [1 - sequence_epsilon_low, 1 + sequence_epsilon_high]).
   config.rl.pg = ml_collections.ConfigDict(dict(
       epsilon_low=0.2, epsilon_high=0.28, dual_clip=0.0, kl_coef=0.0, kl_estimator="k3",
-      entropy_coef=0.0, aggregation="token_mean", tis_cap=0.0))
+      entropy_coef=0.0, aggregation="token_mean", tis_cap=0.0, importance_level="token",
+      sequence_epsilon_low=3e-4, sequence_epsilon_high=4e-4))
 
   # Rewards (HERO and its baselines): verifier | rm | naive_sum | hero.
   config.reward = ml_collections.ConfigDict(dict(

@@ -21,6 +21,7 @@ import re
 
 import ml_collections
 
+from hybrid_rl.adaptive import dynamic_sampling
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import builders
@@ -136,6 +137,9 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.std_mode": _one_of(*policy_gradient.STD_MODES),
     "rl.pg.kl_estimator": _one_of(*policy_gradient.KL_ESTIMATORS),
     "rl.pg.aggregation": _one_of(*policy_gradient.AGGREGATIONS),
+    "rl.pg.importance_level": _one_of(*policy_gradient.IMPORTANCE_LEVELS),
+    "rl.advantage": _one_of(*policy_gradient.ESTIMATORS),
+    "rl.dynamic.max_batches": (_positive, "must be > 0 (prompt batches drawn per step)"),
     "model.param_dtype": _one_of(*transformer.DTYPES),
     "model.remat": _one_of(*transformer.REMAT_POLICIES),
     "model.decode_attention": _one_of(*transformer.DECODE_ATTENTION),
@@ -143,7 +147,7 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
     "data.synthetic.hard_family": _one_of(*synthetic_math.HARD_FAMILIES),
     "reward_model.loss": _one_of(*objectives.REWARD_LOSSES),
-    "rl.sampling": _one_of(*se.MODES),
+    "rl.sampling": _one_of(*se.MODES, dynamic_sampling.MODE),
     "reward.mode": _one_of(*hero.REWARD_MODES),
     "reward.dense_range": _one_of(*hero.DENSE_RANGES),
     "reward.placement": _one_of(*hero.PLACEMENTS),
@@ -171,7 +175,7 @@ def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):
 def _group_size(config: ml_collections.ConfigDict) -> int:
   """Responses per prompt in a GRPO update: sampling.num_samples, or rl.ada.n under
   Reinforce-Ada sampling."""
-  fixed = config.rl.get("sampling", "fixed") == "fixed"
+  fixed = config.rl.get("sampling", "fixed") in ("fixed", dynamic_sampling.MODE)
   return config.sampling.num_samples if fixed else config.rl.ada.n
 
 
@@ -195,7 +199,8 @@ def _switch_checks(config: ml_collections.ConfigDict) -> None:
   reward, rl = config.get("reward"), config.get("rl")
   if (config.get("stage") == "grpo" and rl is not None and config.get("sampling") is not None
       and _group_size(config) < 2):
-    field = ("sampling.num_samples" if rl.get("sampling", "fixed") == "fixed" else "rl.ada.n")
+    fixed = rl.get("sampling", "fixed") in ("fixed", dynamic_sampling.MODE)
+    field = "sampling.num_samples" if fixed else "rl.ada.n"
     raise ConfigError(f"config.{field}={_group_size(config)}: GRPO's baseline is the mean of a "
                       "prompt's group, so with one response every advantage is 0 and nothing "
                       "trains; use >= 2")
@@ -226,7 +231,7 @@ def _dataclass_checks(config: ml_collections.ConfigDict) -> None:
   """The settings objects the stages build from config blocks, built here first so that
   their own checks (one place for each rule) fail before any model is built."""
   rl = config.get("rl")
-  if rl is not None and "ada" in rl:
+  if rl is not None and "ada" in rl and rl.get("sampling", "fixed") in se.MODES:
     try:
       se.AdaConfig(mode=rl.get("sampling", "fixed"), **rl.ada.to_dict())
     except (TypeError, ValueError) as e:
@@ -236,10 +241,21 @@ def _dataclass_checks(config: ml_collections.ConfigDict) -> None:
 def _stage_checks(config: ml_collections.ConfigDict) -> None:
   """What a stage needs that no single field says."""
   stage, rl, reward = config.get("stage"), config.get("rl"), config.get("reward")
-  if (stage == "grpo" and rl is not None and rl.get("sampling", "fixed") != "fixed"
+  if (stage == "grpo" and rl is not None
+      and rl.get("sampling", "fixed") in ("ada_pos", "ada_balance")
       and reward is not None and reward.mode != "verifier"):
     raise ConfigError(f"config.rl.sampling={rl.sampling!r} with reward.mode={reward.mode!r}: "
-                      "adaptive sampling uses verifier rewards only for now")
+                      "Reinforce-Ada's rounds use verifier rewards only for now (dynamic "
+                      "sampling composes with reward-model rewards)")
+  if stage == "grpo" and rl is not None and rl.get("advantage", "grpo") != "grpo":
+    if rl.get("sampling", "fixed") in ("ada_pos", "ada_balance"):
+      raise ConfigError(f"config.rl.advantage={rl.advantage!r} with rl.sampling={rl.sampling!r}: "
+                        "Reinforce-Ada's advantages take its pool's statistics as baseline; "
+                        "use rl.advantage=grpo (or rl.sampling=fixed or dynamic)")
+    if rl.std_mode != "none":
+      raise ConfigError(f"config.rl.advantage={rl.advantage!r} with rl.std_mode="
+                        f"{rl.std_mode!r}: {rl.advantage} has its own baseline and scale; set "
+                        "rl.std_mode=none")
   train = config.get("train")
   if (stage == "grpo" and train is not None and train.get("length_sorted")
       and train.micro_batch_rows <= 0):

@@ -93,6 +93,11 @@ def test_switches_that_would_do_nothing_are_refused(overrides, expected):
      "config.rl.sampling='ada_pos' with reward.mode='hero'"),
     ("grpo", {"train.length_sorted": True, "train.micro_batch_rows": 0},
      "config.train.length_sorted=True with micro_batch_rows=0"),
+    ("grpo", {"rl.advantage": "rloo", "rl.sampling": "ada_balance", "rl.std_mode": "none"},
+     "config.rl.advantage='rloo' with rl.sampling='ada_balance': Reinforce-Ada's advantages"),
+    ("grpo", {"rl.advantage": "reinforce_pp", "rl.std_mode": "group"},
+     "config.rl.advantage='reinforce_pp' with rl.std_mode='group': reinforce_pp has its own "
+     "baseline and scale; set rl.std_mode=none"),
 ])
 def test_what_a_stage_needs_is_checked_before_it_starts(stage, overrides, expected):
   config = default.get_config("micro")
@@ -118,6 +123,10 @@ def test_switch_combinations_that_act_are_accepted():
   config.rl.update(sampling="ada_pos")
   config.rl.ada.n = 3  # odd n is fine without the balance condition
   config.distill.update(kind="opd_pg", opd_clip_epsilon=0.2)
+  config_checks.validate(config)
+  # Dynamic sampling composes with HERO rewards, and with every advantage and ratio.
+  config.rl.update(sampling="dynamic", advantage="rloo")
+  config.rl.pg.importance_level = "sequence"
   config_checks.validate(config)
 
 

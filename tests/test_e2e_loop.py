@@ -192,6 +192,28 @@ def test_grpo_with_reinforce_ada_sampling(sft_dir, tmp_path, mode):
   assert last["samples_total"] == pytest.approx(sum(r["samples"] for r in rows))
 
 
+def test_grpo_with_dynamic_sampling_gspo_and_rloo(sft_dir, tmp_path):
+  """The switches run through experiments.train together: batches drawn until every group
+  has signal (or the cap), each one paid for, and the data position moving by them."""
+  workdir = str(tmp_path / "dynamic")
+  args = [*_grpo_args(sft_dir, workdir, steps=3), "--config.rl.sampling=dynamic",
+          "--config.rl.dynamic.max_batches=3", "--config.sampling.num_samples=2",
+          "--config.rl.pg.importance_level=sequence",
+          "--config.rl.pg.aggregation=seq_mean_token_mean", "--config.rl.advantage=rloo",
+          "--config.rl.std_mode=none"]
+  run_module("experiments.train", *args)
+  rows = _rows(workdir)
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  for r in rows:
+    assert 1 <= r["dynamic_batches"] <= 3
+    assert r["samples"] == r["dynamic_batches"] * 8 * 2  # every batch drawn is paid for
+    # Groups without signal are dropped; the only zero-advantage groups left are fillers.
+    assert r["zero_adv_fraction"] <= r["dynamic_zero_adv_before"] + 1e-6
+    assert r["zero_adv_fraction"] == pytest.approx(r["dynamic_filled_fraction"])
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["labelled_prompts"] == sum(r["dynamic_batches"] for r in rows) * 8
+
+
 @pytest.mark.parametrize("rollouts,kind,metric", [("student", "opd_pg", "opd_reward"),
                                                   ("teacher", "fkl_full", "loss"),
                                                   ("student", "rkl_full", "loss")])

@@ -20,13 +20,24 @@ def _np_log_softmax(x):
 
 def np_pg_loss(logp, old, adv, mask, cfg, ref=None, sampler=None, ent=None):
   adv = adv if adv.ndim == 2 else adv[:, None]
-  ratio = np.exp(logp - old)
-  l1, l2 = -adv * ratio, -adv * np.clip(ratio, 1 - cfg.epsilon_low, 1 + cfg.epsilon_high)
+  if cfg.importance_level == "sequence":  # GSPO: s_i = (pi(y_i) / pi_old(y_i))^(1 / |y_i|)
+    m = mask.astype(np.float64)
+    s = np.exp(((logp - old) * m).sum(-1) / np.maximum(m.sum(-1), 1))
+    ratio = np.repeat(s[:, None], logp.shape[1], axis=1)
+    low, high = cfg.sequence_epsilon_low, cfg.sequence_epsilon_high
+  else:
+    ratio = np.exp(logp - old)
+    low, high = cfg.epsilon_low, cfg.epsilon_high
+  l1, l2 = -adv * ratio, -adv * np.clip(ratio, 1 - low, 1 + high)
   loss = np.maximum(l1, l2)
   if cfg.dual_clip:
     loss = np.where(adv < 0, np.minimum(loss, -adv * cfg.dual_clip), loss)
   if sampler is not None and cfg.tis_cap:
-    loss = loss * np.minimum(np.exp(old - sampler), cfg.tis_cap)
+    log_w = old - sampler
+    if cfg.importance_level == "sequence":
+      m = mask.astype(np.float64)
+      log_w = ((log_w * m).sum(-1) / np.maximum(m.sum(-1), 1))[:, None]
+    loss = loss * np.minimum(np.exp(log_w), cfg.tis_cap)
   if ref is not None and cfg.kl_coef:
     d = ref - logp
     kl = {"k1": -d, "k2": 0.5 * d**2, "k3": np.exp(d) - d - 1}[cfg.kl_estimator]
@@ -78,6 +89,13 @@ CONFIGS = [
     pg.PGConfig(kl_coef=0.1, kl_estimator="k1", aggregation="seq_mean_token_sum_norm"),
     pg.PGConfig(kl_coef=0.05, kl_estimator="k2", entropy_coef=0.01, tis_cap=2.0),
     pg.PGConfig(kl_coef=0.2, kl_estimator="k3", dual_clip=10.0, epsilon_low=0.1),
+    # GSPO: the sequence ratio (its objective aggregates per sequence), a clip range wide
+    # enough that some rows are clipped and some not, and its paper's range.
+    pg.PGConfig(importance_level="sequence", aggregation="seq_mean_token_mean",
+                sequence_epsilon_low=0.05, sequence_epsilon_high=0.1),
+    pg.PGConfig(importance_level="sequence", sequence_epsilon_low=0.1,
+                sequence_epsilon_high=0.2, dual_clip=3.0, tis_cap=2.0),
+    pg.PGConfig(importance_level="sequence", aggregation="seq_mean_token_mean"),
 ]
 
 
@@ -112,6 +130,68 @@ def test_first_epoch_ratio_is_one_and_gradient_is_reinforce():
   grad = np.asarray(jax.grad(lambda x: loss_fn(x)[0])(lp))
   expected = -adv[:, None] * mask / mask.sum()  # d/dlogp of -A * logp, token mean
   np.testing.assert_allclose(grad, expected, atol=1e-7)
+
+
+def test_sequence_ratio_equals_the_sequence_likelihood_ratio_and_clips_whole_rows():
+  """GSPO's s_i is (pi(y_i) / pi_old(y_i))^(1/|y_i|) at every token of row i: a row is
+  clipped or not as a whole, and at pi = pi_old every ratio is 1."""
+  logp, old, adv, mask, *_ = _pg_inputs()
+  cfg = pg.PGConfig(importance_level="sequence", sequence_epsilon_low=0.05,
+                    sequence_epsilon_high=0.1)
+  args = (jnp.asarray(old, jnp.float32), jnp.asarray(adv, jnp.float32), jnp.asarray(mask), cfg)
+  _, at_old = pg.pg_loss(*args[:1] * 2, *args[1:])
+  assert float(at_old["ratio_mean"]) == pytest.approx(1.0, abs=1e-6)
+  grad = np.asarray(jax.grad(lambda lp: pg.pg_loss(lp, *args)[0])(jnp.asarray(logp, jnp.float32)))
+  m = mask.astype(np.float64)
+  s = np.exp(((logp - old) * m).sum(-1) / np.maximum(m.sum(-1), 1))
+  clipped = np.where(adv > 0, s > 1.1, s < 0.95)
+  rows = m.sum(-1) > 0
+  assert clipped[rows].any() and (~clipped[rows]).any()
+  assert (grad[clipped] == 0).all()  # a clipped row passes no gradient to any token
+  assert (np.abs(grad[~clipped & rows]).sum(-1) > 0).all()
+
+
+def np_rloo(rewards, valid):
+  out = np.zeros_like(rewards)
+  for p in range(rewards.shape[0]):
+    idx = np.flatnonzero(valid[p])
+    for i in idx:
+      others = [rewards[p, j] for j in idx if j != i]
+      out[p, i] = rewards[p, i] - np.mean(others) if others else 0.0
+  return out
+
+
+def np_reinforce_pp(rewards, valid, eps=1e-6):
+  centered = np_advantages(rewards, valid, "none")
+  c = centered[valid]
+  out = np.zeros_like(rewards)
+  out[valid] = (c - c.mean()) / (c.std(ddof=1) + eps)
+  return out
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
+def test_rloo_and_reinforce_pp_advantages_match_numpy(estimator):
+  rewards = RNG.rand(5, 6).round(1)
+  valid = np.ones((5, 6), bool)
+  valid[1, 4:] = False  # padded group
+  valid[2, 1:] = False  # singleton group
+  rewards[3] = 1.0  # all-equal group
+  ours = np.asarray(pg.advantages(jnp.asarray(rewards), jnp.asarray(valid), estimator=estimator,
+                                  std_mode="none"))
+  want = (np_rloo if estimator == "rloo" else np_reinforce_pp)(rewards, valid)
+  np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-5)
+  assert (ours[~valid] == 0).all()
+  if estimator == "rloo":  # n / (n - 1) times GRPO's unscaled advantage
+    n = valid.sum(-1, keepdims=True)
+    grpo = np.asarray(pg.group_advantages(jnp.asarray(rewards), jnp.asarray(valid),
+                                          std_mode="none"))
+    np.testing.assert_allclose(ours[n[:, 0] > 1], (grpo * n / np.maximum(n - 1, 1))[n[:, 0] > 1],
+                               rtol=1e-5, atol=1e-6)
+  else:  # zero mean and unit std over the batch's valid responses
+    assert abs(ours[valid].mean()) < 1e-5 and ours[valid].std(ddof=1) == pytest.approx(1, 1e-4)
+  with pytest.raises(ValueError, match="std_mode 'none'"):
+    pg.advantages(jnp.asarray(rewards), jnp.asarray(valid), estimator=estimator,
+                  std_mode="group")
 
 
 @pytest.mark.parametrize("std_mode", ["group", "batch", "none"])

@@ -3,19 +3,31 @@
 Shapes: P prompts, G responses per prompt (groups may be padded: `group_valid`),
 N = number of response rows in a batch, R response tokens per row.
 
-Advantages (per response):
-  A_i = (r_i - b) / s
-  b = group mean over the valid responses of the prompt, or an externally
-      supplied per-prompt baseline (Reinforce-Ada's pool mean over all samples
-      drawn for the prompt, not only the kept ones);
-  s = group std ("group"), std over the whole batch ("batch"), or 1 ("none",
-      Dr.GRPO / Reinforce-Ada default), plus eps.
+Advantages (per response), by estimator:
+  grpo:  A_i = (r_i - b) / s
+         b = group mean over the valid responses of the prompt, or an externally
+             supplied per-prompt baseline (Reinforce-Ada's pool mean over all samples
+             drawn for the prompt, not only the kept ones);
+         s = group std ("group"), std over the whole batch ("batch"), or 1 ("none",
+             Dr.GRPO / Reinforce-Ada default), plus eps.
+  rloo:  A_i = r_i - mean_{j != i} r_j = n / (n - 1) (r_i - mean_j r_j), n the group's
+         valid responses (RLOO, Ahmadian et al. 2024; 0 for a group of one).
+  reinforce_pp:  A_i = (c_i - mean_batch c) / std_batch c, c_i = r_i - group mean
+         (REINFORCE++-baseline, Hu et al. 2025: the group baseline, then one
+         normalization over every valid response of the batch).
 
 Loss per token (verl / DAPO conventions):
-  rho = exp(logp - logp_old)
+  rho = exp(logp - logp_old)                          importance_level "token"
+  rho = exp(sg[l_i] + logp - sg[logp]),               importance_level "sequence" (GSPO,
+        l_i = sum_t (logp - logp_old) / |y_i|         Zheng et al. 2025; its clip range
+                                                      sequence_epsilon_low / _high)
+        the value of rho is the length-normalized sequence ratio s_i at every token of
+        row i and its gradient s_i grad logp_t: with one advantage per sequence and
+        seq_mean_token_mean this is GSPO's objective, with per-token advantages GSPO-token.
   l_clip = max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high))
   dual clip (A < 0): l = min(l_clip, -A c)
-  l *= min(exp(logp_old - logp_sampler), tis_cap)   # truncated IS, when given
+  l *= min(exp(logp_old - logp_sampler), tis_cap)   # truncated IS, when given (sequence
+                                                    # level: the row's mean log ratio)
   l += kl_coef * KL_k(pi || pi_ref) - entropy_coef * H
 Aggregation over the response mask:
   token_mean            sum(l) / sum(mask)                    (DAPO, Reinforce-Ada)
@@ -47,6 +59,8 @@ import jax.numpy as jnp
 Array = jax.Array
 
 STD_MODES = ("group", "batch", "none")
+ESTIMATORS = ("grpo", "rloo", "reinforce_pp")
+IMPORTANCE_LEVELS = ("token", "sequence")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 # Metrics that are means over response tokens.
@@ -66,8 +80,14 @@ class PGConfig:
   # Dr.GRPO's constant divisor L; 0 = the batch's response width. The GRPO stage
   # sets it to sampling.max_new_tokens so trimming padding changes nothing.
   norm_length: int = 0
+  importance_level: str = "token"  # "sequence": GSPO's length-normalized sequence ratio
+  sequence_epsilon_low: float = 3e-4  # GSPO's clip range (its paper's values)
+  sequence_epsilon_high: float = 4e-4
 
   def __post_init__(self):
+    if self.importance_level not in IMPORTANCE_LEVELS:
+      raise ValueError(f"importance_level={self.importance_level!r}: choose "
+                       f"{IMPORTANCE_LEVELS}")
     if self.kl_estimator not in KL_ESTIMATORS:
       raise ValueError(f"kl_estimator={self.kl_estimator!r}: choose {KL_ESTIMATORS}")
     if self.aggregation not in AGGREGATIONS:
@@ -113,6 +133,46 @@ def group_advantages(rewards: Array, group_valid: Array, *, std_mode: str = "gro
     batch_std = jnp.sqrt((((rewards - batch_mean) ** 2) * w).sum() / jnp.maximum(total - 1, 1))
     centered = centered / (batch_std + eps)
   return centered * w
+
+
+def rloo_advantages(rewards: Array, group_valid: Array) -> Array:
+  """[P, G] RLOO advantages: each valid response's reward minus the mean of the other
+  valid responses of its group (0 on padding and in groups of one)."""
+  rewards = rewards.astype(jnp.float32)
+  w = group_valid.astype(jnp.float32)
+  count = w.sum(-1, keepdims=True)
+  others = ((rewards * w).sum(-1, keepdims=True) - rewards) / jnp.maximum(count - 1, 1.0)
+  return jnp.where(count > 1, rewards - others, 0.0) * w
+
+
+def reinforce_pp_advantages(rewards: Array, group_valid: Array, eps: float = 1e-6) -> Array:
+  """[P, G] REINFORCE++-baseline advantages: group-mean-centred rewards normalized by
+  their mean and std (ddof 1) over every valid response of the batch."""
+  w = group_valid.astype(jnp.float32)
+  centered = group_advantages(rewards, group_valid, std_mode="none")
+  total = jnp.maximum(w.sum(), 1.0)
+  mean = (centered * w).sum() / total
+  std = jnp.sqrt((((centered - mean) ** 2) * w).sum() / jnp.maximum(total - 1, 1.0))
+  return (centered - mean) / (std + eps) * w
+
+
+def advantages(rewards: Array, group_valid: Array, *, estimator: str = "grpo",
+               std_mode: str = "group", baseline: Array | None = None,
+               scale: Array | None = None) -> Array:
+  """[P, G] advantages of config.rl.advantage (module docstring): grpo takes std_mode and
+  an optional external baseline / scale (Reinforce-Ada's pool); rloo and reinforce_pp
+  have their own baseline and scaling (config_checks refuses the combinations)."""
+  if estimator == "grpo":
+    return group_advantages(rewards, group_valid, std_mode=std_mode, baseline=baseline,
+                            scale=scale)
+  if baseline is not None or scale is not None or std_mode != "none":
+    raise ValueError(f"advantage estimator {estimator!r} takes no external baseline or "
+                     f"scale and std_mode 'none' (got {std_mode!r})")
+  if estimator == "rloo":
+    return rloo_advantages(rewards, group_valid)
+  if estimator == "reinforce_pp":
+    return reinforce_pp_advantages(rewards, group_valid)
+  raise ValueError(f"advantage estimator {estimator!r}: choose {ESTIMATORS}")
 
 
 def kl_penalty(logprobs: Array, ref_logprobs: Array, estimator: str) -> Array:
@@ -183,18 +243,28 @@ def pg_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array
   adv = jax.lax.stop_gradient(adv.astype(jnp.float32))
   old_logprobs = jax.lax.stop_gradient(old_logprobs)
   log_ratio = logprobs - old_logprobs
-  ratio = jnp.exp(log_ratio)
-  clipped_ratio = jnp.clip(ratio, 1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high)
+  maskf = mask.astype(jnp.float32)
+  if cfg.importance_level == "sequence":
+    seq_log_ratio = (log_ratio * maskf).sum(-1, keepdims=True) / jnp.maximum(
+        maskf.sum(-1, keepdims=True), 1.0)
+    ratio = jnp.exp(jax.lax.stop_gradient(seq_log_ratio) + logprobs
+                    - jax.lax.stop_gradient(logprobs))
+    low, high = cfg.sequence_epsilon_low, cfg.sequence_epsilon_high
+  else:
+    ratio = jnp.exp(log_ratio)
+    low, high = cfg.epsilon_low, cfg.epsilon_high
+  clipped_ratio = jnp.clip(ratio, 1.0 - low, 1.0 + high)
   loss_unclipped = -adv * ratio
   loss_clipped = -adv * clipped_ratio
   per_token = jnp.maximum(loss_unclipped, loss_clipped)
   if cfg.dual_clip:
     per_token = jnp.where(adv < 0, jnp.minimum(per_token, -adv * cfg.dual_clip), per_token)
   if sampler_logprobs is not None and cfg.tis_cap:
-    weight = jnp.minimum(jnp.exp(old_logprobs - jax.lax.stop_gradient(sampler_logprobs)),
-                         cfg.tis_cap)
-    per_token = per_token * weight
-  maskf = mask.astype(jnp.float32)
+    log_weight = old_logprobs - jax.lax.stop_gradient(sampler_logprobs)
+    if cfg.importance_level == "sequence":  # one length-normalized weight per row, as s_i
+      log_weight = (log_weight * maskf).sum(-1, keepdims=True) / jnp.maximum(
+          maskf.sum(-1, keepdims=True), 1.0)
+    per_token = per_token * jnp.minimum(jnp.exp(log_weight), cfg.tis_cap)
   n_tokens = jnp.maximum(maskf.sum(), 1.0)
   metrics = {
       "pg_loss": aggregate(per_token, mask, cfg.aggregation, cfg.norm_length),

@@ -115,14 +115,15 @@ class RewardConfig:
 
 
 def shaped_advantages(cfg: RewardConfig, rule: Array, rm_scores: Array | None, valid: Array,
-                      sigma_bar: Array, *, std_mode: str = "group"
+                      sigma_bar: Array, *, std_mode: str = "group", estimator: str = "grpo"
                       ) -> tuple[Array, Array, Array, dict]:
   """Rewards and advantages for one batch of groups under `cfg.mode`.
 
   Args:
     rule: [P, G] 0/1 verifier verdicts; rm_scores: [P, G] reward-model scores
       (unused in verifier mode); valid: [P, G]; sigma_bar: running mean of the
-      per-prompt RM std (NaN before the first update).
+      per-prompt RM std (NaN before the first update); estimator: the advantage of
+      the final rewards (policy_gradient.advantages: grpo | rloo | reinforce_pp).
   Returns:
     (advantages [P, G], rewards [P, G], new sigma_bar, metrics).
   """
@@ -148,7 +149,8 @@ def shaped_advantages(cfg: RewardConfig, rule: Array, rm_scores: Array | None, v
       metrics = {"hero_weight_mean": weight.mean(), "hero_sigma_bar": sigma_bar}
       if cfg.placement == "reward":
         rewards = rewards * weight[:, None]
-  advantages = policy_gradient.group_advantages(rewards, valid, std_mode=std_mode)
+  advantages = policy_gradient.advantages(rewards, valid, estimator=estimator,
+                                          std_mode=std_mode)
   if weight is not None and cfg.placement == "advantage":
     advantages = advantages * weight[:, None]
   return advantages, rewards * valid, sigma_bar, metrics

@@ -7,13 +7,15 @@ collect and score (`collect_fixed` | `collect_adaptive`, each a `Scored`) ->
   2. sample G = sampling.num_samples responses each (jitted KV-cache sampler),
      or, with rl.sampling = ada_pos | ada_balance, run Reinforce-Ada's rounds
      and keep balanced groups of rl.ada.n (hybrid_rl/adaptive/), whose
-     advantages take the pool's mean (and std, with rl.std_mode = group);
+     advantages take the pool's mean (and std, with rl.std_mode = group), or,
+     with rl.sampling = dynamic, draw further batches and keep the groups whose
+     final rewards differ (DAPO, adaptive/dynamic_sampling.py);
   3. score them in the verifier pool (rule verifier: rl.verifier; the
      equivalence oracle is logged too) and, for reward modes other than
      "verifier", with the reward model in reward.rm_from; combine them
      (reward.mode: verifier | rm | naive_sum | hero, see rewards/hero.py);
      HERO's running sigma_bar lives in the state's stats;
-  4. advantages from rewards (rl.std_mode), old logprobs from the learner
+  4. advantages from rewards (rl.advantage, rl.std_mode), old logprobs from the learner
      (so the first epoch has ratio 1), reference logprobs when pg.kl_coef > 0;
   5. rl.epochs x rl.minibatches jitted policy-gradient updates.
 Throughput (samples, tokens, seconds sampling / verifying / training; with
@@ -32,6 +34,7 @@ import numpy as np
 
 from hybrid_rl import errors
 from hybrid_rl.adaptive import collect as adaptive_collect
+from hybrid_rl.adaptive import dynamic_sampling
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.algorithms import policy_gradient
 from hybrid_rl.data import pipeline
@@ -64,8 +67,8 @@ def reward_config(config: ml_collections.ConfigDict) -> hero.RewardConfig:
 
 
 def ada_config(config: ml_collections.ConfigDict) -> se.AdaConfig | None:
-  """Reinforce-Ada settings, or None for fixed-size GRPO groups."""
-  if config.rl.sampling == "fixed":
+  """Reinforce-Ada settings, or None for fixed-size GRPO groups (dynamic sampling's too)."""
+  if config.rl.sampling in ("fixed", dynamic_sampling.MODE):
     return None
   return se.AdaConfig(mode=config.rl.sampling, **config.rl.ada.to_dict())
 
@@ -119,6 +122,9 @@ class Scored:
     process's N rows;
   rm_scores: [B, G] reward-model scores (global) or None;
   pool_stats: Reinforce-Ada's pool baseline and scale per prompt, or None;
+  group_valid: [b, G] bool of this process's groups, False for the groups dynamic
+    sampling filled in without signal (no tokens), or None (all valid);
+  batches_drawn: prompt batches the step consumed (dynamic sampling: several);
   seconds: seconds_sampling and seconds_verifying (adaptive sampling verifies
     inside its rounds: all of it is sampling).
   """
@@ -133,6 +139,8 @@ class Scored:
   seconds: dict
   rm_scores: jax.Array | None = None
   pool_stats: dict | None = None
+  group_valid: np.ndarray | None = None
+  batches_drawn: int = 1
 
 
 def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: list[str],
@@ -198,6 +206,78 @@ def collect_fixed(ctx: StepContext, params, prompt_texts: list[str], golds: list
                 rm_scores=rm_scores)
 
 
+def final_rewards(ctx: StepContext, scored: Scored, sigma_bar: float) -> np.ndarray:
+  """[b, G] this process's final rewards (verifier, RM or HERO's shaped ones) of a scored
+  batch, on the host: what dynamic sampling compares within each group."""
+  g = ctx.config.sampling.num_samples
+  rule = scored.rule.reshape(-1, g)
+  if scored.rm_scores is None:
+    return rule
+  rm = distributed.local_rows(ctx.mesh, scored.rm_scores)
+  _, rewards, _, _ = hero.shaped_advantages(ctx.reward_cfg, rule, rm, np.ones(rule.shape, bool),
+                                            jnp.asarray(sigma_bar, jnp.float32))
+  return np.asarray(rewards)
+
+
+def merge_groups(ctx: StepContext, parts: list[Scored], chosen: list[tuple[int, int]],
+                 informative: np.ndarray) -> Scored:
+  """One Scored of the `chosen` (batch, group) pairs of `parts` (this process's groups);
+  groups not `informative` keep their rows with the mask cleared and group_valid False.
+  Costs (samples, tokens, seconds, verifier statuses) are every part's."""
+  g = ctx.config.sampling.num_samples
+  local = lambda x: distributed.local_rows(ctx.mesh, x)
+  pick = lambda arrays: np.concatenate([arrays[b][k * g:(k + 1) * g] for b, k in chosen])
+  fields = {f: pick([local(getattr(p.batch, f)) for p in parts])
+            for f in ("tokens", "valid", "mask", "sampler_logprobs")}
+  fields["mask"] = fields["mask"] & np.repeat(informative, g)[:, None]
+  rm_scores = None
+  if parts[0].rm_scores is not None:
+    rm_local = [local(p.rm_scores) for p in parts]
+    rm_scores = ctx.rows(np.stack([rm_local[b][k] for b, k in chosen]))
+  statuses = {}
+  for p in parts:
+    for k, v in p.statuses.items():
+      statuses[k] = statuses.get(k, 0) + v
+  return Scored(
+      batch=batches.PGBatch(**{f: ctx.rows(v) for f, v in fields.items()}),
+      rule=pick([p.rule for p in parts]), oracle=pick([p.oracle for p in parts]),
+      statuses=statuses, samples=sum(p.samples for p in parts),
+      tokens_generated=sum(p.tokens_generated for p in parts),
+      lengths=pick([p.lengths for p in parts]),
+      host_means={"truncated_fraction": pick([p.host_means["truncated_fraction"]
+                                              for p in parts])},
+      seconds={k: sum(p.seconds[k] for p in parts) for k in parts[0].seconds},
+      rm_scores=rm_scores, group_valid=np.repeat(informative[:, None], g, axis=1),
+      batches_drawn=len(parts))
+
+
+def collect_dynamic(ctx: StepContext, params, draw, key: jax.Array, sigma_bar: float
+                    ) -> Scored:
+  """DAPO's dynamic sampling: collect_fixed on one prompt batch after another (draw(k):
+  the k-th batch's prompt texts and answers) until every process holds its share of
+  train.batch_size groups whose final rewards differ, or rl.dynamic.max_batches were
+  drawn; then the step trains on those groups (fillers where short, see
+  adaptive/dynamic_sampling.py)."""
+  need = ctx.config.train.batch_size // jax.process_count()
+  parts, informative = [], []
+  for k in range(ctx.config.rl.dynamic.max_batches):
+    prompt_texts, golds = draw(k)
+    parts.append(collect_fixed(ctx, params, prompt_texts, golds, jax.random.fold_in(key, k)))
+    informative.append(dynamic_sampling.informative_groups(
+        final_rewards(ctx, parts[-1], sigma_bar)))
+    # Each generate call spans every process's devices: all stop at the same batch.
+    if all(distributed.gather_objects(dynamic_sampling.enough(informative, need))):
+      break
+  chosen, kept = dynamic_sampling.select(informative, need)
+  scored = merge_groups(ctx, parts, chosen, kept)
+  scored.host_means.update({
+      "dynamic_batches": float(len(parts)),
+      # Groups without signal among those drawn (before filtering), and filled in.
+      "dynamic_zero_adv_before": ~np.concatenate(informative),
+      "dynamic_filled_fraction": ~kept})
+  return scored
+
+
 def advantages(ctx: StepContext, scored: Scored, sigma_bar: float
                ) -> tuple[jax.Array, jax.Array, float, dict]:
   """(advantages [B, G], rewards, HERO's new sigma_bar, reward metrics), on global arrays
@@ -213,10 +293,11 @@ def advantages(ctx: StepContext, scored: Scored, sigma_bar: float
         scale=ctx.rows(scored.pool_stats["scale"]))
     return adv, ctx.rows(scored.rule), sigma_bar, {}
   g = config.sampling.num_samples
+  valid = np.ones((b_local, g), bool) if scored.group_valid is None else scored.group_valid
   adv, rewards, new_sigma_bar, reward_metrics = hero.shaped_advantages(
       ctx.reward_cfg, ctx.rows(scored.rule.reshape(b_local, g)), scored.rm_scores,
-      ctx.rows(np.ones((b_local, g), bool)), jnp.asarray(sigma_bar, jnp.float32),
-      std_mode=config.rl.std_mode)
+      ctx.rows(valid), jnp.asarray(sigma_bar, jnp.float32), std_mode=config.rl.std_mode,
+      estimator=config.rl.advantage)
   return adv, rewards, float(new_sigma_bar), reward_metrics
 
 
@@ -374,19 +455,23 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     # toy size: the state's bytes / data replicas, freed when the write completes).
     held = distributed.device_bytes()
     first_held[:] = first_held or [held]
-    batch_examples = next(pipeline.BatchIterator(
-        examples, config.train.batch_size, seed=config.seed,
-        position=int(state["data_position"]), shard_index=pidx, shard_count=nproc))
+    def draw(k: int) -> tuple[list[str], list[str]]:
+      """The prompt texts and answers of this process's rows of the step's k-th batch."""
+      batch_examples = next(pipeline.BatchIterator(
+          examples, config.train.batch_size, seed=config.seed,
+          position=int(state["data_position"]) + k, shard_index=pidx, shard_count=nproc))
+      return (prompts_lib.format_prompts(batch_examples, config, tokenizer),
+              [e["answer"] for e in batch_examples])
     rng, sample_key, train_key = jax.random.split(state["rng"], 3)
-    prompt_texts = prompts_lib.format_prompts(batch_examples, config, tokenizer)
-    golds = [e["answer"] for e in batch_examples]
     # Host copies: the train step donates the state's buffers.
     stats = {k: float(v) for k, v in state["stats"].items()}
     if ada_cfg is not None:  # verification happens inside the rounds
-      scored = collect_adaptive(ctx, state["params"], prompt_texts, golds, sample_key,
+      scored = collect_adaptive(ctx, state["params"], *draw(0), sample_key,
                                 (config.seed, int(state["data_position"]), pidx))
+    elif config.rl.sampling == dynamic_sampling.MODE:
+      scored = collect_dynamic(ctx, state["params"], draw, sample_key, stats["sigma_bar"])
     else:
-      scored = collect_fixed(ctx, state["params"], prompt_texts, golds, sample_key)
+      scored = collect_fixed(ctx, state["params"], *draw(0), sample_key)
     t0 = time.perf_counter()
     adv, rewards, stats["sigma_bar"], reward_metrics = advantages(ctx, scored, stats["sigma_bar"])
     state, history = update(ctx, train_step, state,
@@ -398,7 +483,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     # Prompt + response tokens the update trained on (the floor of its cost: 6 x params x this).
     metrics["tokens_trained"] = float(jnp.sum(scored.batch.valid))
     metrics["held_bytes_device0"] = float(held)
-    state = {**state, "rng": rng, "data_position": state["data_position"] + 1,
+    state = {**state, "rng": rng,
+             "data_position": state["data_position"] + scored.batches_drawn,
              "stats": distributed.put_replicated(mesh, stats)}
     if eval_examples and (step % config.eval.every == 0 or step == config.train.steps):
       metrics.update(eval_metrics(nnx.merge(graphdef, state["params"]), tokenizer, eval_examples,
@@ -411,6 +497,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   stage_io.export_final(workdir, model_cfg, state["params"], policy.tokenizer_path)
   return {"stage": "grpo", "steps": int(state["step"]), "final": stage_io.final_dir(workdir),
           "samples_total": float(state["stats"]["samples_total"]),
-          "labelled_prompts": int(state["step"]) * config.train.batch_size,
+          # Prompts drawn (dynamic sampling draws several batches a step).
+          "labelled_prompts": int(state["data_position"]) * config.train.batch_size,
           "skipped_steps": info["skipped_steps"],
           "held_bytes_device0_first_step": float(first_held[0]) if first_held else None}
