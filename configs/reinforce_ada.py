@@ -20,7 +20,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   config.preset = preset
   config.stage = "reinforce_ada"
   config.num_seeds = 3
-  config.arms = "grpo,ada_pos,ada_balance"
+  config.arms = "grpo,ada_pos,ada_balance,dynamic"
   config.rl.ada.update(n=4, round_size=8, max_rounds=4, threshold=0.7, global_stats=True)
   config.rl.pg.update(epsilon_low=0.2, epsilon_high=0.28, dual_clip=10.0, kl_coef=0.0,
                       aggregation="token_mean")

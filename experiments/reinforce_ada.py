@@ -1,10 +1,12 @@
-r"""GRPO (n) vs Ada-Pos vs Ada-Balance, over seeds, with cost columns and learning curves.
+r"""GRPO (n) vs Ada-Pos vs Ada-Balance vs GRPO + dynamic sampling, over seeds, with cost
+columns and learning curves.
 
   python -m experiments.reinforce_ada --config=configs/reinforce_ada.py:tiny --workdir=/tmp/ada
 
 Per seed: one SFT cold start shared by all arms; per arm: GRPO with
-rl.sampling = fixed (G = n) / ada_pos / ada_balance, then evaluation on the
-test split. Finished stages are reused when the script is started again.
+rl.sampling = fixed (G = n) / ada_pos / ada_balance / dynamic (DAPO's filter of
+groups without signal, G = n, at most rl.dynamic.max_batches batches a step), then
+evaluation on the test split. Finished stages are reused when the script is started again.
 Writes <workdir>/tables/reinforce_ada.{md,csv,tex} and
 <workdir>/plots/reinforce_ada_{step,samples}.png.
 """
@@ -23,9 +25,11 @@ from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import stage_runs
 
 
-ARM_NAMES = {"grpo": "GRPO (n)", "ada_pos": "Reinforce-Ada-Pos", "ada_balance": "Reinforce-Ada-Balance"}
+ARM_NAMES = {"grpo": "GRPO (n)", "ada_pos": "Reinforce-Ada-Pos",
+             "ada_balance": "Reinforce-Ada-Balance", "dynamic": "GRPO + dynamic sampling"}
 PAPER = {  # Qwen2.5-Math-1.5B: weighted avg@32, seconds per step on 8xH100
-    "grpo": ("45.3", "102"), "ada_pos": ("46.1", "228"), "ada_balance": ("47.6", "290")}
+    "grpo": ("45.3", "102"), "ada_pos": ("46.1", "228"), "ada_balance": ("47.6", "290"),
+    "dynamic": ("-", "-")}  # the paper has no dynamic-sampling arm
 
 
 def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
@@ -38,7 +42,7 @@ def run_seed(config: ml_collections.ConfigDict, root: str, seed: int,
   for arm in config.arms.split(","):
     overrides = {"stage": "grpo", "init_from": start, **stage_runs.block_overrides(config.grpo),
                  "rl.sampling": "fixed" if arm == "grpo" else arm}
-    if arm == "grpo":
+    if arm in ("grpo", "dynamic"):  # groups of n, as Reinforce-Ada keeps
       overrides["sampling.num_samples"] = config.rl.ada.n
     policy = c.run(os.path.join(arm, "grpo"), overrides)
     metrics_path = os.path.join(policy, "metrics.jsonl")
@@ -84,7 +88,10 @@ def write_outputs(config: ml_collections.ConfigDict, per_seed: list[dict], root:
            f"layers; SFT {config.sft.steps} steps; GRPO {config.grpo.steps} steps x "
            f"{config.grpo.batch_size} prompts, n={config.rl.ada.n}, M={config.rl.ada.round_size}, "
            f"N={config.rl.ada.max_rounds}; rl.std_mode={config.rl.std_mode} in every arm, GRPO (n) "
-           f"included; {config.num_seeds} seed(s), mean ± 95% CI.",
+           f"included; {config.num_seeds} seed(s), mean ± 95% CI." + (
+               f" Dynamic sampling: batches of {config.grpo.batch_size} prompts x n until "
+               f"every group has signal, at most {config.rl.dynamic.max_batches} a step."
+               if "dynamic" in arms else ""),
            "Paper columns: Xiong et al. 2025, Qwen2.5-Math-1.5B (weighted avg@32; 8xH100 s/step).",
            ratio]
   out = tables.write_table(rows, list(rows[0]), os.path.join(root, "tables", stem),

@@ -85,7 +85,8 @@ def test_seeds_run_side_by_side_and_a_recipe_can_run_more_seeds(tmp_path):
   diff = summary["paired"]["Reinforce-Ada: ada_balance - grpo (test)"]
   assert len(diff["per_seed"]) == 2 and diff["mdd80"] is not None
   speed = summary["reinforce_ada_speed"]
-  assert set(speed) == {"grpo", "ada_pos", "ada_balance"}
+  assert set(speed) == {"grpo", "ada_pos", "ada_balance", "dynamic"}
+  assert len(summary["paired"]["Reinforce-Ada: ada_balance - dynamic (test)"]["per_seed"]) == 2
   assert speed["grpo"]["step"] is not None  # GRPO reaches its own final accuracy
   assert len(speed["ada_pos"]["final_val"]) == 2
   assert os.path.exists(os.path.join(workdir, "tables", "reinforce_ada_speed.md"))
@@ -122,7 +123,15 @@ def test_summary_json_holds_the_tables_numbers_per_seed(quickstart):
   assert summary["hero"]["easy-hero"]["hard"] == [round(100 * json.load(open(os.path.join(
       workdir, "hero", "seed0", "arms", "easy-hero", "eval", "eval.json")))["family"]["hard"][
           "avg@k"], 2)]
-  assert set(summary["reinforce_ada"]) == {"split", "grpo", "ada_pos", "ada_balance"}
+  assert set(summary["reinforce_ada"]) == {"split", "grpo", "ada_pos", "ada_balance", "dynamic"}
+  # Ada, dynamic sampling and GRPO start from the same cold start, with groups of n.
+  arms = {}
+  for arm in ("grpo", "ada_pos", "ada_balance", "dynamic"):
+    with open(os.path.join(workdir, "reinforce_ada", "seed0", arm, "grpo", "config.json")) as f:
+      arms[arm] = json.load(f)
+  assert len({c["init_from"] for c in arms.values()}) == 1
+  assert arms["dynamic"]["rl"]["sampling"] == "dynamic"
+  assert arms["dynamic"]["sampling"]["num_samples"] == arms["grpo"]["sampling"]["num_samples"]
   assert "strict_recall_hard" not in summary  # families.hard.strict_recall holds it
   assert summary["stage_minutes"] > 0
   sl = summary["slice"]

@@ -35,9 +35,10 @@ def _comparisons(s: dict) -> list[tuple[str, list, list]]:
       pairs.append((f"HERO ablation: {arm} - {arm.split('-')[0]}-hero ({family} test)",
                     hero[arm][family], base[family]))
   ada = s.get("reinforce_ada", {})
-  for arm in ("ada_pos", "ada_balance"):
-    if arm in ada and "grpo" in ada:
-      pairs.append((f"Reinforce-Ada: {arm} - grpo (test)", ada[arm], ada["grpo"]))
+  for arm, base in (("ada_pos", "grpo"), ("ada_balance", "grpo"), ("dynamic", "grpo"),
+                    ("ada_balance", "dynamic")):
+    if arm in ada and base in ada:
+      pairs.append((f"Reinforce-Ada: {arm} - {base} (test)", ada[arm], ada[base]))
   if "teacher" in s:
     t = s["teacher"]
     pairs.append(("sparse-to-dense: teacher - student, cold starts (test)", t["cold_start"],
