@@ -189,10 +189,13 @@ def test_hero_arms_and_tables(quickstart):
 def test_reinforce_ada_table_has_cost_columns(quickstart):
   workdir, _ = quickstart
   rows = _csv(workdir, "reinforce_ada")
-  assert [r["method"] for r in rows] == ["GRPO (n)", "Reinforce-Ada-Pos", "Reinforce-Ada-Balance"]
-  grpo, ada_pos, ada_bal = (float(r["samples/step"]) for r in rows)
+  assert [r["method"] for r in rows] == ["GRPO (n)", "Reinforce-Ada-Pos", "Reinforce-Ada-Balance",
+                                         "GRPO + dynamic sampling"]
+  grpo, ada_pos, ada_bal, dynamic = (float(r["samples/step"]) for r in rows)
   assert grpo == 4 * 2  # prompts x n
   assert ada_pos >= 4 * 4 and ada_bal >= 4 * 4  # at least one round of M per prompt
+  # One to rl.dynamic.max_batches batches of prompts x n a step.
+  assert 4 * 2 <= dynamic <= 4 * 4 * 2
   assert all(float(r["s/step"]) > 0 and r["paper avg@32"] for r in rows)
 
 

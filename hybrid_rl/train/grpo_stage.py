@@ -155,8 +155,10 @@ def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: l
   if nproc > 1:
     host_params, host_key = distributed.host_copy((params, key))
   with jax.set_mesh(ctx.local_mesh):
-    if nproc > 1:  # made under the local mesh, so they live on this process's devices
-      sampler_policy = nnx.merge(ctx.graphdef, jax.tree.map(jnp.asarray, host_params))
+    if nproc > 1:  # split over this process's devices by the partition rules (fsdp), not
+      # whole on its first one
+      sampler_policy = nnx.merge(ctx.graphdef, jax.device_put(
+          host_params, sharding.param_shardings(host_params, ctx.local_mesh)))
       key = jnp.asarray(host_key)
     res = adaptive_collect.collect(
         sampler_policy, ctx.tokenizer, prompt_texts, golds, pool=ctx.pool,
