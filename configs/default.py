@@ -146,7 +146,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       teacher_from="", rollouts="teacher", kind="fkl_sampled", top_k=8, jsd_beta=0.5,
       opd_clip_epsilon=0.0))  # opd_pg: > 0 clips rho to [1 - eps, 1 + eps]; 0 disables
 
-  config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True))
+  # samples_every: GRPO writes samples_rows of a step's responses to samples.jsonl at
+  # step 1 and every samples_every steps (0: never); evaluation writes all of its.
+  config.log = ml_collections.ConfigDict(dict(progress=True, tensorboard=True,
+                                              samples_every=10, samples_rows=4))
 
   # Device mesh (data, fsdp, tensor) over all processes' devices; -1 = the rest.
   # num_devices / tpu_type describe the target slice for experiments.compile_pod.

@@ -140,6 +140,8 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.pg.importance_level": _one_of(*policy_gradient.IMPORTANCE_LEVELS),
     "rl.advantage": _one_of(*policy_gradient.ESTIMATORS),
     "rl.dynamic.max_batches": (_positive, "must be > 0 (prompt batches drawn per step)"),
+    "log.samples_every": (_non_negative, "must be >= 0 (0: no rollouts in samples.jsonl)"),
+    "log.samples_rows": (_positive, "must be > 0 (responses written per logged step)"),
     "model.param_dtype": _one_of(*transformer.DTYPES),
     "model.remat": _one_of(*transformer.REMAT_POLICIES),
     "model.decode_attention": _one_of(*transformer.DECODE_ATTENTION),

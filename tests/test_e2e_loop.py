@@ -25,11 +25,11 @@ def sft_dir(tmp_path_factory):
   return workdir
 
 
-def _grpo_args(sft_dir, workdir, steps=4):
+def _grpo_args(sft_dir, workdir, steps=4, samples_every=10):
   data = os.path.join(os.path.dirname(sft_dir), "data")
   return [f"--workdir={workdir}", *MICRO, "--config.stage=grpo", f"--config.init_from={sft_dir}",
           f"--config.data.data_dir={data}", f"--config.train.steps={steps}",
-          "--config.train.checkpoint_every=2"]
+          "--config.train.checkpoint_every=2", f"--config.log.samples_every={samples_every}"]
 
 
 def _rows(workdir):
@@ -66,12 +66,29 @@ def test_grpo_runs_and_logs_throughput_then_eval_reads_its_output(sft_dir, tmp_p
   assert result["overall"]["n"] == 16 and result["k"] == 2
   assert set(result["family"]) == {"easy", "hard"}
   assert open(os.path.join(ev, "eval.md")).read().startswith("### synthetic_math / validation")
+  # Every response on disk, with the verdicts the accuracy was computed from.
+  samples = [json.loads(l) for l in open(os.path.join(ev, "samples.jsonl"))]
+  assert len(samples) == 16 * 2 and [s["sample"] for s in samples[:4]] == [0, 1, 0, 1]
+  assert {"id", "prompt", "response", "gold", "extracted", "strict", "oracle", "length",
+          "finished"} <= set(samples[0])
+  per_example = [samples[2 * i]["oracle"] + samples[2 * i + 1]["oracle"] for i in range(16)]
+  assert per_example == result["correct_per_example"]
+  assert np.mean([s["oracle"] for s in samples]) == pytest.approx(result["overall"]["avg@k"])
+  # micro: max_new_tokens=24; a response that did not stop is 24 tokens long.
+  assert all(s["length"] <= 24 and (s["finished"] or s["length"] == 24) for s in samples)
+  assert len({s["id"] for s in samples}) == 16
+  # The GRPO stage's rollouts at step 1 (log.samples_every=10, samples_rows=4).
+  rollouts = [json.loads(l) for l in open(os.path.join(grpo, "samples.jsonl"))]
+  assert [(r["step"], r["row"]) for r in rollouts] == [(1, i) for i in range(4)]
+  assert all(r["prompt"] and {"rule", "oracle", "reward", "advantage"} <= set(r)
+             for r in rollouts)
 
 
 def test_killed_grpo_run_resumes_to_the_same_metrics(sft_dir, tmp_path):
   ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
   run_module("experiments.train", *_grpo_args(sft_dir, ref))
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *_grpo_args(sft_dir, killed)],
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.train",
+                           *_grpo_args(sft_dir, killed, samples_every=1)],
                           cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   metrics = os.path.join(killed, "metrics.jsonl")
@@ -83,9 +100,12 @@ def test_killed_grpo_run_resumes_to_the_same_metrics(sft_dir, tmp_path):
     time.sleep(0.05)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, "run finished before it could be killed"
-  run_module("experiments.train", *_grpo_args(sft_dir, killed))
+  run_module("experiments.train", *_grpo_args(sft_dir, killed, samples_every=1))
   ref_rows, rows = _rows(ref), _rows(killed)
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  # Rollouts written before the kill for steps after the checkpoint are written once.
+  logged = [json.loads(l)["step"] for l in open(os.path.join(killed, "samples.jsonl"))]
+  assert logged == sorted(logged) and logged == [s for s in (1, 2, 3, 4) for _ in range(4)]
   for a, b in zip(ref_rows, rows):
     assert a.keys() == b.keys()
     for k in a:

@@ -1,6 +1,8 @@
 """Eval stage: samples config.eval.num_samples responses per example of
 config.eval.split and scores them with the oracle (equivalence) and the strict
-verifier -> eval.json, eval.md (metrics: eval/accuracy.py).
+verifier -> eval.json, eval.md (metrics: eval/accuracy.py) and samples.jsonl (one
+row per response: what two checkpoints or two samplers are compared on, response
+by response).
 """
 import collections
 import json
@@ -40,32 +42,44 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   sp = sampling_params(config, tokenizer)
   share = ev.batch_size // jax.process_count() if mesh is not None else ev.batch_size
   first = jax.process_index() * share if mesh is not None else 0
-  correct, strict, statuses, shown = [], [], collections.Counter(), []
+  correct, strict, statuses, shown, samples = [], [], collections.Counter(), [], []
   for start in range(0, len(examples), ev.batch_size):
     chunk = examples[start:start + ev.batch_size]
     # Pad the last chunk to the bucket size so shapes (and compilations) repeat.
     padded = chunk + [chunk[-1]] * (ev.batch_size - len(chunk))
     mine = padded[first:first + share]
     rng, key = jax.random.split(rng)
-    rollout = rollouts.sample(model, tokenizer, prompts_lib.format_prompts(mine, config, tokenizer),
-                              key, sp, config.data.max_prompt_len, mesh=mesh,
+    prompt_texts = prompts_lib.format_prompts(mine, config, tokenizer)
+    rollout = rollouts.sample(model, tokenizer, prompt_texts, key, sp,
+                              config.data.max_prompt_len, mesh=mesh,
                               chunks=config.sampling.chunks)
     golds = [e["answer"] for e in mine for _ in range(k)]
     scores = scoring.verify_texts(pool, "strict", rollout.texts, golds)
     parts = distributed.gather_objects({
         "rule": scores.rule.astype(bool).tolist(), "oracle": scores.oracle.astype(bool).tolist(),
-        "statuses": dict(scores.statuses), "texts": rollout.texts[::k],
-        "extracted": list(scores.extracted[::k])})
+        "statuses": dict(scores.statuses), "texts": list(rollout.texts),
+        "extracted": list(scores.extracted), "prompts": prompt_texts,
+        "lengths": np.asarray((rollout.local_out or rollout.out).lengths).tolist(),
+        "finished": np.asarray((rollout.local_out or rollout.out).finished).tolist()})
     rule = np.concatenate([p["rule"] for p in parts])[: len(chunk) * k]
     oracle = np.concatenate([p["oracle"] for p in parts])[: len(chunk) * k]
     texts = [t for p in parts for t in p["texts"]]
     extracted = [x for p in parts for x in p["extracted"]]
+    prompts = [t for p in parts for t in p["prompts"]]
+    lengths = [n for p in parts for n in p["lengths"]]
+    finished = [f for p in parts for f in p["finished"]]
+    samples += [{"id": e.get("id", start + i), "sample": j, "prompt": prompts[i],
+                 "response": texts[i * k + j], "gold": e["answer"],
+                 "extracted": extracted[i * k + j], "strict": bool(rule[i * k + j]),
+                 "oracle": bool(oracle[i * k + j]), "length": int(lengths[i * k + j]),
+                 "finished": bool(finished[i * k + j])}
+                for i, e in enumerate(chunk) for j in range(k)]
     for p in parts:
       statuses.update(p["statuses"])
     strict.append(rule.astype(bool).reshape(len(chunk), k))
     correct.append(oracle.astype(bool).reshape(len(chunk), k))
-    shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i],
-               "extracted": extracted[i], "correct": bool(oracle[i * k])}
+    shown += [{"question": e["question"], "answer": e["answer"], "response": texts[i * k],
+               "extracted": extracted[i * k], "correct": bool(oracle[i * k])}
               for i, e in enumerate(chunk)][: max(0, 5 - len(shown))]
   correct = np.concatenate(correct)
   result = accuracy.summarize(correct, examples, k)
@@ -73,6 +87,7 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
   result["verifier_statuses"] = dict(statuses)
   result["strict_vs_oracle"] = accuracy.strict_vs_oracle(np.concatenate(strict), correct, examples)
   result["examples"] = shown  # the first few responses, for reading
+  result["samples"] = samples  # every response (run writes them to samples.jsonl)
   return result
 
 
@@ -107,11 +122,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       result = evaluate(policy.model, policy.tokenizer, examples, config, pool, key, mesh=mesh)
   result["split"] = config.eval.split
   result["settings"] = comparison_settings(config, len(examples))
+  samples = result.pop("samples")
   # Every process evaluates every example with the same key (replicated, not split:
   # evaluation sets are small); the main one writes.
   if not distributed.is_main():
     return result
   os.makedirs(workdir, exist_ok=True)
+  # Before eval.json: a stage with eval.json is finished, and so are its samples.
+  samples_path = os.path.join(workdir, "samples.jsonl")
+  with open(samples_path + ".tmp", "w") as f:
+    f.writelines(json.dumps(row) + "\n" for row in samples)
+  os.replace(samples_path + ".tmp", samples_path)
   with open(os.path.join(workdir, "eval.md"), "w") as f:
     f.write(accuracy.to_markdown(result, f"{config.data.name} / {config.eval.split}"))
   with open(out_json + ".tmp", "w") as f:

@@ -24,6 +24,7 @@ step's metrics. Everything the next step needs lives in the state, so
 a killed run resumes exactly.
 """
 import dataclasses
+import os
 import time
 
 from flax import nnx
@@ -48,6 +49,7 @@ from hybrid_rl.sampling import rollouts
 from hybrid_rl.train import batches
 from hybrid_rl.train import eval_stage
 from hybrid_rl.train import loop
+from hybrid_rl.train import metrics as metrics_lib
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
 from hybrid_rl.train import stage_io
@@ -326,6 +328,27 @@ def update(ctx: StepContext, train_step, state: dict, batch: batches.PGBatch, ke
   return state, history
 
 
+def rollout_samples(ctx: StepContext, scored: Scored, adv: jax.Array, rewards: jax.Array,
+                    step: int, count: int) -> list[dict]:
+  """The first `count` of this process's responses of a step, decoded, with their
+  verdicts, final reward and advantage (rows of samples.jsonl). Every process calls it
+  (gathering global rows is collective)."""
+  local = lambda x: distributed.local_rows(ctx.mesh, x)
+  tokens, valid = local(scored.batch.tokens), local(scored.batch.valid)
+  adv, rewards = local(adv).reshape(-1), local(rewards).reshape(-1)
+  r = scored.batch.mask.shape[1]
+  rows = []
+  for i in range(min(count, len(tokens))):
+    prompt, response = tokens[i, :-r][valid[i, :-r]], tokens[i, -r:][valid[i, -r:]]
+    rows.append({
+        "step": step, "row": i,
+        "prompt": ctx.tokenizer.decode(prompt.tolist(), skip_special_tokens=True),
+        "response": ctx.tokenizer.decode(response.tolist(), skip_special_tokens=True),
+        "rule": float(scored.rule[i]), "oracle": float(scored.oracle[i]),
+        "reward": float(rewards[i]), "advantage": float(adv[i]), "length": len(response)})
+  return rows
+
+
 def step_metrics(scored: Scored, adv: jax.Array, rewards: jax.Array, reward_metrics: dict,
                  history: list[dict], stats: dict, seconds: dict) -> tuple[dict, dict]:
   """(metrics, updated running totals) for one step; host values reduced over processes."""
@@ -450,12 +473,15 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   model_cfg = model.cfg
   del model
   first_held = []  # before this run's first step no checkpoint write is in flight
+  samples_path = os.path.join(workdir, "samples.jsonl")
 
   def step_fn(state, step):
     # The state and frozen models, between steps. While orbax writes the previous step's
     # checkpoint, its replica-parallel slices of the train state are held too (measured at
     # toy size: the state's bytes / data replicas, freed when the write completes).
     held = distributed.device_bytes()
+    if not first_held and distributed.is_main() and os.path.exists(samples_path):
+      metrics_lib.truncate_after(samples_path, step - 1)  # a resumed run writes them again
     first_held[:] = first_held or [held]
     def draw(k: int) -> tuple[list[str], list[str]]:
       """The prompt texts and answers of this process's rows of the step's k-th batch."""
@@ -482,6 +508,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     # The step's cost without periodic evaluation.
     seconds["seconds_rollout_and_update"] = sum(seconds.values())
     metrics, stats = step_metrics(scored, adv, rewards, reward_metrics, history, stats, seconds)
+    every = config.log.get("samples_every", 0)
+    if every and (step % every == 0 or step == 1):
+      rows = rollout_samples(ctx, scored, adv, rewards, step, config.log.samples_rows)
+      if distributed.is_main():
+        metrics_lib.append_rows(samples_path, rows)
     # Prompt + response tokens the update trained on (the floor of its cost: 6 x params x this).
     metrics["tokens_trained"] = float(jnp.sum(scored.batch.valid))
     metrics["held_bytes_device0"] = float(held)

@@ -56,6 +56,24 @@ def read_metrics(path: str) -> list[dict]:
   return rows
 
 
+def truncate_after(path: str, step: int) -> None:
+  """Keeps the rows of a JSONL file whose "step" is at most `step` (a resumed run writes
+  the later steps again)."""
+  rows = [r for r in read_metrics(path) if r.get("step", -1) <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+  os.replace(tmp, path)
+
+
+def append_rows(path: str, rows: Iterable[Mapping]) -> None:
+  """Appends JSON rows (samples.jsonl: responses to read beside the metrics)."""
+  with open(path, "a") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+
+
 class MetricsWriter:
   """Appends scalars to metrics.jsonl and (optionally) TensorBoard event files."""
 
@@ -72,12 +90,7 @@ class MetricsWriter:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def _truncate_after(self, step: int) -> None:
-    rows = [r for r in read_metrics(self.path) if r.get("step", -1) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
-    os.replace(tmp, self.path)
+    truncate_after(self.path, step)
 
   def write(self, step: int, scalars: Mapping[str, object]) -> dict:
     row = {"step": int(step)}
