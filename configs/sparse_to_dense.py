@@ -80,12 +80,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.teacher_sft.steps = config.student_sft.steps = 0  # released instruct models
     config.teacher_grpo.update(steps=200, batch_size=256, num_samples=8, learning_rate=1e-6,
                                split="train[:50%]")
-    # Llama: the TPU compiler fails the student's fkl_topk train step on the (4, 8, 4) mesh
-    # ("Slice dim size 4096 greater than dynamic slice dimension: 512", compile_pod
-    # 2026-12-05); its warmup is the other FKL estimator, sampled-token cross-entropy.
-    config.fkl.update(steps=200, batch_size=256, learning_rate=1e-6,
-                      kind="fkl_sampled" if llama else "fkl_topk", top_k=64,
-                      split="train[50%:80%]")
+    # Llama: 512 prompts, so that each of the 16 micro-batches (32 rows) splits over the
+    # mesh's 4 x 8 batch devices; with 256 the TPU compiler failed the train step ("Slice
+    # dim size 4096 greater than dynamic slice dimension: 512", compile_pod 2026-12-05).
+    config.fkl.update(steps=200, batch_size=512 if llama else 256, learning_rate=1e-6,
+                      kind="fkl_topk", top_k=64, split="train[50%:80%]")
     config.opd.update(steps=200, batch_size=256, num_samples=4, learning_rate=1e-6,
                       split="train[50%:80%]")
     config.student_grpo.update(steps=100, batch_size=256, num_samples=8, learning_rate=1e-6,
@@ -110,7 +109,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
             rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",
             models={"teacher": ("teacher_model", True)}, samplers=("teacher",), logit_models=()),
         "stage 2a: forward-KL warmup": dict(
-            rollout_rows=256, train_rows=256, num_samples=1, objective=config.fkl.kind,
+            rollout_rows=config.fkl.batch_size, train_rows=config.fkl.batch_size,
+            num_samples=1, objective=config.fkl.kind,
             top_k=config.fkl.top_k,
             models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
             samplers=("teacher",), logit_models=("teacher",)),
