@@ -104,22 +104,26 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # (4, 16, 1) factors the 4x4x4 torus; (8, 8, 1) needed a split physical axis, on
       # which the TPU compiler failed the train step (results/compile_pod/README.md).
       config.parallel.update(mesh_shape=(4, 16, 1), num_devices=64, tpu_type="v5p-128")
+    # Each plan's rows from the experiment's own stage blocks (one description).
+    rows = lambda block: config[block].batch_size * config[block].get("num_samples", 1)
     config.plans = ml_collections.ConfigDict({
         "stage 1: teacher GRPO": dict(
-            rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",
+            rollout_rows=rows("teacher_grpo"), train_rows=rows("teacher_grpo"),
+            num_samples=config.teacher_grpo.num_samples, objective="grpo",
             models={"teacher": ("teacher_model", True)}, samplers=("teacher",), logit_models=()),
         "stage 2a: forward-KL warmup": dict(
-            rollout_rows=config.fkl.batch_size, train_rows=config.fkl.batch_size,
-            num_samples=1, objective=config.fkl.kind,
-            top_k=config.fkl.top_k,
+            rollout_rows=rows("fkl"), train_rows=rows("fkl"), num_samples=1,
+            objective=config.fkl.kind, top_k=config.fkl.top_k,
             models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
             samplers=("teacher",), logit_models=("teacher",)),
         "stage 2b: on-policy distillation": dict(
-            rollout_rows=256 * 4, train_rows=256 * 4, num_samples=4, objective="opd_pg",
+            rollout_rows=rows("opd"), train_rows=rows("opd"), num_samples=config.opd.num_samples,
+            objective=config.opd.kind,
             models={"student": ("student_model", True), "teacher": ("teacher_model", False)},
             samplers=("student",), logit_models=("teacher",)),
         "stage 3: student GRPO": dict(
-            rollout_rows=256 * 8, train_rows=256 * 8, num_samples=8, objective="grpo",
+            rollout_rows=rows("student_grpo"), train_rows=rows("student_grpo"),
+            num_samples=config.student_grpo.num_samples, objective="grpo",
             models={"student": ("student_model", True)}, samplers=("student",),
             logit_models=()),
     })
