@@ -100,9 +100,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       learning_rate=2e-3, schedule="cosine", warmup_steps=30, weight_decay=0.01, b1=0.9,
       b2=0.98, eps=1e-8, grad_clip_norm=1.0))
 
+  # chunks > 1: the static engine samples the batch in that many sequential slices (a
+  # smaller KV cache). engine: static (one padded batch decoded to max_new_tokens) |
+  # continuous (slots refilled as requests stop, each step reading the cache only up to
+  # the longest live slot; slots 0: every request of a call at once, decode_steps per
+  # host check, read_buckets cache lengths compiled).
   config.sampling = ml_collections.ConfigDict(dict(
-      max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8,
-      chunks=1))  # > 1: sample the batch in that many sequential slices (smaller KV cache)
+      max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8, chunks=1,
+      engine="static", slots=0, decode_steps=16, read_buckets=8))
 
   # sampling: fixed (GRPO, G = sampling.num_samples) | ada_pos | ada_balance | dynamic (DAPO).
   # advantage: grpo ((r - group mean) / std_mode's scale) | rloo (leave-one-out mean) |

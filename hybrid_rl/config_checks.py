@@ -32,6 +32,7 @@ from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import verifiers
+from hybrid_rl.sampling import rollouts
 from hybrid_rl.train import distill_stage
 from hybrid_rl.train import objectives
 from hybrid_rl.train import optim
@@ -140,6 +141,10 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.pg.importance_level": _one_of(*policy_gradient.IMPORTANCE_LEVELS),
     "rl.advantage": _one_of(*policy_gradient.ESTIMATORS),
     "rl.dynamic.max_batches": (_positive, "must be > 0 (prompt batches drawn per step)"),
+    "sampling.engine": _one_of(*rollouts.ENGINES),
+    "sampling.slots": (_non_negative, "must be >= 0 (0: every request of a call at once)"),
+    "sampling.decode_steps": (_positive, "must be > 0 (decode steps per host check)"),
+    "sampling.read_buckets": (_positive, "must be > 0 (cache lengths compiled)"),
     "log.samples_every": (_non_negative, "must be >= 0 (0: no rollouts in samples.jsonl)"),
     "log.samples_rows": (_positive, "must be > 0 (responses written per logged step)"),
     "model.param_dtype": _one_of(*transformer.DTYPES),

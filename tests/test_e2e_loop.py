@@ -212,6 +212,38 @@ def test_grpo_with_reinforce_ada_sampling(sft_dir, tmp_path, mode):
   assert last["samples_total"] == pytest.approx(sum(r["samples"] for r in rows))
 
 
+def test_eval_gives_the_same_greedy_responses_with_either_engine(sft_dir, tmp_path):
+  """Through the CLI: the continuous engine with 8 slots (32 requests, each slot reused)
+  writes the static sampler's greedy responses and verdicts."""
+  data = os.path.join(os.path.dirname(sft_dir), "data")
+  results = {}
+  for engine in ("static", "continuous"):
+    ev = str(tmp_path / engine)
+    run_module("experiments.train", f"--workdir={ev}", *MICRO, "--config.stage=eval",
+               f"--config.init_from={sft_dir}", f"--config.data.data_dir={data}",
+               "--config.eval.temperature=0.0", f"--config.sampling.engine={engine}",
+               "--config.sampling.slots=8", "--config.sampling.decode_steps=5")
+    samples = [json.loads(l) for l in open(os.path.join(ev, "samples.jsonl"))]
+    results[engine] = (samples, json.load(open(os.path.join(ev, "eval.json"))))
+  (static, static_eval), (cont, cont_eval) = results["static"], results["continuous"]
+  assert len(static) == 32
+  for key in ("response", "length", "finished", "strict", "oracle"):
+    assert [s[key] for s in static] == [s[key] for s in cont], key
+  assert static_eval["correct_per_example"] == cont_eval["correct_per_example"]
+  assert static_eval["overall"] == cont_eval["overall"]
+
+
+def test_grpo_with_reinforce_ada_rounds_on_the_continuous_engine(sft_dir, tmp_path):
+  """Reinforce-Ada submits each round's requests to the continuous engine."""
+  workdir = str(tmp_path / "ada_continuous")
+  run_module("experiments.train", *_grpo_args(sft_dir, workdir, steps=1),
+             "--config.rl.sampling=ada_balance", "--config.rl.ada.n=2",
+             "--config.rl.ada.round_size=4", "--config.rl.ada.max_rounds=2",
+             "--config.sampling.engine=continuous", "--config.sampling.slots=12")
+  row = _rows(workdir)[0]
+  assert 8 * 4 <= row["samples"] <= 8 * 4 * 2 and np.isfinite(row["loss"])
+
+
 def test_grpo_with_dynamic_sampling_gspo_and_rloo(sft_dir, tmp_path):
   """The switches run through experiments.train together: batches drawn until every group
   has signal (or the cap), each one paid for, and the data position moving by them."""

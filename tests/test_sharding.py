@@ -1,4 +1,4 @@
-"""Forward and sampler on 8 forced CPU devices equal the single-device results."""
+"""Forward and samplers on 8 forced CPU devices equal the single-device results."""
 import pytest
 
 from tests.helpers import run_script_result
@@ -9,6 +9,7 @@ import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
 jax.config.update("jax_default_matmul_precision", "highest")
 assert len(jax.devices()) == 8, jax.devices()
@@ -25,7 +26,9 @@ def run(m):
   out = sampler.generate(m, prompts, valid, key, sp)
   return np.asarray(logits), np.asarray(out.tokens), np.asarray(out.logprobs)
 
+engine = continuous.EngineSettings("continuous", slots=6, decode_steps=5)
 ref = run(model)
+ref_continuous = continuous.generate(model, prompts, valid, key, sp, engine)
 results = {}
 for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
   mesh = sharding.make_mesh(shape)
@@ -37,13 +40,16 @@ for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
     v = jax.device_put(valid, sharding.batch_sharding(mesh, 2))
     logits = transformer.forward_logits(sharded, p, v)
     out = sampler.generate(sharded, p, v, key, sp)
+    cont = continuous.generate(sharded, prompts, valid, key, sp, engine)
   n_shards = len({d for d in state["layers"]["q"].sharding.device_set})
   results[str(shape)] = dict(
       logits=float(np.abs(np.asarray(logits) - ref[0]).max()),
       tokens_equal=bool((np.asarray(out.tokens) == ref[1]).all()),
       logprobs=float(np.abs(np.asarray(out.logprobs) - ref[2]).max()),
       param_devices=n_shards,
-      batch_sharded=not out.tokens.sharding.is_fully_replicated)
+      batch_sharded=not out.tokens.sharding.is_fully_replicated,
+      continuous_tokens_equal=bool((cont.tokens == ref_continuous.tokens).all()),
+      continuous_logprobs=float(np.abs(cont.logprobs - ref_continuous.logprobs).max()))
 print("RESULT" + json.dumps(results))
 """
 
@@ -61,6 +67,8 @@ def test_sharded_forward_and_sampler_equal_single_device(results, shape):
   assert r["logprobs"] < 1e-5
   assert r["param_devices"] == 8  # parameters really placed over the whole mesh
   assert r["batch_sharded"]
+  # The continuous engine's host loop with the parameters sharded over the mesh.
+  assert r["continuous_tokens_equal"] and r["continuous_logprobs"] < 1e-5
 
 
 ROWS_SCRIPT = r"""

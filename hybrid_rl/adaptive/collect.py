@@ -1,8 +1,9 @@
 """Reinforce-Ada rollouts for one GRPO step: rounds of batched sampling, then balanced groups.
 
-All active prompts of a round go through one sampler call. The call's batch
-is padded up to a power of two (at most the prompt batch), so the rounds of a
-whole run compile the sampler at most log2(B) + 1 times.
+All active prompts of a round go through one sampler call. For the static
+engine the call's batch is padded up to a power of two (at most the prompt
+batch), so the rounds of a whole run compile the sampler at most log2(B) + 1
+times; the continuous engine takes the active prompts as they are.
 """
 import collections
 import dataclasses
@@ -13,6 +14,7 @@ import numpy as np
 
 from hybrid_rl.adaptive import successive_elimination as se
 from hybrid_rl.rewards import scoring
+from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import rollouts
 from hybrid_rl.sampling import sampler
 
@@ -53,7 +55,8 @@ class Collected:
 
 def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool, verifier: str,
             cfg: se.AdaConfig, sp: sampler.SamplingParams, prompt_len: int, rng: jax.Array,
-            choice_seed: tuple[int, ...], mask_truncated: bool = False) -> Collected:
+            choice_seed: tuple[int, ...], mask_truncated: bool = False,
+            engine: continuous.EngineSettings | None = None) -> Collected:
   """Samples in rounds, scores as it goes and down-samples each pool to n."""
   b = len(prompt_texts)
   prompt_tokens, prompt_valid = rollouts.encode_prompts(tokenizer, prompt_texts, prompt_len)
@@ -61,10 +64,12 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
 
   def sample_fn(active, m, t):
     nonlocal tokens_generated
-    size = bucket_size(len(active), b)
+    size = (len(active) if engine is not None and engine.engine == "continuous"
+            else bucket_size(len(active), b))
     idx = np.array(list(active) + [active[0]] * (size - len(active)))
-    out = sampler.generate(model, prompt_tokens[idx], prompt_valid[idx],
-                           jax.random.fold_in(rng, t), dataclasses.replace(sp, num_samples=m))
+    out = rollouts.generate(model, prompt_tokens[idx], prompt_valid[idx],
+                            jax.random.fold_in(rng, t), dataclasses.replace(sp, num_samples=m),
+                            engine=engine)
     n = len(active) * m
     texts = rollouts.decode(tokenizer, out)[:n]
     scores = scoring.verify_texts(pool, verifier, texts, [golds[i] for i in active for _ in range(m)])

@@ -399,6 +399,23 @@ class Transformer(nnx.Module):
       cache = new_cache
     return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
 
+  def run_layers(self, tokens: Array, positions: Array, attend,
+                 layer_params: list[dict[str, Array]]) -> Array:
+    """Final-norm hidden states [B, T, H] with attention supplied by the caller, for
+    callers that keep their own KV cache (the paged engine).
+
+    attend(layer, q, k, v) -> [B, T, N, D], with q: [B, T, N, D] and k, v:
+    [B, T, K, D] this call's projections after RoPE (and QK norm).
+    """
+    cfg = self.cfg
+    x = self.embed[...].astype(cfg.compute_dtype)[tokens]
+    x = sharding.constrain(x, sharding.ACTIVATION_SPEC)
+    inv_freq = rope_inverse_frequencies(cfg)
+    for i, p in enumerate(layer_params):
+      x, _ = _layer(cfg, p, x, positions, None, inv_freq,
+                    lambda q, k, v, _, i=i: attend(i, q, k, v))
+    return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
+
   def layer_params(self) -> list[dict[str, Array]]:
     """The stacked layer weights as one dict per layer (copies)."""
     stacked = self.layers.arrays()

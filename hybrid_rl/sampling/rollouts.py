@@ -1,9 +1,10 @@
-"""Sampling a rollout: prompts encoded, the jitted sampler called (in chunks, over
-a mesh), responses decoded.
+"""Sampling a rollout: prompts encoded, an engine called (config.sampling.engine:
+the static sampler, in chunks, over a mesh; or continuous batching), responses
+decoded.
 
 Shapes are bucketed by config (prompt length P = data.max_prompt_len, response
 length R = sampling.max_new_tokens, fixed batch sizes), so every step reuses
-one compilation.
+one compilation (the continuous engine: a few, per page-read bucket).
 """
 import dataclasses
 
@@ -14,7 +15,10 @@ import numpy as np
 from hybrid_rl import errors
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
+from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
+
+ENGINES = ("static", "continuous")
 
 
 @dataclasses.dataclass
@@ -56,6 +60,11 @@ def config_sampling_params(tokenizer, sampling) -> sampler.SamplingParams:
   return sampling_params(tokenizer, sampling.max_new_tokens, temperature=sampling.temperature,
                          top_p=sampling.top_p, top_k=sampling.top_k,
                          num_samples=sampling.num_samples)
+
+
+def engine_settings(sampling) -> continuous.EngineSettings:
+  """The engine a stage samples with, from its config.sampling block."""
+  return continuous.settings_from_config(sampling)
 
 
 def decode(tokenizer, out: sampler.SampleOutput) -> list[str]:
@@ -101,21 +110,39 @@ def generate_chunked(model: transformer.Transformer, prompt_tokens: jax.Array,
   return sampler.SampleOutput(*(jnp.concatenate(x, axis=0) for x in zip(*outs)))
 
 
+def generate(model: transformer.Transformer, prompt_tokens: jax.Array, prompt_valid: jax.Array,
+             rng: jax.Array, sp: sampler.SamplingParams, chunks: int = 1,
+             engine: continuous.EngineSettings | None = None) -> sampler.SampleOutput:
+  """G responses per prompt from the engine `engine` names (None: static), on one
+  process. Args as sampler.generate; `chunks` applies to the static engine."""
+  if engine is not None and engine.engine == "continuous":
+    out = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, engine)
+    return sampler.SampleOutput(*(jnp.asarray(x) for x in out))
+  return generate_chunked(model, prompt_tokens, prompt_valid, rng, sp, chunks)
+
+
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
-           sp: sampler.SamplingParams, prompt_len: int, mesh=None, chunks: int = 1) -> Rollout:
-  """Samples G responses for each prompt, in `chunks` sequential generate calls.
+           sp: sampler.SamplingParams, prompt_len: int, mesh=None, chunks: int = 1,
+           engine: continuous.EngineSettings | None = None) -> Rollout:
+  """Samples G responses for each prompt with `engine` (None: the static sampler in
+  `chunks` sequential generate calls).
 
   With a mesh, prompt_texts are this process's rows of a global batch: the
   arrays of the Rollout are global (rows of every process), its texts are this
-  process's B * G responses.
+  process's B * G responses. The continuous engine's host scheduler runs on one
+  process; a mesh over several processes samples with the static engine.
   """
   prompt_tokens, prompt_valid = encode_prompts(tokenizer, prompt_texts, prompt_len)
   if mesh is None:
-    out = generate_chunked(model, prompt_tokens, prompt_valid, rng, sp, chunks)
+    out = generate(model, prompt_tokens, prompt_valid, rng, sp, chunks, engine)
     return Rollout(prompt_tokens, prompt_valid, out, decode(tokenizer, out), sp.num_samples)
   global_tokens = distributed.global_rows(mesh, prompt_tokens)
   global_valid = distributed.global_rows(mesh, prompt_valid)
-  if chunks == 1:
+  processes = len({d.process_index for d in mesh.devices.flat})
+  if engine is not None and engine.engine == "continuous" and processes == 1:
+    local = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, engine)
+    out = sampler.SampleOutput(*(distributed.global_rows(mesh, x) for x in local))
+  elif chunks == 1:
     out = sampler.generate(model, global_tokens, global_valid, rng, sp)
     local = sampler.SampleOutput(*(distributed.local_rows(mesh, x) for x in out))
   else:

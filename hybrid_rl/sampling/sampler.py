@@ -77,13 +77,18 @@ def categorical(key: Array, logits: Array, block: int = 256) -> Array:
   CPU, longer than the model's own decode step. Logits of -inf (or finfo.min)
   are never drawn.
   """
+  return categorical_from_uniform(jax.random.uniform(key, (logits.shape[0],)), logits, block)
+
+
+def categorical_from_uniform(u: Array, logits: Array, block: int = 256) -> Array:
+  """`categorical` given each row's uniform draw u: [R] in [0, 1)."""
   r, v = logits.shape
   num_blocks = -(-v // block)
   mass = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))  # unnormalized
   blocks = jnp.pad(mass, ((0, 0), (0, num_blocks * block - v))).reshape(r, num_blocks, block)
   block_mass = blocks.sum(-1)  # [R, num_blocks]
   cumulative = jnp.cumsum(block_mass, axis=-1)
-  u = jax.random.uniform(key, (r,)) * cumulative[:, -1]
+  u = u * cumulative[:, -1]
 
   def last_positive(x):  # index of the last entry > 0 along the last axis
     return x.shape[-1] - 1 - jnp.argmax(x[..., ::-1] > 0, axis=-1)
@@ -100,12 +105,18 @@ def categorical(key: Array, logits: Array, block: int = 256) -> Array:
 
 def sample_token(key: Array, logits: Array, sp: SamplingParams) -> tuple[Array, Array]:
   """Draws one token per row. logits: [R, V] float32 -> (tokens [R], logprobs [R])."""
+  return sample_token_from_uniform(jax.random.uniform(key, (logits.shape[0],)), logits, sp)
+
+
+def sample_token_from_uniform(u: Array, logits: Array, sp: SamplingParams
+                              ) -> tuple[Array, Array]:
+  """`sample_token` given each row's uniform draw u: [R] (unused when greedy)."""
   if sp.temperature == 0:
     tokens = jnp.argmax(logits, axis=-1)
     scaled = logits
   else:
     scaled = logits / sp.temperature
-    tokens = categorical(key, truncate_logits(scaled, sp.top_k, sp.top_p))
+    tokens = categorical_from_uniform(u, truncate_logits(scaled, sp.top_k, sp.top_p))
   picked = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0]
   return tokens.astype(jnp.int32), picked - jax.nn.logsumexp(scaled, axis=-1)
 

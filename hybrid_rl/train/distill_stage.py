@@ -129,7 +129,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     t0 = time.perf_counter()
     rollout = rollouts.sample(sampler_model, tokenizer, prompts, sample_key, sp,
                               config.data.max_prompt_len, mesh=mesh,
-                              chunks=config.sampling.chunks)
+                              chunks=config.sampling.chunks,
+                              engine=rollouts.engine_settings(config.sampling))
     batch = batches.sequence_batch(rollout)
     if TEACHER_OUTPUT[dcfg.kind] == "logprobs":
       batch["sampler_logprobs"] = rollout.out.logprobs

@@ -52,7 +52,8 @@ def evaluate(model, tokenizer, examples: list[dict], config: ml_collections.Conf
     prompt_texts = prompts_lib.format_prompts(mine, config, tokenizer)
     rollout = rollouts.sample(model, tokenizer, prompt_texts, key, sp,
                               config.data.max_prompt_len, mesh=mesh,
-                              chunks=config.sampling.chunks)
+                              chunks=config.sampling.chunks,
+                              engine=rollouts.engine_settings(config.sampling))
     golds = [e["answer"] for e in mine for _ in range(k)]
     scores = scoring.verify_texts(pool, "strict", rollout.texts, golds)
     parts = distributed.gather_objects({

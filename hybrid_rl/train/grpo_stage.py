@@ -166,7 +166,8 @@ def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: l
         sampler_policy, ctx.tokenizer, prompt_texts, golds, pool=ctx.pool,
         verifier=ctx.config.rl.verifier, cfg=ctx.ada_cfg, sp=ctx.sp,
         prompt_len=ctx.config.data.max_prompt_len, rng=key, choice_seed=choice_seed,
-        mask_truncated=ctx.config.rl.mask_truncated)
+        mask_truncated=ctx.config.rl.mask_truncated,
+        engine=rollouts.engine_settings(ctx.config.sampling))
   batch = batches.PGBatch(tokens=ctx.rows(res.tokens), valid=ctx.rows(res.valid),
                           mask=ctx.rows(res.mask), sampler_logprobs=ctx.rows(res.sampler_logprobs))
   return Scored(
@@ -186,7 +187,8 @@ def collect_fixed(ctx: StepContext, params, prompt_texts: list[str], golds: list
   t0 = time.perf_counter()
   rollout = rollouts.sample(nnx.merge(ctx.graphdef, params), ctx.tokenizer, prompt_texts, key,
                             ctx.sp, ctx.config.data.max_prompt_len, mesh=ctx.mesh,
-                            chunks=ctx.config.sampling.chunks)
+                            chunks=ctx.config.sampling.chunks,
+                            engine=rollouts.engine_settings(ctx.config.sampling))
   t1 = time.perf_counter()
   g = ctx.config.sampling.num_samples
   scores = scoring.verify_texts(ctx.pool, ctx.config.rl.verifier, rollout.texts,

@@ -56,7 +56,8 @@ def labelled_samples(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rng, key = jax.random.split(rng)
     rollout = rollouts.sample(policy.model, policy.tokenizer,
                               prompts_lib.format_prompts(padded, config, policy.tokenizer), key, sp,
-                              config.data.max_prompt_len)
+                              config.data.max_prompt_len,
+                              engine=rollouts.engine_settings(config.sampling))
     n = len(chunk) * g
     verdicts = pool.verify("equivalence", rollout.texts[:n],
                            [e["answer"] for e in chunk for _ in range(g)])

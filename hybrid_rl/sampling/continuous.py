@@ -1,0 +1,279 @@
+"""Continuous batching: rollouts that decode no padding.
+
+A fixed number of slots decode together. The host loop admits waiting requests
+(prompt x sample) into free slots, prefills their prompts (once per prompt, copied
+into each sample's slot), runs `decode_steps` decode steps on device, reads the
+emitted tokens back (one transfer per call), and frees the slots of the requests
+that stopped. Attention reads each slot's cache only up to the longest live slot's
+length (rounded up to one of `read_buckets` lengths, one compilation each), not the
+whole prompt + max_new_tokens.
+
+Each slot's keys and values are contiguous ([S, K, L, D] per layer, the static
+sampler's layout), not pages behind a page table: on XLA:CPU gathering one layer's
+keys through a page table took as long as the attention products over the contiguous
+cache (6.4 vs 6.1 ms at 64 slots x 672 positions, results/bench_rollout/kv_gather.json),
+so paging would double the cost of every position read there. JAX's ragged paged
+attention kernel is the TPU path still to come.
+
+Draws are keyed by (request, token index), so a request's response does not depend
+on the slots, the schedule or the other requests: the output equals itself across
+slot counts, and greedy decoding equals the static sampler's (`sampler.generate`).
+The output is `sampler.SampleOutput` in request order (row b * G + g).
+"""
+import collections
+import dataclasses
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_rl.models import transformer
+from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import sampler
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+  """How rollouts are generated (config.sampling: engine, slots, decode_steps,
+  read_buckets). Never what is sampled."""
+  engine: str = "static"  # "static" | "continuous"
+  slots: int = 0  # rows decoded together; 0: every request of the call at once
+  decode_steps: int = 16  # decode steps per device call (one host check per call)
+  read_buckets: int = 8  # cache lengths attention reads (one compilation each)
+
+
+def settings_from_config(sampling) -> EngineSettings:
+  """EngineSettings from a config.sampling block (fields it lacks keep their defaults)."""
+  names = [f.name for f in dataclasses.fields(EngineSettings)]
+  return EngineSettings(**{n: sampling[n] for n in names if n in sampling})
+
+
+def _layer_weights(model: transformer.Transformer):
+  return sharding.decode_weights(model.layer_params(), model.cfg.compute_dtype)
+
+
+def _decode_mode(cfg: transformer.ModelConfig) -> str:
+  if cfg.decode_attention != "auto":
+    return cfg.decode_attention
+  return "sum" if jax.default_backend() == "cpu" else "dot"
+
+
+def read_lengths(max_len: int, buckets: int, multiple: int = 16) -> list[int]:
+  """The cache lengths a decode call may read: `buckets` steps up to >= max_len."""
+  step = -(-max_len // (max(1, buckets) * multiple)) * multiple
+  return [step * (i + 1) for i in range(max(1, buckets))]
+
+
+def _prefill(graphdef: nnx.GraphDef, state: nnx.State, cache: transformer.KVCache,
+             logits: Array, prompts: Array, prompt_lens: Array, slot_ids: Array,
+             slot_prompt: Array) -> tuple[transformer.KVCache, Array]:
+  """Runs the prompts once and copies each into the cache rows of its admitted slots.
+
+  Args:
+    cache: per layer {"k", "v"}: [S, K, L, D]; logits: [S, V] float32, each slot's
+      next-token logits.
+    prompts: [Bp, Pb] int32, right-padded; prompt_lens: [Bp] int32 (>= 1).
+    slot_ids: [A] int32, the slots admitted (S: a padding entry, dropped).
+    slot_prompt: [A] int32, each admitted slot's row of `prompts`.
+  Returns:
+    (cache, logits) with the admitted slots' prompt keys, values and logits written.
+  """
+  model = nnx.merge(graphdef, state)
+  b, p = prompts.shape
+  positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+  valid = positions < prompt_lens[:, None]
+  mask = (positions[:, :, None] >= positions[:, None, :]) & valid[:, None, :]
+  kvs = []
+
+  def attend(_, q, k, v):
+    kvs.append((k, v))
+    return transformer.chunked_attention(q, k, v, mask, model.cfg.attention_chunk)
+
+  hidden = model.run_layers(prompts, positions, attend, _layer_weights(model))
+  last = jnp.take_along_axis(hidden, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
+  prompt_logits = model.logits(last)  # [Bp, V]
+  write = lambda c, x: c.at[slot_ids, :, :p].set(
+      x[slot_prompt].transpose(0, 2, 1, 3).astype(c.dtype), mode="drop")
+  cache = [{"k": write(c["k"], k), "v": write(c["v"], v)} for c, (k, v) in zip(cache, kvs)]
+  logits = logits.at[slot_ids].set(prompt_logits[slot_prompt], mode="drop")
+  return cache, logits
+
+
+prefill_jit = jax.jit(_prefill, static_argnums=(0,), donate_argnums=(2, 3))
+
+
+def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, steps: int,
+            state: nnx.State, cache: transformer.KVCache, logits: Array, kv_len: Array,
+            generated: Array, live: Array, request: Array, rng: Array):
+  """Up to `steps` decode steps of every slot (stops early once no slot is live).
+
+  Args:
+    cache, logits: as `_prefill`.
+    kv_len: [S] int32, tokens in each slot's cache (the position of the next token
+      fed); generated: [S] int32, tokens emitted so far; live: [S] bool, the slot's
+      request is still generating; request: [S] int32 (keys the draws).
+    read_len: static, cache positions attention reads (>= every live kv_len + steps).
+  Returns:
+    dict of cache, logits, kv_len, generated, live, stopped [S] bool (emitted a stop
+    token in this call), and tokens, logprobs [S, steps], emitted [S, steps] bool.
+  """
+  model = nnx.merge(graphdef, state)
+  weights = _layer_weights(model)
+  decode = _decode_mode(model.cfg)
+  s = logits.shape[0]
+  rows = jnp.arange(s)
+  stop_ids = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
+  request_keys = jax.vmap(lambda r: jax.random.fold_in(rng, r))(request)
+
+  def body(c):
+    i = c["i"]
+    u = jax.vmap(lambda key, t: jax.random.uniform(jax.random.fold_in(key, t)))(
+        request_keys, c["generated"])
+    token, logprob = sampler.sample_token_from_uniform(u, c["logits"], sp)
+    emit = c["live"]
+    token = jnp.where(emit, token, sp.pad_token_id)
+    logprob = jnp.where(emit, logprob, 0.0)
+    generated = c["generated"] + emit.astype(jnp.int32)
+    stop = emit & jnp.isin(token, stop_ids)
+    live = emit & ~stop & (generated < sp.max_new_tokens)
+    # Slots that are not live write past their length (never read) and attend anyway.
+    index = jnp.minimum(c["kv_len"], read_len - 1)
+    mask = (jnp.arange(read_len)[None, :] <= index[:, None])[:, None, :]  # [S, 1, read]
+    cache = list(c["cache"])
+
+    def attend(layer, q, k, v):
+      write = lambda buf, x: buf.at[rows, :, index].set(x[:, 0].astype(buf.dtype))
+      cache[layer] = {"k": write(cache[layer]["k"], k), "v": write(cache[layer]["v"], v)}
+      read = lambda buf: jax.lax.slice_in_dim(buf, 0, read_len, axis=2)
+      return transformer.cached_attention(q, read(cache[layer]["k"]), read(cache[layer]["v"]),
+                                          mask, 0, decode)
+
+    hidden = model.run_layers(token[:, None], index[:, None], attend, weights)
+    return dict(
+        i=i + 1, cache=cache, logits=model.logits(hidden[:, 0]),
+        kv_len=c["kv_len"] + live.astype(jnp.int32), generated=generated, live=live,
+        stopped=c["stopped"] | stop,
+        tokens=c["tokens"].at[:, i].set(token), logprobs=c["logprobs"].at[:, i].set(logprob),
+        emitted=c["emitted"].at[:, i].set(emit))
+
+  carry = dict(i=jnp.zeros((), jnp.int32), cache=cache, logits=logits, kv_len=kv_len,
+               generated=generated, live=live, stopped=jnp.zeros((s,), bool),
+               tokens=jnp.full((s, steps), sp.pad_token_id, jnp.int32),
+               logprobs=jnp.zeros((s, steps), jnp.float32),
+               emitted=jnp.zeros((s, steps), bool))
+  c = jax.lax.while_loop(lambda c: (c["i"] < steps) & jnp.any(c["live"]), body, carry)
+  c.pop("i")
+  return c
+
+
+decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2, 3), donate_argnums=(5, 6))
+
+
+def _bucket(n: int, limit: int) -> int:
+  """Smallest power of two >= n, at most limit (padding rows of a prefill call)."""
+  return min(limit, 1 << max(0, n - 1).bit_length())
+
+
+@dataclasses.dataclass
+class EngineStats:
+  """What one generate call did. decode_row_steps counts slot-steps of decode calls,
+  emitted the response tokens among them (the rest is padding: free or stopped slots)."""
+  calls: int = 0
+  prefills: int = 0
+  decode_row_steps: int = 0
+  emitted: int = 0
+  read_lengths: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array, rng: Array,
+             sp: sampler.SamplingParams, settings: EngineSettings,
+             stats: EngineStats | None = None) -> sampler.SampleOutput:
+  """Samples G responses per prompt with continuous batching.
+
+  Args and output as `sampler.generate` (prompts [B, P] left-padded, valid [B, P]);
+  the output's arrays are host (NumPy) arrays. `stats`, if given, is filled in.
+  """
+  graphdef, state = nnx.split(model)
+  cfg = model.cfg
+  prompts, prompt_valid = np.asarray(prompts), np.asarray(prompt_valid)
+  prompt_rows = [t[v] for t, v in zip(prompts, prompt_valid)]
+  if min(len(r) for r in prompt_rows) == 0:
+    raise ValueError("continuous engine: a prompt has no valid token")
+  b, p = prompts.shape
+  g, n = sp.num_samples, sp.max_new_tokens
+  num_requests = b * g
+  slots = min(settings.slots or num_requests, num_requests)
+  lengths = read_lengths(p + n, settings.read_buckets)
+  stats = stats if stats is not None else EngineStats()
+
+  cache = model.init_cache(slots, lengths[-1])
+  logits = jnp.zeros((slots, cfg.vocab_size), jnp.float32)
+  kv_len = np.zeros(slots, np.int32)
+  generated = np.zeros(slots, np.int32)
+  live = np.zeros(slots, bool)
+  request = np.full(slots, -1, np.int32)  # -1: a free slot
+  waiting = collections.deque(range(num_requests))
+
+  out_tokens = np.full((num_requests, n), sp.pad_token_id, np.int32)
+  out_logprobs = np.zeros((num_requests, n), np.float32)
+  out_lengths = np.zeros(num_requests, np.int32)
+  out_finished = np.zeros(num_requests, bool)
+
+  while waiting or live.any():
+    admitted = []  # (slot, request)
+    for s in np.flatnonzero(request < 0)[:len(waiting)]:
+      r = waiting.popleft()
+      request[s], kv_len[s], generated[s], live[s] = r, len(prompt_rows[r // g]), 0, True
+      admitted.append((int(s), r))
+    if admitted:
+      cache, logits = _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows,
+                                        g, p, slots, b)
+      stats.prefills += 1
+    longest = int(kv_len[live].max()) + settings.decode_steps
+    read_len = next(length for length in lengths if length >= min(longest, lengths[-1]))
+    c = decode_jit(graphdef, sp, read_len, settings.decode_steps, state, cache, logits,
+                   jnp.asarray(kv_len), jnp.asarray(generated), jnp.asarray(live),
+                   jnp.asarray(request), rng)
+    cache, logits = c.pop("cache"), c.pop("logits")
+    c = jax.device_get(c)  # the one transfer of this call
+    stats.calls += 1
+    stats.decode_row_steps += int(c["emitted"].any(0).sum()) * slots
+    stats.emitted += int(c["emitted"].sum())
+    stats.read_lengths[read_len] += 1
+    for s in np.flatnonzero(request >= 0):
+      r, start = request[s], generated[s]
+      emitted = c["emitted"][s]
+      count = int(emitted.sum())
+      out_tokens[r, start:start + count] = c["tokens"][s][emitted]
+      out_logprobs[r, start:start + count] = c["logprobs"][s][emitted]
+      if not c["live"][s]:  # stopped or at max_new_tokens: the slot is free again
+        out_lengths[r] = start + count
+        out_finished[r] = c["stopped"][s]
+        request[s] = -1
+    kv_len, generated, live = (np.array(c[k]) for k in ("kv_len", "generated", "live"))
+
+  mask = np.arange(n)[None, :] < out_lengths[:, None]
+  return sampler.SampleOutput(out_tokens, out_logprobs, mask, out_lengths, out_finished)
+
+
+def _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows, g, prompt_len,
+                      slots, max_prompts):
+  """One prefill call for the admitted (slot, request) pairs: each distinct prompt runs
+  once; rows are padded to powers of two so that few shapes compile."""
+  prompt_ids = list(dict.fromkeys(r // g for _, r in admitted))
+  row_of = {b: i for i, b in enumerate(prompt_ids)}
+  tokens = np.zeros((_bucket(len(prompt_ids), max_prompts), prompt_len), np.int32)
+  lens = np.ones(len(tokens), np.int32)
+  for i, b in enumerate(prompt_ids):
+    tokens[i, :len(prompt_rows[b])] = prompt_rows[b]
+    lens[i] = len(prompt_rows[b])
+  num_slots = _bucket(len(admitted), slots)
+  slot_ids = np.full(num_slots, slots, np.int32)  # out of range: dropped
+  slot_prompt = np.zeros(num_slots, np.int32)
+  for j, (s, r) in enumerate(admitted):
+    slot_ids[j], slot_prompt[j] = s, row_of[r // g]
+  return prefill_jit(graphdef, state, cache, logits, jnp.asarray(tokens), jnp.asarray(lens),
+                     jnp.asarray(slot_ids), jnp.asarray(slot_prompt))

@@ -1,0 +1,131 @@
+"""The continuous-batching engine against the static sampler and the model's own
+logprobs."""
+import dataclasses
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid_rl.models import transformer
+from hybrid_rl.sampling import continuous
+from hybrid_rl.sampling import rollouts
+from hybrid_rl.sampling import sampler
+
+CFG = transformer.ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
+                              num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8)
+PROMPT_LENS = (3, 11, 7, 5, 9, 1)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return transformer.Transformer(CFG, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def prompts():
+  rng = np.random.default_rng(0)
+  seqs = [list(rng.integers(3, CFG.vocab_size, size=n)) for n in PROMPT_LENS]
+  return sampler.left_pad(seqs, 0, 12)
+
+
+def engine(**kw):
+  return continuous.EngineSettings(**{"engine": "continuous", "decode_steps": 3,
+                                      "read_buckets": 3, **kw})
+
+
+def stop_ids_at_varied_steps(model, prompts, n):
+  """Stop tokens that end greedy rows at very different steps: the token each of a few
+  rows emits at steps 2, 8, 14, ... of a run without stops."""
+  sp = sampler.SamplingParams(max_new_tokens=n, temperature=0.0, num_samples=1)
+  tokens = np.asarray(sampler.generate(model, *prompts, jax.random.PRNGKey(0), sp).tokens)
+  return tuple(sorted({int(tokens[r, s]) for r, s in zip(range(0, 6, 2), (2, 8, 14))}))
+
+
+def assert_same_output(a: sampler.SampleOutput, b: sampler.SampleOutput, atol=1e-5):
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+  np.testing.assert_array_equal(np.asarray(a.lengths), np.asarray(b.lengths))
+  np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
+  np.testing.assert_array_equal(np.asarray(a.finished), np.asarray(b.finished))
+  np.testing.assert_allclose(np.asarray(a.logprobs), np.asarray(b.logprobs), atol=atol)
+
+
+@pytest.mark.parametrize("slots,decode_steps", [(3, 3), (5, 1), (18, 7)])
+def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps):
+  """Mixed prompt lengths (1..11), rows stopping at very different steps, fewer slots
+  than the 18 requests (each slot reused), reading 16 then 32 cache positions."""
+  n = 20
+  stops = stop_ids_at_varied_steps(model, prompts, n)
+  sp = sampler.SamplingParams(max_new_tokens=n, temperature=0.0, num_samples=3,
+                              stop_token_ids=stops, pad_token_id=0)
+  static = sampler.generate(model, *prompts, jax.random.PRNGKey(1), sp)
+  stats = continuous.EngineStats()
+  out = continuous.generate(model, *prompts, jax.random.PRNGKey(1), sp,
+                            engine(slots=slots, decode_steps=decode_steps), stats)
+  lengths = np.asarray(static.lengths)
+  assert lengths.min() <= 4 and lengths.max() == n and len(set(lengths)) >= 3, lengths
+  assert_same_output(static, out)
+  if slots < 18:
+    assert stats.prefills > 1  # slots were refilled
+  assert stats.emitted == lengths.sum()
+  assert stats.decode_row_steps >= stats.emitted
+  assert set(stats.read_lengths) == ({16, 32} if decode_steps < 7 else {32})
+
+
+def test_sampled_logprobs_match_the_model(model, prompts):
+  """T=0.7 with top-k: the engine's logprobs are those of softmax(logits / T) of the
+  emitted tokens, as transformer.token_logprobs computes them teacher-forced."""
+  sp = sampler.SamplingParams(max_new_tokens=12, temperature=0.7, top_k=20, num_samples=2,
+                              stop_token_ids=(5, 6, 7), pad_token_id=0)
+  out = continuous.generate(model, *prompts, jax.random.PRNGKey(3), sp, engine(slots=5))
+  tokens, valid = prompts
+  rows = jnp.repeat(tokens, 2, axis=0), jnp.repeat(valid, 2, axis=0)
+  full = jnp.concatenate([rows[0], jnp.asarray(out.tokens)], axis=1)
+  full_valid = jnp.concatenate([rows[1], jnp.asarray(out.mask)], axis=1)
+  expected = transformer.token_logprobs(model, full, full_valid, 0.7)[:, tokens.shape[1] - 1:]
+  mask = np.asarray(out.mask)
+  assert mask.sum() > 40
+  np.testing.assert_allclose(np.asarray(expected)[mask], out.logprobs[mask], atol=1e-4)
+  assert (out.logprobs[~mask] == 0).all()
+
+
+def test_draws_do_not_depend_on_slots_or_reruns(model, prompts):
+  """A request's draws are keyed by (request, token index): identical outputs on a
+  re-run and for any slot count or decode_steps; another seed gives other ones."""
+  sp = sampler.SamplingParams(max_new_tokens=10, temperature=1.0, num_samples=3,
+                              stop_token_ids=(5, 6, 7, 8), pad_token_id=0)
+  key = jax.random.PRNGKey(4)
+  first = continuous.generate(model, *prompts, key, sp, engine(slots=4))
+  assert_same_output(first, continuous.generate(model, *prompts, key, sp, engine(slots=4)), 0)
+  assert_same_output(first, continuous.generate(model, *prompts, key, sp,
+                                                engine(slots=18, decode_steps=5)))
+  other = continuous.generate(model, *prompts, jax.random.PRNGKey(5), sp, engine(slots=4))
+  assert not np.array_equal(first.tokens, other.tokens)
+  assert len(set(first.lengths.tolist())) > 1  # some rows stopped early
+
+
+def test_rollouts_sample_uses_the_configured_engine(model, prompts):
+  """rollouts.generate dispatches on EngineSettings.engine; greedy outputs agree."""
+  sp = sampler.SamplingParams(max_new_tokens=8, temperature=0.0, num_samples=2,
+                              stop_token_ids=(5,), pad_token_id=0)
+  key = jax.random.PRNGKey(0)
+  static = rollouts.generate(model, *prompts, key, sp, chunks=2)
+  cont = rollouts.generate(model, *prompts, key, sp, engine=engine(slots=4))
+  assert isinstance(cont.tokens, jax.Array)
+  assert_same_output(static, cont)
+
+
+def test_read_lengths_cover_prompt_and_response_in_few_steps():
+  assert continuous.read_lengths(663, 8) == [96 * i for i in range(1, 9)]
+  assert continuous.read_lengths(20, 3) == [16, 32, 48]
+  assert continuous.read_lengths(5, 1) == [16]
+
+
+def test_settings_from_config_reads_the_sampling_block():
+  from configs import default
+  sampling = default.get_config().sampling
+  sampling.update(engine="continuous", slots=8)
+  got = continuous.settings_from_config(sampling)
+  assert dataclasses.asdict(got) == {**dataclasses.asdict(continuous.EngineSettings()),
+                                     "engine": "continuous", "slots": 8}
