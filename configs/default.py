@@ -103,11 +103,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # chunks > 1: the static engine samples the batch in that many sequential slices (a
   # smaller KV cache). engine: static (one padded batch decoded to max_new_tokens) |
   # continuous (slots refilled as requests stop, each step reading the cache only up to
-  # the longest live slot; slots 0: every request of a call at once, decode_steps per
-  # host check, read_buckets cache lengths compiled).
+  # the longest live slot, or on TPU each slot to its own length). slots 0: the static
+  # rows per call (prompts x samples / chunks); decode_steps per host check;
+  # read_buckets cache lengths compiled; kv_layout slots | pages (read by JAX's ragged
+  # paged attention kernel) | auto (pages on TPU); page_size tokens a page.
   config.sampling = ml_collections.ConfigDict(dict(
       max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8, chunks=1,
-      engine="static", slots=0, decode_steps=16, read_buckets=8))
+      engine="static", slots=0, decode_steps=16, read_buckets=8, kv_layout="auto",
+      page_size=16))
 
   # sampling: fixed (GRPO, G = sampling.num_samples) | ada_pos | ada_balance | dynamic (DAPO).
   # advantage: grpo ((r - group mean) / std_mode's scale) | rloo (leave-one-out mean) |

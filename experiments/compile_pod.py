@@ -23,6 +23,15 @@ the optimized HLO; and the roofline seconds of one RL step. --out writes
 
 A while loop's body is counted once by cost_analysis, so the whole generate call's
 time is estimated as prefill + max_new_tokens x decode step.
+
+The continuous engine (sampling.engine=continuous) is compiled beside it: its prefill
+of a full refill and its decode call (continuous.decode_jit, the pages layout read by
+JAX's ragged paged attention kernel in shard_map). `--rollout` compiles only those and
+adds to the <preset>.json already in --out a `rollout` block: the generate time of one
+RL step under stated response-length distributions (`response_lengths`), the static
+sampler's (chunks x (prefill + the longest row's steps x its decode step)) beside the
+continuous engine's (its schedule simulated, `simulate_continuous`, each step's roofline
+from its model work, the kernel reading each slot's own length).
 """
 import functools
 import importlib.util
@@ -46,6 +55,7 @@ from hybrid_rl import config_checks
 from hybrid_rl import errors
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import rollouts
 from hybrid_rl.sampling import sampler
 from hybrid_rl.train import batches
@@ -59,6 +69,9 @@ from hybrid_rl.train import steps
 _CONFIG = cli.define_config("configs/hero.py:pod")
 _OUT = flags.DEFINE_string("out", "", "Directory for <preset>.json and <preset>.md.")
 _ONLY = flags.DEFINE_string("only", "", "Compile only functions whose name contains this.")
+_ROLLOUT = flags.DEFINE_bool("rollout", False, "Compile only the continuous engine's functions "
+                             "and add the rollout estimate to the <preset>.json in --out.")
+BENCH_LENGTHS = "results/bench_rollout/summary.json"
 
 GIB = 1024**3
 # Per chip: HBM bytes, bf16 peak FLOP/s, HBM bytes/s (Cloud TPU system architecture pages).
@@ -246,6 +259,131 @@ def sampler_functions(graphdef, params, cfg, mesh, sp: sampler.SamplingParams, *
            replicated(mesh, (), jnp.int32)),
           decode),
   }
+
+
+def continuous_functions(graphdef, params, cfg, mesh, sp: sampler.SamplingParams,
+                         settings: continuous.EngineSettings, *, slots: int, prompt_len: int
+                         ) -> dict:
+  """{name: (jitted, abstract args, model work)} of the continuous engine on `slots` slots:
+  the prefill of a full refill (slots / G prompts) and one decode call
+  (settings.decode_steps steps) reading the pages layout at its longest read length;
+  its model work is one decode step at that length (every slot full)."""
+  page = settings.page_size
+  length = continuous.read_lengths(prompt_len + sp.max_new_tokens, settings.read_buckets,
+                                   page)[-1]
+  pool_shape = (slots * length // page, page, 2 * cfg.num_kv_heads, cfg.head_dim)
+  heads = "tensor" if cfg.num_kv_heads % mesh.shape["tensor"] == 0 else None
+  batch = sharding.BATCH if slots % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0 else None
+  pool = jax.ShapeDtypeStruct(pool_shape, cfg.compute_dtype, sharding=jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(batch, None, heads, None)))
+  cache = [pool] * cfg.num_layers
+  logits = rows_of(mesh, (slots, cfg.vocab_size), jnp.float32)
+  per_slot = lambda dtype: rows_of(mesh, (slots,), dtype)
+  prompts = max(1, slots // sp.num_samples)
+  prefill_args = (graphdef, params, cache, logits, rows_of(mesh, (prompts, prompt_len), jnp.int32),
+                  rows_of(mesh, (prompts,), jnp.int32), per_slot(jnp.int32),
+                  per_slot(jnp.int32))
+  decode_args = (graphdef, sp, length, settings.decode_steps, params, cache, logits,
+                 per_slot(jnp.int32), per_slot(jnp.int32), per_slot(jnp.bool_),
+                 per_slot(jnp.int32), replicated(mesh, (2,)))
+  return {
+      "continuous prefill": (continuous.prefill_jit, prefill_args, model_work(
+          cfg, mesh, "forward", rows=prompts, tokens=prompt_len, slots=prompt_len,
+          logit_positions=1)),
+      "continuous decode": (continuous.decode_jit, decode_args, model_work(
+          cfg, mesh, "decode", rows=slots, tokens=1, slots=length, logit_positions=1)),
+  }
+
+
+def response_lengths(kind: str, max_new_tokens: int, count: int, seed: int = 0) -> np.ndarray:
+  """`count` response lengths (tokens, EOS included) from a stated distribution:
+  "bench": the lengths SmolLM2-135M-Instruct sampled on GSM8K test prompts at T=1 in
+  experiments.bench.rollout (BENCH_LENGTHS), scaled from its limit to max_new_tokens
+  (rows it truncated stay truncated); "uniform": uniform on 1..max_new_tokens (no
+  assumption but the limit: a mean of half of it, few truncated)."""
+  rng = np.random.default_rng(seed)
+  if kind == "uniform":
+    return rng.integers(1, max_new_tokens + 1, count)
+  with open(BENCH_LENGTHS) as f:
+    measured = json.load(f)
+  drawn = rng.choice(np.asarray(measured["lengths"]), count) * max_new_tokens
+  return np.clip(np.round(drawn / measured["max_new_tokens"]), 1, max_new_tokens).astype(int)
+
+
+def simulate_continuous(lengths: np.ndarray, prompt_len: int, slots: int, decode_steps: int,
+                        samples: int) -> dict:
+  """The continuous engine's schedule (continuous.generate) for requests of these
+  response lengths, request r = prompt r // samples: admitted in order into free slots
+  at each host check, decode_steps steps a call.
+
+  Returns {"live": [steps] live slots, "cache": [steps] tokens the kernel reads summed
+  over slots (a live slot its length, any other one token), "prefill_prompts": [calls]
+  distinct prompts each call prefills}.
+  """
+  remaining = np.zeros(slots, np.int64)  # tokens still to emit; 0: a free slot
+  cache = np.zeros(slots, np.int64)
+  live_steps, cache_steps, prefills = [], [], []
+  start = 0
+  while start < len(lengths) or remaining.any():
+    free = np.flatnonzero(remaining == 0)[:len(lengths) - start]
+    admitted = np.arange(start, start + len(free))
+    remaining[free], cache[free] = lengths[admitted], prompt_len
+    start += len(free)
+    if len(free):
+      prefills.append(len(np.unique(admitted // samples)))
+    for _ in range(decode_steps):
+      live = remaining > 0
+      if not live.any():
+        break
+      live_steps.append(int(live.sum()))
+      cache_steps.append(int(np.where(live, cache + 1, 1).sum()))
+      cache += live
+      remaining -= live
+  return {"live": np.array(live_steps), "cache": np.array(cache_steps),
+          "prefill_prompts": np.array(prefills)}
+
+
+def _seconds(work: tuple[float, float], chip: str) -> float:
+  _, peak, bandwidth = CHIPS[chip]
+  return max(work[0] / peak, work[1] / bandwidth)
+
+
+def rollout_estimate(config, plan, mesh, chip: str, rows: list[dict], distribution: str) -> dict:
+  """One RL step's generate seconds under a response-length distribution: the static
+  sampler's from its compiled rooflines (each chunk runs to its longest row), the
+  continuous engine's from simulate_continuous with each step's model work (weights
+  once, every slot's own cache length: the kernel's reads; prefills of the prompts each
+  refill admits). Both at roofline."""
+  sc = stage_config(config, plan)
+  cfg = model_config(config[plan.models[plan.samplers[0]][0]], trained=True)
+  p, n, g = sc.data.max_prompt_len, sc.sampling.max_new_tokens, sc.sampling.num_samples
+  requests = sc.train.batch_size * g
+  lengths = response_lengths(distribution, n, requests)
+  ms = {r["function"]: r["roofline_ms"] for r in rows if r.get("roofline_ms") is not None}
+  chunks = rollouts.chunk_slices(requests, sc.sampling.chunks)
+  static = sum(ms["prefill"] + int(lengths[c].max()) * ms["decode step"] for c in chunks) / 1e3
+  settings = rollouts.default_slots(continuous.settings_from_config(sc.sampling), requests,
+                                    sc.sampling.chunks)
+  schedule = simulate_continuous(lengths, p, settings.slots, settings.decode_steps, g)
+  one_slot = model_work(cfg, mesh, "decode", rows=settings.slots, tokens=1, slots=1,
+                        logit_positions=1)
+  no_cache = model_work(cfg, mesh, "decode", rows=settings.slots, tokens=1, slots=0,
+                        logit_positions=1)
+  per_token = [(a - b) / settings.slots for a, b in zip(one_slot, no_cache)]
+  _, peak, bandwidth = CHIPS[chip]
+  decode = np.maximum((no_cache[0] + per_token[0] * schedule["cache"]) / peak,
+                      (no_cache[1] + per_token[1] * schedule["cache"]) / bandwidth).sum()
+  prefill = sum(_seconds(model_work(cfg, mesh, "forward", rows=int(k), tokens=p, slots=p,
+                                    logit_positions=1), chip)
+                for k in schedule["prefill_prompts"])
+  return {"length_distribution": distribution, "requests": requests,
+          "mean_length": float(lengths.mean()),
+          "truncated_fraction": float((lengths == n).mean()),
+          "slots": settings.slots, "decode_steps_run": int(len(schedule["live"])),
+          "live_fraction": float(schedule["live"].mean() / settings.slots),
+          "step_seconds_static": static,
+          "step_seconds_continuous": float(decode + prefill),
+          "continuous_prefill_seconds": float(prefill)}
 
 
 class Call(NamedTuple):
@@ -443,6 +581,12 @@ def plan_functions(config: ml_collections.ConfigDict, plan, mesh
                                    eval_stage.sampling_params(sc, stand_in), prompt_len=p,
                                    prefix="eval ",
                                    prompts=sc.eval.batch_size // sc.sampling.chunks))
+      settings = rollouts.default_slots(continuous.settings_from_config(sc.sampling),
+                                        sc.train.batch_size * sc.sampling.num_samples,
+                                        sc.sampling.chunks)
+      fns.update(continuous_functions(graphdef, params, cfg, mesh,
+                                      rollouts.config_sampling_params(stand_in, sc.sampling),
+                                      settings, slots=settings.slots, prompt_len=p))
       for fn_name, (fn, args, work) in fns.items():
         out.append(Function(fn_name, label, Call(fn, args, {}), mesh, work))
     if trained:
@@ -499,7 +643,13 @@ def step_seconds(config, plan, rows: list[dict]) -> float:
   return (sample + frozen + train) / 1e3
 
 
-def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "") -> dict:
+def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "",
+                   rollout_from: dict | None = None) -> dict:
+  """Compiles the preset's functions (those whose name contains `only`). With
+  `rollout_from`, an earlier full result of the preset: only the continuous engine's
+  functions, and a `rollout` block estimated with that result's static rows."""
+  if rollout_from is not None:
+    only = "continuous"
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   chip, topology, chips = slice_of(config.parallel.tpu_type)
   # v4 and v5p run their two TensorCores as one device (megacore), 4 chips a host.
@@ -517,7 +667,7 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
         f"tensor) {tuple(mesh.shape.values())}, HBM {hbm / GIB:.0f} GiB per chip", flush=True)
   result = {"preset": preset, "tpu_type": config.parallel.tpu_type, "topology": topology,
             "mesh": list(mesh.shape.values()), "hbm_bytes": hbm, "jax": jax.__version__,
-            "functions": [], "models": {}, "step_seconds": {}}
+            "functions": [], "models": {}, "step_seconds": {}, "rollout": {}}
   with jax.set_mesh(mesh):
     for stage, plan in config.plans.items():
       rows = []
@@ -539,7 +689,10 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
                    compile_s=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(format_row(row, hbm), flush=True)
-      stage_totals(rows, {m: h["bytes_per_device"] for m, h in held.items()})
+      earlier = [] if rollout_from is None else [
+          r for r in rollout_from["functions"]
+          if r["stage"] == stage and not r["function"].startswith("continuous")]
+      stage_totals(earlier + rows, {m: h["bytes_per_device"] for m, h in held.items()})
       generate_rooflines(rows, config.sampling.max_new_tokens)
       for r in rows:
         if "stage_bytes" in r:
@@ -549,6 +702,14 @@ def compile_preset(config: ml_collections.ConfigDict, preset: str, only: str = "
       if all("error" not in r for r in rows) and not only:
         result["step_seconds"][stage] = step_seconds(config, plan, rows)
         print(f"  {stage}: roofline {result['step_seconds'][stage]:.1f} s per RL step", flush=True)
+      if rollout_from is not None and plan.samplers:
+        result["rollout"][stage] = [rollout_estimate(config, plan, mesh, chip, earlier, kind)
+                                    for kind in ("bench", "uniform")]
+        for e in result["rollout"][stage]:
+          print(f"  {stage} rollout ({e['length_distribution']} lengths, mean "
+                f"{e['mean_length']:.0f}, {100 * e['truncated_fraction']:.0f}% truncated): "
+                f"static {e['step_seconds_static']:.1f} s, continuous "
+                f"{e['step_seconds_continuous']:.1f} s on {e['slots']} slots", flush=True)
   return result
 
 
@@ -588,6 +749,16 @@ def to_markdown(result: dict) -> str:
                    f"{h['replicated_bytes_per_device'] / GIB:.3f} |")
   for stage, seconds in result["step_seconds"].items():
     lines.append(f"\n{stage}: roofline {seconds:.1f} s per RL step")
+  for stage, estimates in result.get("rollout", {}).items():
+    lines += ["", f"{stage}: generate seconds of one RL step at roofline, static sampler vs "
+              "continuous engine", "",
+              "| lengths | mean | truncated | static s | continuous s (slots) | static / "
+              "continuous |", "|---|---|---|---|---|---|"]
+    for e in estimates:
+      lines.append(f"| {e['length_distribution']} | {e['mean_length']:.0f} | "
+                   f"{100 * e['truncated_fraction']:.0f}% | {e['step_seconds_static']:.1f} | "
+                   f"{e['step_seconds_continuous']:.1f} ({e['slots']}) | "
+                   f"{e['step_seconds_static'] / e['step_seconds_continuous']:.2f}x |")
   return "\n".join(lines) + "\n"
 
 
@@ -603,7 +774,20 @@ def main(argv):
     sys.exit("FATAL the TPU compiler is not installed: pip install -r requirements-tpu.txt")
   # "configs/hero.py:pod" -> "hero_pod"
   preset = os.path.basename(flags.FLAGS["config"].config_filename).replace(".py:", "_")
-  result = compile_preset(config, preset, _ONLY.value)
+  if _ROLLOUT.value:
+    if not _OUT.value:
+      sys.exit("FATAL --rollout adds to <preset>.json in --out: set --out")
+    path = os.path.join(_OUT.value, f"{preset}.json")
+    if not os.path.exists(path):
+      sys.exit(f"FATAL --rollout: {path} does not exist; run compile_pod without --rollout first")
+    with open(path) as f:
+      earlier = json.load(f)
+    added = compile_preset(config, preset, rollout_from=earlier)
+    result = dict(earlier, rollout=added["rollout"], rollout_jax=added["jax"],
+                  functions=[r for r in earlier["functions"]
+                             if not r["function"].startswith("continuous")] + added["functions"])
+  else:
+    result = compile_preset(config, preset, _ONLY.value)
   if _OUT.value:
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, f"{preset}.json"), "w") as f:

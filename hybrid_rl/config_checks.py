@@ -32,6 +32,7 @@ from hybrid_rl.models import hf_io
 from hybrid_rl.models import transformer
 from hybrid_rl.rewards import hero
 from hybrid_rl.rewards import verifiers
+from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import rollouts
 from hybrid_rl.train import distill_stage
 from hybrid_rl.train import objectives
@@ -145,6 +146,8 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sampling.slots": (_non_negative, "must be >= 0 (0: every request of a call at once)"),
     "sampling.decode_steps": (_positive, "must be > 0 (decode steps per host check)"),
     "sampling.read_buckets": (_positive, "must be > 0 (cache lengths compiled)"),
+    "sampling.kv_layout": _one_of(*continuous.KV_LAYOUTS),
+    "sampling.page_size": (_positive, "must be > 0 (tokens per KV page)"),
     "log.samples_every": (_non_negative, "must be >= 0 (0: no rollouts in samples.jsonl)"),
     "log.samples_rows": (_positive, "must be > 0 (responses written per logged step)"),
     "model.param_dtype": _one_of(*transformer.DTYPES),

