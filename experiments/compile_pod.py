@@ -376,7 +376,7 @@ def rollout_estimate(config, plan, mesh, chip: str, rows: list[dict], distributi
   prefill = sum(_seconds(model_work(cfg, mesh, "forward", rows=int(k), tokens=p, slots=p,
                                     logit_positions=1), chip)
                 for k in schedule["prefill_prompts"])
-  return {"length_distribution": distribution, "requests": requests,
+  return {"engine": "continuous", "length_distribution": distribution, "requests": requests,
           "mean_length": float(lengths.mean()),
           "truncated_fraction": float((lengths == n).mean()),
           "slots": settings.slots, "decode_steps_run": int(len(schedule["live"])),

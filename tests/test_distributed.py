@@ -95,7 +95,8 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
 
 def test_two_processes_run_hero_rewards_and_reinforce_ada_rounds(tmp_path):
   """The host-side parts with per-process models: the reward model scores each
-  process's rows, Reinforce-Ada samples each process's prompts in its own rounds."""
+  process's rows, Reinforce-Ada samples each process's prompts in its own rounds, the
+  continuous engine each process's rows on its own devices."""
   policy, rm = str(tmp_path / "policy"), str(tmp_path / "rm")
   _train(policy, 1)
   data = f"--config.data.data_dir={os.path.join(policy, 'data')}"
@@ -104,7 +105,9 @@ def test_two_processes_run_hero_rewards_and_reinforce_ada_rounds(tmp_path):
                      "--config.reward_model.samples_per_prompt=2", "--config.train.steps=2",
                      data, f"--workdir={rm}")
   for name, extra in (("hero", ["--config.reward.mode=hero", f"--config.reward.rm_from={rm}"]),
-                      ("ada", ["--config.rl.sampling=ada_balance"])):
+                      ("ada", ["--config.rl.sampling=ada_balance"]),
+                      ("continuous", ["--config.sampling.engine=continuous",
+                                      "--config.sampling.slots=3"])):
     workdir = str(tmp_path / name)
     _train(workdir, 2, processes=2, extra=[f"--config.init_from={policy}", data, *extra])
     rows = _metrics(workdir)
@@ -112,5 +115,7 @@ def test_two_processes_run_hero_rewards_and_reinforce_ada_rounds(tmp_path):
     if name == "hero":
       # sigma_bar is a statistic of the global batch (replicated, finite).
       assert np.isfinite(rows[-1]["hero_sigma_bar"]) and rows[-1]["rm_score_mean"] != 0
-    else:
+    elif name == "ada":
       assert rows[-1]["samples"] >= 4 * 4  # every prompt of both processes got >= one round
+    else:  # each process's 4 requests on its own 3 slots, with a replica of the policy
+      assert rows[-1]["samples"] == 8 and rows[-1]["tokens_generated"] > 0

@@ -402,7 +402,7 @@ class Transformer(nnx.Module):
   def run_layers(self, tokens: Array, positions: Array, attend,
                  layer_params: list[dict[str, Array]]) -> Array:
     """Final-norm hidden states [B, T, H] with attention supplied by the caller, for
-    callers that keep their own KV cache (the paged engine).
+    callers that keep their own KV cache (the continuous engine).
 
     attend(layer, q, k, v) -> [B, T, N, D], with q: [B, T, N, D] and k, v:
     [B, T, K, D] this call's projections after RoPE (and QK norm).

@@ -1,4 +1,4 @@
-"""Continuous batching: rollouts that decode no padding.
+"""Continuous batching: slots refilled as requests stop, so few decoded rows are padding.
 
 A fixed number of slots decode together. The host loop admits waiting requests
 (prompt x sample) into free slots, prefills their prompts (once per prompt, copied

@@ -7,8 +7,8 @@ length R = sampling.max_new_tokens, fixed batch sizes), so every step reuses
 one compilation (the continuous engine: a few, per page-read bucket).
 """
 import dataclasses
-import sys
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from hybrid_rl import errors
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
+from hybrid_rl.parallel import sharding
 from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
 
@@ -133,13 +134,21 @@ def generate(model: transformer.Transformer, prompt_tokens: jax.Array, prompt_va
   return generate_chunked(model, prompt_tokens, prompt_valid, rng, sp, chunks)
 
 
-_SAID: set[str] = set()
-
-
-def _say_once(line: str) -> None:
-  if line not in _SAID:
-    _SAID.add(line)
-    print(line, file=sys.stderr, flush=True)
+def _host_local_generate(model: transformer.Transformer, mesh, prompt_tokens, prompt_valid,
+                         rng: jax.Array, sp: sampler.SamplingParams,
+                         settings: continuous.EngineSettings) -> sampler.SampleOutput:
+  """The continuous engine over several processes: its scheduler is host-side, so each
+  process samples its own rows with a replica of the policy over its own devices (fsdp
+  over them, as Reinforce-Ada's rounds do) and its own stream (fold_in its index)."""
+  graphdef, params = nnx.split(model)
+  host_params = distributed.host_copy(params)
+  own = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  local_mesh = sharding.make_mesh((1, -1, 1), own)
+  with jax.set_mesh(local_mesh):
+    replica = nnx.merge(graphdef, jax.device_put(
+        host_params, sharding.param_shardings(host_params, local_mesh)))
+    return continuous.generate(replica, prompt_tokens, prompt_valid,
+                               jax.random.fold_in(rng, jax.process_index()), sp, settings)
 
 
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
@@ -150,8 +159,8 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
 
   With a mesh, prompt_texts are this process's rows of a global batch: the
   arrays of the Rollout are global (rows of every process), its texts are this
-  process's B * G responses. The continuous engine's host scheduler runs on one
-  process; a mesh over several processes samples with the static engine.
+  process's B * G responses. The continuous engine's scheduler is host-side: over
+  several processes each samples its own rows on its own devices (_host_local_generate).
   """
   prompt_tokens, prompt_valid = encode_prompts(tokenizer, prompt_texts, prompt_len)
   if mesh is None:
@@ -160,12 +169,12 @@ def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], r
   global_tokens = distributed.global_rows(mesh, prompt_tokens)
   global_valid = distributed.global_rows(mesh, prompt_valid)
   processes = len({d.process_index for d in mesh.devices.flat})
-  if engine is not None and engine.engine == "continuous" and processes > 1:
-    _say_once("sampling.engine=continuous: its host scheduler runs in one process; a mesh "
-              f"over {processes} processes samples with the static engine")
-  if engine is not None and engine.engine == "continuous" and processes == 1:
-    local = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, default_slots(
-        engine, prompt_tokens.shape[0] * sp.num_samples, chunks))
+  if engine is not None and engine.engine == "continuous":
+    settings = default_slots(engine, prompt_tokens.shape[0] * sp.num_samples, chunks)
+    if processes == 1:
+      local = continuous.generate(model, prompt_tokens, prompt_valid, rng, sp, settings)
+    else:
+      local = _host_local_generate(model, mesh, prompt_tokens, prompt_valid, rng, sp, settings)
     out = sampler.SampleOutput(*(distributed.global_rows(mesh, x) for x in local))
   elif chunks == 1:
     out = sampler.generate(model, global_tokens, global_valid, rng, sp)
