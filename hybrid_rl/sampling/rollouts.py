@@ -141,14 +141,15 @@ def _host_local_generate(model: transformer.Transformer, mesh, prompt_tokens, pr
   process samples its own rows with a replica of the policy over its own devices (fsdp
   over them, as Reinforce-Ada's rounds do) and its own stream (fold_in its index)."""
   graphdef, params = nnx.split(model)
-  host_params = distributed.host_copy(params)
+  host_params, host_rng = distributed.host_copy((params, rng))
   own = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
   local_mesh = sharding.make_mesh((1, -1, 1), own)
   with jax.set_mesh(local_mesh):
     replica = nnx.merge(graphdef, jax.device_put(
         host_params, sharding.param_shardings(host_params, local_mesh)))
     return continuous.generate(replica, prompt_tokens, prompt_valid,
-                               jax.random.fold_in(rng, jax.process_index()), sp, settings)
+                               jax.random.fold_in(jnp.asarray(host_rng), jax.process_index()),
+                               sp, settings)
 
 
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
