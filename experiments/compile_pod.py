@@ -355,7 +355,8 @@ def rollout_estimate(config, plan, mesh, chip: str, rows: list[dict], distributi
   once, every slot's own cache length: the kernel's reads; prefills of the prompts each
   refill admits). Both at roofline."""
   sc = stage_config(config, plan)
-  cfg = model_config(config[plan.models[plan.samplers[0]][0]], trained=True)
+  block = plan.models[plan.samplers[0]][0]
+  cfg = model_config(config[block] if isinstance(block, str) else block, trained=True)
   p, n, g = sc.data.max_prompt_len, sc.sampling.max_new_tokens, sc.sampling.num_samples
   requests = sc.train.batch_size * g
   lengths = response_lengths(distribution, n, requests)
