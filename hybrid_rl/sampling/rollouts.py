@@ -4,7 +4,7 @@ decoded.
 
 Shapes are bucketed by config (prompt length P = data.max_prompt_len, response
 length R = sampling.max_new_tokens, fixed batch sizes), so every step reuses
-one compilation (the continuous engine: a few, per page-read bucket).
+one compilation (the continuous engine: one per read length, `read_buckets`).
 """
 import dataclasses
 
