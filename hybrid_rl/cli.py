@@ -231,8 +231,9 @@ def run(main) -> None:
         raise
       sys.exit(f"FATAL out of device memory ({out_of_memory_detail(e)}); finished checkpoints "
                "are kept. Lower train.batch_size or sampling.max_new_tokens, or raise "
-               "train.grad_accum_steps or sampling.chunks, or set train.micro_batch_rows (rows a "
-               "pass), then run the same command again: these settings may change on resume")
+               "train.grad_accum_steps or sampling.chunks (or lower sampling.slots with "
+               "sampling.engine=continuous), or set train.micro_batch_rows (rows a pass), then "
+               "run the same command again: these settings may change on resume")
 
   for signum in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(signum, _raise_stopped)

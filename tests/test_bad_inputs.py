@@ -150,6 +150,7 @@ def test_out_of_device_memory_is_one_line_naming_the_knobs():
   assert len(lines) == 1, proc.stderr
   assert lines[0].startswith("FATAL out of device memory (an allocation of 4096.0 GiB failed)")
   assert "train.grad_accum_steps" in lines[0] and "sampling.chunks" in lines[0]
+  assert "sampling.slots" in lines[0]
 
 
 def test_a_held_out_split_larger_than_the_problem_space_is_one_line(tmp_path):
