@@ -31,9 +31,12 @@ def model_block(size: str) -> ml_collections.ConfigDict:
 
 # How a model's activations are held (values unchanged): rematerialize each layer
 # ("none" | "full" | "save_dots"), attention in query chunks and training logits in
-# position chunks of that many (0: whole), and the decode step's attention products
-# ("sum" | "dot" | "auto": sum on CPU). Pod presets set them from compiled figures.
-MEMORY_SETTINGS = dict(remat="none", attention_chunk=0, logits_chunk=0, decode_attention="auto")
+# position chunks of that many (0: whole), the decode step's attention products
+# ("sum" | "dot" | "auto": sum on CPU), and training attention ("chunked" | "splash":
+# JAX's splash attention kernel, TPU only in practice). Pod presets set them from
+# compiled figures.
+MEMORY_SETTINGS = dict(remat="none", attention_chunk=0, logits_chunk=0, decode_attention="auto",
+                       train_attention="chunked")
 
 
 def learning_curves(config: ml_collections.ConfigDict, rl_steps: int, points: int = 5) -> None:

@@ -153,6 +153,7 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.param_dtype": _one_of(*transformer.DTYPES),
     "model.remat": _one_of(*transformer.REMAT_POLICIES),
     "model.decode_attention": _one_of(*transformer.DECODE_ATTENTION),
+    "model.train_attention": _one_of(*transformer.TRAIN_ATTENTION),
     "model.compute_dtype": _one_of(*transformer.DTYPES),
     "data.synthetic.max_level": (lambda v: 1 <= v <= 3, "must be in 1..3"),
     "data.synthetic.hard_family": _one_of(*synthetic_math.HARD_FAMILIES),

@@ -35,6 +35,17 @@ with jax.set_mesh(mesh):
     graphdef, params = compile_pod.abstract_model(cfg, mesh)
     compiled = compile_pod.train_function(graphdef, params, mesh, config, rows=16).compile()
     out[f"train_{remat}"] = compile_pod.report(compiled, "v5e", (1.0, 1.0))
+  # Training attention through JAX's splash attention kernel (head_dim 128, as the pod
+  # models'), beside the chunked path, in the rematerialized train step.
+  config.model.head_dim = 128
+  for attention in ("chunked", "splash"):
+    config.model.train_attention = attention
+    cfg = compile_pod.model_config(config.model, trained=True)
+    graphdef, params = compile_pod.abstract_model(cfg, mesh)
+    compiled = compile_pod.train_function(graphdef, params, mesh, config, rows=16).compile()
+    out[f"attention_{attention}"] = dict(compile_pod.report(compiled, "v5e", (1.0, 1.0)),
+                                         kernel="tpu_custom_call" in compiled.as_text())
+  config.model.update(head_dim=16, train_attention="chunked")
   # The forward-KL warmup's top-k path, with the logits a chunk of positions at a time.
   config.model.vocab_size = 16384
   config.update(stage="distill")
@@ -87,6 +98,8 @@ def test_micro_preset_compiles_for_a_tpu_slice_and_remat_lowers_its_memory():
     assert 0 < out[name]["total_bytes"] < 16 * 2**30 and out[name]["flops"] > 0
   assert out["split_mesh"] == [8, 8, 1]
   assert out["continuous decode 128"]["kernel"] and not out["continuous decode 64"]["kernel"]
+  assert out["attention_splash"]["kernel"] and not out["attention_chunked"]["kernel"]
+  assert 0 < out["attention_splash"]["total_bytes"] < 16 * 2**30
   for name in ("continuous prefill 128", "continuous decode 128", "continuous decode 64"):
     assert 0 < out[name]["total_bytes"] < 16 * 2**30, name
   # 4 rows a device x 896 positions x 16384 float32 logits, and their gradient, are gone.

@@ -70,6 +70,7 @@ def _loss_and_grads(cfg, tokens, valid, response_len=8, entropy_coef=0.0):
 @pytest.mark.parametrize("settings", [
     dict(remat="full"), dict(remat="save_dots"), dict(attention_chunk=6),
     dict(logits_chunk=3), dict(remat="full", attention_chunk=8, logits_chunk=8),
+    dict(train_attention="splash"), dict(train_attention="splash", remat="full"),
 ])
 def test_memory_settings_leave_the_grpo_loss_and_gradients_unchanged(settings):
   tokens, valid = _rows()

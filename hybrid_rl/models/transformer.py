@@ -24,6 +24,7 @@ import jax
 from jax import ad_checkpoint
 import jax.numpy as jnp
 
+from hybrid_rl.models import splash_attention
 from hybrid_rl.parallel import sharding
 
 Array = jax.Array
@@ -57,6 +58,9 @@ class ModelConfig:
   attention_chunk: int = 0  # > 0: attention in query chunks, [chunk, S] scores at a time
   logits_chunk: int = 0  # > 0: training logits over the response in chunks of positions
   decode_attention: str = "auto"  # "sum" | "dot" | "auto": "sum" on CPU, "dot" elsewhere
+  # Without a cache: "chunked" (attention_chunk query chunks, or whole) | "splash" (JAX's
+  # splash attention kernel on TPU; Pallas' interpret mode elsewhere, for tests).
+  train_attention: str = "chunked"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -69,6 +73,8 @@ class ModelConfig:
       raise ValueError(f"remat={self.remat!r}: choose {', '.join(REMAT_POLICIES)}")
     if self.decode_attention not in DECODE_ATTENTION:
       raise ValueError(f"decode_attention={self.decode_attention!r}: choose auto, sum or dot")
+    if self.train_attention not in TRAIN_ATTENTION:
+      raise ValueError(f"train_attention={self.train_attention!r}: choose chunked or splash")
 
   @property
   def compute_dtype(self):
@@ -100,8 +106,10 @@ REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable
                       jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
                       jax.checkpoint_policies.save_only_these_names("linear"))}
 DECODE_ATTENTION = ("auto", "sum", "dot")
+TRAIN_ATTENTION = ("chunked", "splash")
 DTYPES = ("float32", "bfloat16")  # parameters and activations
-RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk", "decode_attention")
+RUNTIME_FIELDS = ("remat", "attention_chunk", "logits_chunk", "decode_attention",
+                  "train_attention")
 
 
 def _init(rngs: nnx.Rngs, shape, fan_in: int, dtype) -> nnx.Param:
@@ -374,7 +382,10 @@ class Transformer(nnx.Module):
     mask = (key_slots[None, :] <= query_slots[:, None])[None] & kv_valid[:, None, :]
 
     if cache is None:
-      attend = lambda q, k, v, m: chunked_attention(q, k, v, m, cfg.attention_chunk)
+      if cfg.train_attention == "splash":
+        attend = lambda q, k, v, m: splash_attention.splash_attention(q, k, v, kv_valid)
+      else:
+        attend = lambda q, k, v, m: chunked_attention(q, k, v, m, cfg.attention_chunk)
       def body(x, p):
         x, _ = _layer(cfg, p, x, positions, mask, inv_freq, attend)
         return x, None

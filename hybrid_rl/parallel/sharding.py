@@ -126,6 +126,14 @@ def decode_weight_spec(name: str) -> P:
   return P(*[None if a == "fsdp" else a for a in spec])
 
 
+def platform() -> str:
+  """The platform code runs on: the active mesh's devices' (a TPU slice compiled ahead of
+  time from a CPU host included), else the default backend's."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+  return device.platform if device is not None else jax.default_backend()
+
+
 def constrain(x: jax.Array, spec: P) -> jax.Array:
   """with_sharding_constraint under an active mesh (jax.set_mesh); no-op otherwise."""
   mesh = jax.sharding.get_abstract_mesh()

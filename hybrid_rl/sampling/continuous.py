@@ -58,7 +58,7 @@ KV_LAYOUTS = ("auto", "slots", "pages")
 def layout_of(settings: EngineSettings) -> str:
   if settings.kv_layout != "auto":
     return settings.kv_layout
-  return "pages" if paged_attention.platform() == "tpu" else "slots"
+  return "pages" if sharding.platform() == "tpu" else "slots"
 
 
 def settings_from_config(sampling) -> EngineSettings:
@@ -74,7 +74,7 @@ def _layer_weights(model: transformer.Transformer):
 def _decode_mode(cfg: transformer.ModelConfig) -> str:
   if cfg.decode_attention != "auto":
     return cfg.decode_attention
-  return "sum" if paged_attention.platform() == "cpu" else "dot"
+  return "sum" if sharding.platform() == "cpu" else "dot"
 
 
 def init_cache(cfg: transformer.ModelConfig, slots: int, length: int, layout: str,

@@ -22,14 +22,6 @@ Array = jax.Array
 KERNEL_HEAD_DIM = 128  # the kernel's head_dim must be a multiple of this (TPU lanes)
 
 
-def platform() -> str:
-  """The platform code runs on: the active mesh's devices' (a TPU slice compiled ahead of
-  time from a CPU host included), else the default backend's."""
-  mesh = jax.sharding.get_abstract_mesh()
-  device = None if mesh.empty else getattr(mesh, "abstract_device", None)
-  return device.platform if device is not None else jax.default_backend()
-
-
 def combine_kv(k: Array, v: Array) -> Array:
   """[..., K, D] keys and values -> [..., 2K, D] interleaved (k0, v0, k1, v1, ...)."""
   return jnp.stack([k, v], axis=-2).reshape(*k.shape[:-2], 2 * k.shape[-2], k.shape[-1])
@@ -90,7 +82,7 @@ def slot_major_attention(q: Array, pool: Array, kv_lens: Array, pages_read: int)
   """
   s, _, d = q.shape
   pages_per_slot = pool.shape[0] // s
-  if platform() != "tpu" or d % KERNEL_HEAD_DIM:
+  if sharding.platform() != "tpu" or d % KERNEL_HEAD_DIM:
     table = slot_pages(s, pages_per_slot)[:, :pages_read]
     return gathered_decode_attention(q, pool, table, kv_lens)
 
