@@ -9,8 +9,6 @@ per KV head. Off TPU the kernel runs in Pallas' interpret mode (slow: for tests)
 import math
 
 import jax
-from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel_lib
-from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
 import jax.numpy as jnp
 import numpy as np
 
@@ -20,7 +18,15 @@ Array = jax.Array
 BLOCK = 512  # query and key block of every pass; sequences are padded to a multiple
 
 
+def _libs():
+  # Imported here: Pallas' TPU modules are needed only by models that use the kernel.
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel  # pylint: disable=g-import-not-at-top
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask  # pylint: disable=g-import-not-at-top
+  return splash_attention_kernel, splash_attention_mask
+
+
 def _kernel(length: int, groups: int, block: int, interpret: bool):
+  kernel_lib, mask_lib = _libs()
   sizes = kernel_lib.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                                 block_q_dkv=block, block_kv_dkv=block,
                                 block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
@@ -43,7 +49,7 @@ def _local(q: Array, k: Array, v: Array, valid: Array, interpret: bool) -> Array
   segments = valid.astype(jnp.int32)
 
   def one(q1, k1, v1, seg):  # q1: [G, T, D]; k1, v1: [T, D]
-    return kernel(q1, k1, v1, segment_ids=kernel_lib.SegmentIds(seg, seg))
+    return kernel(q1, k1, v1, segment_ids=_libs()[0].SegmentIds(seg, seg))
 
   out = jax.vmap(jax.vmap(one, in_axes=(0, 0, 0, None)))(q, k, v, segments)  # [B, K, G, T, D]
   return out.transpose(0, 3, 1, 2, 4).reshape(b, length, n, d)[:, :t].astype(q.dtype)
