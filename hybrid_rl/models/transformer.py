@@ -393,9 +393,7 @@ class Transformer(nnx.Module):
         body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
       x, _ = jax.lax.scan(body, x, self.layers.arrays())
     else:
-      decode = cfg.decode_attention
-      if decode == "auto":
-        decode = "sum" if jax.default_backend() == "cpu" else "dot"
+      decode = decode_mode(cfg)
       new_cache = []
       for p, layer_cache in zip(layer_params or self.layer_params(), cache):
         def write_then_attend(q, k, v, mask, layer_cache=layer_cache):
@@ -452,6 +450,14 @@ class Transformer(nnx.Module):
     shape = (batch, cfg.num_kv_heads, slots, cfg.head_dim)
     return [{"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
             for _ in range(cfg.num_layers)]
+
+
+def decode_mode(cfg: ModelConfig) -> str:
+  """cfg.decode_attention with "auto" resolved: "sum" on CPU, "dot" elsewhere (the
+  platform of the active mesh, so a TPU slice compiled from a CPU host gets "dot")."""
+  if cfg.decode_attention != "auto":
+    return cfg.decode_attention
+  return "sum" if sharding.platform() == "cpu" else "dot"
 
 
 def positions_from_valid(valid: Array) -> Array:

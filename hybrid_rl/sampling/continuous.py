@@ -71,12 +71,6 @@ def _layer_weights(model: transformer.Transformer):
   return sharding.decode_weights(model.layer_params(), model.cfg.compute_dtype)
 
 
-def _decode_mode(cfg: transformer.ModelConfig) -> str:
-  if cfg.decode_attention != "auto":
-    return cfg.decode_attention
-  return "sum" if sharding.platform() == "cpu" else "dot"
-
-
 def init_cache(cfg: transformer.ModelConfig, slots: int, length: int, layout: str,
                page_size: int) -> list:
   """Per layer {"k", "v"}: [S, K, length, D] (slots) or [S * length / page, page, 2K, D]
@@ -192,7 +186,7 @@ def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, s
   """
   model = nnx.merge(graphdef, state)
   weights = _layer_weights(model)
-  decode = _decode_mode(model.cfg)
+  decode = transformer.decode_mode(model.cfg)
   s = logits.shape[0]
   stop_ids = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
   request_keys = jax.vmap(lambda r: jax.random.fold_in(rng, r))(request)
