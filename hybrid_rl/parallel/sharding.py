@@ -134,6 +134,12 @@ def platform() -> str:
   return device.platform if device is not None else jax.default_backend()
 
 
+def batch_shards() -> int:
+  """Devices the active mesh splits rows over (its BATCH axes); 1 without a mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty else int(np.prod([mesh.shape.get(a, 1) for a in BATCH]))
+
+
 def constrain(x: jax.Array, spec: P) -> jax.Array:
   """with_sharding_constraint under an active mesh (jax.set_mesh); no-op otherwise."""
   mesh = jax.sharding.get_abstract_mesh()

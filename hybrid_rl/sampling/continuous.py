@@ -100,35 +100,41 @@ def _write_prompts(layer_cache, slots: int, slot_ids: Array, k: Array, v: Array)
   return view.reshape(layer_cache.shape)
 
 
-def _write_token(layer_cache, index: Array, k: Array, v: Array):
-  """Writes each slot's k, v: [S, K, D] at its position index: [S]."""
+def _write_token(layer_cache, slots: int, index: Array, k: Array, v: Array):
+  """Writes the first A slots' k, v: [A, K, D] at their positions index: [A]."""
   rows = jnp.arange(index.shape[0])
   if isinstance(layer_cache, dict):
     write = lambda c, x: c.at[rows, :, index].set(x.astype(c.dtype))
     return {"k": write(layer_cache["k"], k), "v": write(layer_cache["v"], v)}
-  view = _by_slot(layer_cache, index.shape[0])
+  view = _by_slot(layer_cache, slots)
   view = view.at[rows, index].set(paged_attention.combine_kv(k, v).astype(view.dtype))
   return view.reshape(layer_cache.shape)
 
 
-def _attend(layer_cache, q: Array, index: Array, read_len: int, decode: str) -> Array:
-  """One query per slot: q [S, 1, N, D] attends to its positions 0..index ->
-  [S, 1, N, D]. `read_len` bounds the positions read (slots layout, pure-JAX pages)."""
+def _attend(layer_cache, slots: int, q: Array, index: Array, read_len: int,
+            decode: str) -> Array:
+  """One query for each of the first A slots: q [A, 1, N, D] attends to its positions
+  0..index -> [A, 1, N, D]. `read_len` bounds the positions read (slots layout,
+  pure-JAX pages)."""
+  a = index.shape[0]
   if isinstance(layer_cache, dict):
-    mask = (jnp.arange(read_len)[None, :] <= index[:, None])[:, None, :]  # [S, 1, read]
-    read = lambda buf: jax.lax.slice_in_dim(buf, 0, read_len, axis=2)
+    mask = (jnp.arange(read_len)[None, :] <= index[:, None])[:, None, :]  # [A, 1, read]
+    read = lambda buf: buf[:a, :, :read_len]
     return transformer.cached_attention(q, read(layer_cache["k"]), read(layer_cache["v"]),
                                         mask, 0, decode)
   page_size = layer_cache.shape[1]
-  out = paged_attention.slot_major_attention(q[:, 0], layer_cache, index + 1,
+  pool = layer_cache[:a * (layer_cache.shape[0] // slots)]  # slot-major: the first A slots
+  out = paged_attention.slot_major_attention(q[:, 0], pool, index + 1,
                                              read_len // page_size)
   return out[:, None]
 
 
 def read_lengths(max_len: int, buckets: int, multiple: int = 16) -> list[int]:
-  """The cache lengths a decode call may read: `buckets` steps up to >= max_len."""
+  """The cache lengths a decode call may read: up to `buckets` even steps, multiples of
+  `multiple`, the last max_len rounded up to one (no more than the static sampler's)."""
+  top = -(-max_len // multiple) * multiple
   step = -(-max_len // (max(1, buckets) * multiple)) * multiple
-  return [step * (i + 1) for i in range(max(1, buckets))]
+  return sorted({min(step * (i + 1), top) for i in range(max(1, buckets))})
 
 
 def _prefill(graphdef: nnx.GraphDef, state: nnx.State, cache: transformer.KVCache,
@@ -172,22 +178,24 @@ prefill_jit = jax.jit(_prefill, static_argnums=(0,), donate_argnums=(2, 3))
 def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, steps: int,
             state: nnx.State, cache: transformer.KVCache, logits: Array, kv_len: Array,
             generated: Array, live: Array, request: Array, rng: Array):
-  """Up to `steps` decode steps of every slot (stops early once no slot is live).
+  """Up to `steps` decode steps of the first A of the S slots (stops early once no slot
+  is live); the other slots, all free, are neither computed nor read.
 
   Args:
-    cache, logits: as `_prefill`.
-    kv_len: [S] int32, tokens in each slot's cache (the position of the next token
-      fed); generated: [S] int32, tokens emitted so far; live: [S] bool, the slot's
-      request is still generating; request: [S] int32 (keys the draws).
+    cache, logits: as `_prefill` (all S slots).
+    kv_len: [A] int32, tokens in each slot's cache (the position of the next token
+      fed); generated: [A] int32, tokens emitted so far; live: [A] bool, the slot's
+      request is still generating; request: [A] int32 (keys the draws).
     read_len: static, cache positions attention reads (>= every live kv_len + steps).
   Returns:
-    dict of cache, logits, kv_len, generated, live, stopped [S] bool (emitted a stop
-    token in this call), and tokens, logprobs [S, steps], emitted [S, steps] bool.
+    dict of cache, logits (all S slots), kv_len, generated, live, stopped [A] bool
+    (emitted a stop token in this call), and tokens, logprobs [A, steps], emitted
+    [A, steps] bool.
   """
   model = nnx.merge(graphdef, state)
   weights = _layer_weights(model)
   decode = transformer.decode_mode(model.cfg)
-  s = logits.shape[0]
+  s, slots = kv_len.shape[0], logits.shape[0]
   stop_ids = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
   request_keys = jax.vmap(lambda r: jax.random.fold_in(rng, r))(request)
 
@@ -207,8 +215,8 @@ def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, s
     cache = list(c["cache"])
 
     def attend(layer, q, k, v):
-      cache[layer] = _write_token(cache[layer], index, k[:, 0], v[:, 0])
-      return _attend(cache[layer], q, index, read_len, decode)
+      cache[layer] = _write_token(cache[layer], slots, index, k[:, 0], v[:, 0])
+      return _attend(cache[layer], slots, q, index, read_len, decode)
 
     hidden = model.run_layers(token[:, None], index[:, None], attend, weights)
     return dict(
@@ -218,17 +226,26 @@ def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, s
         tokens=c["tokens"].at[:, i].set(token), logprobs=c["logprobs"].at[:, i].set(logprob),
         emitted=c["emitted"].at[:, i].set(emit))
 
-  carry = dict(i=jnp.zeros((), jnp.int32), cache=cache, logits=logits, kv_len=kv_len,
+  carry = dict(i=jnp.zeros((), jnp.int32), cache=cache, logits=logits[:s], kv_len=kv_len,
                generated=generated, live=live, stopped=jnp.zeros((s,), bool),
                tokens=jnp.full((s, steps), sp.pad_token_id, jnp.int32),
                logprobs=jnp.zeros((s, steps), jnp.float32),
                emitted=jnp.zeros((s, steps), bool))
   c = jax.lax.while_loop(lambda c: (c["i"] < steps) & jnp.any(c["live"]), body, carry)
   c.pop("i")
+  c["logits"] = logits.at[:s].set(c["logits"])
   return c
 
 
 decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2, 3), donate_argnums=(5, 6))
+
+
+def _permute_slots(cache: transformer.KVCache, logits: Array, order: Array):
+  """Slot i takes slot order[i]'s cache rows and logits (slots layout). order: [S] int32."""
+  return jax.tree.map(lambda x: x[order], cache), logits[order]
+
+
+permute_slots_jit = jax.jit(_permute_slots, donate_argnums=(0, 1))
 
 
 def _bucket(n: int, limit: int) -> int:
@@ -244,7 +261,9 @@ class EngineStats:
   prefills: int = 0
   decode_row_steps: int = 0
   emitted: int = 0
+  compactions: int = 0  # live slots moved to the front (see `generate`)
   read_lengths: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  active_slots: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array, rng: Array,
@@ -269,6 +288,9 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
   lengths = read_lengths(p + n, settings.read_buckets,
                          settings.page_size if layout == "pages" else 16)
   stats = stats if stats is not None else EngineStats()
+  # Decode calls run only the first `active` slots (a power of two >= the live ones) once
+  # requests run out; on one device only: a prefix of slots split over devices is uneven.
+  compact = layout == "slots" and sharding.batch_shards() == 1
 
   cache = init_cache(cfg, slots, lengths[-1], layout, settings.page_size)
   logits = jnp.zeros((slots, cfg.vocab_size), jnp.float32)
@@ -293,17 +315,25 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       cache, logits = _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows,
                                         g, p, slots, b)
       stats.prefills += 1
+    active = slots
+    if compact:
+      active = _bucket(int(live.sum()), slots)
+      if live[active:].any():  # live slots to the front, so the first `active` hold them
+        order = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])
+        cache, logits = permute_slots_jit(cache, logits, jnp.asarray(order))
+        kv_len, generated, live, request = (x[order] for x in (kv_len, generated, live, request))
+        stats.compactions += 1
     longest = int(kv_len[live].max()) + settings.decode_steps
     read_len = next(length for length in lengths if length >= min(longest, lengths[-1]))
     c = decode_jit(graphdef, sp, read_len, settings.decode_steps, state, cache, logits,
-                   jnp.asarray(kv_len), jnp.asarray(generated), jnp.asarray(live),
-                   jnp.asarray(request), rng)
+                   *(jnp.asarray(x[:active]) for x in (kv_len, generated, live, request)), rng)
     cache, logits = c.pop("cache"), c.pop("logits")
     c = jax.device_get(c)  # the one transfer of this call
     stats.calls += 1
-    stats.decode_row_steps += int(c["emitted"].any(0).sum()) * slots
+    stats.decode_row_steps += int(c["emitted"].any(0).sum()) * active
     stats.emitted += int(c["emitted"].sum())
     stats.read_lengths[read_len] += 1
+    stats.active_slots[active] += 1
     for s in np.flatnonzero(request >= 0):
       r, start = request[s], generated[s]
       emitted = c["emitted"][s]
@@ -314,7 +344,8 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
         out_lengths[r] = start + count
         out_finished[r] = c["stopped"][s]
         request[s] = -1
-    kv_len, generated, live = (np.array(c[k]) for k in ("kv_len", "generated", "live"))
+    for name, x in (("kv_len", kv_len), ("generated", generated), ("live", live)):
+      x[:active] = c[name]
 
   mask = np.arange(n)[None, :] < out_lengths[:, None]
   return sampler.SampleOutput(out_tokens, out_logprobs, mask, out_lengths, out_finished)
