@@ -119,3 +119,54 @@ def test_two_processes_run_hero_rewards_and_reinforce_ada_rounds(tmp_path):
       assert rows[-1]["samples"] >= 4 * 4  # every prompt of both processes got >= one round
     else:  # each process's 4 requests on its own 3 slots, with a replica of the policy
       assert rows[-1]["samples"] == 8 and rows[-1]["tokens_generated"] > 0
+
+
+LOCAL_REPLICA_SCRIPT = r"""
+import json, sys
+import jax, ml_collections, numpy as np
+from flax import nnx
+from hybrid_rl.models import transformer
+from hybrid_rl.parallel import distributed, sharding
+
+distributed.initialize(ml_collections.ConfigDict(dict(
+    coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
+    timeout_s=120)))
+cfg = transformer.ModelConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                              num_layers=2, num_heads=4, num_kv_heads=2, head_dim=4)
+_, params = nnx.split(transformer.Transformer(cfg, rngs=nnx.Rngs(0)))
+expected = jax.tree.map(np.asarray, params)
+mesh = distributed.make_mesh((1, 4, 1))  # fsdp over both processes' devices
+params = distributed.put_global(params, sharding.param_shardings(params, mesh))
+local, local_mesh = distributed.local_replica(params, mesh)
+leaves, expected_leaves = jax.tree.leaves(local), jax.tree.leaves(expected)
+print("RESULT" + json.dumps(dict(
+    equal=all(np.array_equal(np.asarray(a), b) for a, b in zip(leaves, expected_leaves)),
+    own_devices=all(a.is_fully_addressable and
+                    {d.process_index for d in a.sharding.device_set} == {jax.process_index()}
+                    for a in leaves),
+    split=any(len(a.sharding.device_set) == 2 and not a.sharding.is_fully_replicated
+              for a in leaves),
+    mesh_devices=[d.id for d in local_mesh.devices.flat])))
+"""
+
+
+def test_local_replica_is_a_whole_copy_on_the_process_own_devices(tmp_path):
+  """distributed.local_replica: parameters fsdp-split over two processes' four devices
+  become, on each process, the whole values split over its own two devices."""
+  script = tmp_path / "replica.py"
+  script.write_text(LOCAL_REPLICA_SCRIPT)
+  address = f"localhost:{_free_port()}"
+  procs = [subprocess.Popen(
+      [sys.executable, str(script), address, str(i)],
+      env=helpers.subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                                 JAX_PLATFORMS="cpu"),
+      cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  results = []
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i}:\n{out[-3000:]}"
+    results.append(json.loads(out.split("RESULT")[-1].strip().splitlines()[0]))
+  for r in results:
+    assert r["equal"] and r["own_devices"] and r["split"], r
+  assert not set(results[0]["mesh_devices"]) & set(results[1]["mesh_devices"])

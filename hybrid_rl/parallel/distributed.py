@@ -123,6 +123,37 @@ def put_global(tree: PyTree, shardings: PyTree) -> PyTree:
   return jax.tree.map(one, tree, shardings)
 
 
+def process_mesh(mesh: Mesh, process: int) -> Mesh:
+  """Process `process`'s devices of `mesh` as a (1, n, 1) mesh: fsdp over them."""
+  return sharding.make_mesh((1, -1, 1),
+                            [d for d in mesh.devices.flat if d.process_index == process])
+
+
+def local_replica(params: PyTree, mesh: Mesh) -> tuple[PyTree, Mesh]:
+  """A whole copy of the global `params` on this process's devices, split over them by
+  the partition rules (fsdp), for host-side loops that run per process (the continuous
+  engine's scheduler, Reinforce-Ada's rounds): (params, the process's mesh).
+
+  Device to device, never through host memory: one reshard onto a mesh whose data axis
+  is the processes and whose fsdp axis is each process's devices (the parameters are
+  replicated over data), after which a process's shards are exactly its local mesh's.
+  Every process must call it (the reshard is a collective).
+  """
+  processes = sorted({d.process_index for d in mesh.devices.flat})
+  meshes = {p: process_mesh(mesh, p) for p in processes}
+  grid = np.stack([meshes[p].devices.reshape(-1) for p in processes])[..., None]
+  replicas = jax.device_put(params, sharding.param_shardings(params, sharding.grid_mesh(grid)))
+  local_mesh = meshes[jax.process_index()]
+
+  def to_local(x: jax.Array, local: NamedSharding) -> jax.Array:
+    shards = {s.device: s.data for s in x.addressable_shards}
+    return jax.make_array_from_single_device_arrays(
+        x.shape, local, [shards[d] for d in local_mesh.devices.flat])
+
+  return (jax.tree.map(to_local, replicas, sharding.param_shardings(params, local_mesh)),
+          local_mesh)
+
+
 def host_copy(tree: PyTree) -> PyTree:
   """Global arrays -> full NumPy values on every process (all-gather over hosts)."""
   if jax.process_count() == 1:

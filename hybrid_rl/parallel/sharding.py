@@ -47,16 +47,23 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
   if int(np.prod(shape)) != len(devices):
     raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
                      f"found {len(devices)}")
-  # Auto axes: XLA's sharding propagation places intermediates; explicit
-  # constraints sit only at the residual stream and the KV cache.
-  axis_types = (jax.sharding.AxisType.Auto,) * len(AXES)
   try:
-    return jax.make_mesh(tuple(shape), AXES, devices=devices, axis_types=axis_types)
+    return jax.make_mesh(tuple(shape), AXES, devices=devices, axis_types=AXIS_TYPES)
   except NotImplementedError:
     # A TPU torus whose axes the mesh's do not factor into (fsdp 8 on v5p-128's 4x4x4):
     # an axis may then span part of a physical one (found by experiments/compile_pod).
-    grid = mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True)
-    return Mesh(grid, AXES, axis_types=axis_types)
+    return grid_mesh(
+        mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True))
+
+
+# Auto axes: XLA's sharding propagation places intermediates; explicit constraints sit
+# only at the residual stream and the KV cache.
+AXIS_TYPES = (jax.sharding.AxisType.Auto,) * len(AXES)
+
+
+def grid_mesh(grid: np.ndarray) -> Mesh:
+  """A (data, fsdp, tensor) mesh over devices already arranged: grid [data, fsdp, tensor]."""
+  return Mesh(grid, AXES, axis_types=AXIS_TYPES)
 
 
 def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:

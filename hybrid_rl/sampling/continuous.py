@@ -6,7 +6,9 @@ into each sample's slot), runs `decode_steps` decode steps on device, reads the
 emitted tokens back (one transfer per call), and frees the slots of the requests
 that stopped. Attention reads each slot's cache only up to the longest live slot's
 length (rounded up to one of `read_buckets` lengths, one compilation each), not the
-whole prompt + max_new_tokens.
+whole prompt + max_new_tokens. Once no request waits, the live slots are moved to the
+front and a call decodes only the first power-of-two slots that hold them, so the
+long tail of a batch is not decoded at full width (slots layout on one device).
 
 The cache layout (`kv_layout`): "slots", each slot's keys and values contiguous
 ([S, K, L, D] per layer, the static sampler's layout), read up to the longest live slot;

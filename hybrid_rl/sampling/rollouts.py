@@ -16,7 +16,6 @@ import numpy as np
 from hybrid_rl import errors
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import distributed
-from hybrid_rl.parallel import sharding
 from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
 
@@ -141,13 +140,10 @@ def _host_local_generate(model: transformer.Transformer, mesh, prompt_tokens, pr
   process samples its own rows with a replica of the policy over its own devices (fsdp
   over them, as Reinforce-Ada's rounds do) and its own stream (fold_in its index)."""
   graphdef, params = nnx.split(model)
-  host_params, host_rng = distributed.host_copy((params, rng))
-  own = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
-  local_mesh = sharding.make_mesh((1, -1, 1), own)
+  local_params, local_mesh = distributed.local_replica(params, mesh)
+  host_rng = distributed.host_copy(rng)
   with jax.set_mesh(local_mesh):
-    replica = nnx.merge(graphdef, jax.device_put(
-        host_params, sharding.param_shardings(host_params, local_mesh)))
-    return continuous.generate(replica, prompt_tokens, prompt_valid,
+    return continuous.generate(nnx.merge(graphdef, local_params), prompt_tokens, prompt_valid,
                                jax.random.fold_in(jnp.asarray(host_rng), jax.process_index()),
                                sp, settings)
 

@@ -151,17 +151,13 @@ def collect_adaptive(ctx: StepContext, params, prompt_texts: list[str], golds: l
   t0 = time.perf_counter()
   # Rounds differ per prompt, so each process samples its own prompts with a
   # host-local replica of the policy (several processes) outside the global mesh.
-  nproc = jax.process_count()
-  sampler_policy = nnx.merge(ctx.graphdef, params)
   key = jax.random.fold_in(key, jax.process_index())
-  if nproc > 1:
-    host_params, host_key = distributed.host_copy((params, key))
+  if jax.process_count() > 1:  # split over this process's devices (fsdp), not whole on one
+    params, _ = distributed.local_replica(params, ctx.mesh)
+    key = distributed.host_copy(key)
+  sampler_policy = nnx.merge(ctx.graphdef, params)
   with jax.set_mesh(ctx.local_mesh):
-    if nproc > 1:  # split over this process's devices by the partition rules (fsdp), not
-      # whole on its first one
-      sampler_policy = nnx.merge(ctx.graphdef, jax.device_put(
-          host_params, sharding.param_shardings(host_params, ctx.local_mesh)))
-      key = jnp.asarray(host_key)
+    key = jnp.asarray(key)  # on the local mesh (a host copy) or the global one (one process)
     res = adaptive_collect.collect(
         sampler_policy, ctx.tokenizer, prompt_texts, golds, pool=ctx.pool,
         verifier=ctx.config.rl.verifier, cfg=ctx.ada_cfg, sp=ctx.sp,
@@ -426,7 +422,7 @@ def reward_model_mesh(mesh):
   if len(processes) == 1:
     return mesh
   own = jax.process_index() if jax.process_index() in processes else processes[0]
-  return sharding.make_mesh((1, -1, 1), [d for d in mesh.devices.flat if d.process_index == own])
+  return distributed.process_mesh(mesh, own)
 
 
 def frozen_on_mesh(path: str, compute_dtype: str, mesh) -> tuple[nnx.GraphDef, dict]:
