@@ -20,6 +20,8 @@ unchanged except
           devices, over jax.distributed (gloo).
 Writes <workdir>/rehearsal.json (the command, the overrides, each process's exit
 status and the stages that finished) and exits non-zero when a process failed.
+The command's own --config.* overrides (--config.sampling.engine=continuous) are passed
+on to the preset's run.
 """
 import json
 import os
@@ -259,7 +261,10 @@ def main(argv):
   os.makedirs(root, exist_ok=True)
   changed = prepare(config, os.path.join(root, "inputs"), devices, _STEPS.value, _QUICK.value)
   config_arg = flags.FLAGS["config"].config_filename
-  flags_list = [f"--config.{k}={flag_value(v)}" for k, v in changed.items()]
+  # The command's own --config.* overrides reach the preset too (the toy sizes win).
+  own = [a for a in sys.argv[1:] if a.startswith("--config.")
+         and a[len("--config."):].split("=")[0] not in changed]
+  flags_list = own + [f"--config.{k}={flag_value(v)}" for k, v in changed.items()]
   module = SCRIPTS[config.stage]
   print(f"rehearsing {config_arg} with {module} in {_PROCESSES.value} processes x "
         f"{_DEVICES.value} CPU devices, mesh {changed['parallel.mesh_shape']}", flush=True)

@@ -250,8 +250,9 @@ def _permute_slots(cache: transformer.KVCache, logits: Array, order: Array):
 permute_slots_jit = jax.jit(_permute_slots, donate_argnums=(0, 1))
 
 
-def _bucket(n: int, limit: int) -> int:
-  """Smallest power of two >= n, at most limit (padding rows of a prefill call)."""
+def pow2_bucket(n: int, limit: int) -> int:
+  """Smallest power of two >= n, at most limit (the rows of a prefill call, the slots a
+  decode call runs): few shapes, few compilations."""
   return min(limit, 1 << max(0, n - 1).bit_length())
 
 
@@ -319,7 +320,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       stats.prefills += 1
     active = slots
     if compact:
-      active = _bucket(int(live.sum()), slots)
+      active = pow2_bucket(int(live.sum()), slots)
       if live[active:].any():  # live slots to the front, so the first `active` hold them
         order = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])
         cache, logits = permute_slots_jit(cache, logits, jnp.asarray(order))
@@ -359,12 +360,12 @@ def _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows, g, 
   once; rows are padded to powers of two so that few shapes compile."""
   prompt_ids = list(dict.fromkeys(r // g for _, r in admitted))
   row_of = {b: i for i, b in enumerate(prompt_ids)}
-  tokens = np.zeros((_bucket(len(prompt_ids), max_prompts), prompt_len), np.int32)
+  tokens = np.zeros((pow2_bucket(len(prompt_ids), max_prompts), prompt_len), np.int32)
   lens = np.ones(len(tokens), np.int32)
   for i, b in enumerate(prompt_ids):
     tokens[i, :len(prompt_rows[b])] = prompt_rows[b]
     lens[i] = len(prompt_rows[b])
-  num_slots = _bucket(len(admitted), slots)
+  num_slots = pow2_bucket(len(admitted), slots)
   slot_ids = np.full(num_slots, slots, np.int32)  # out of range: dropped
   slot_prompt = np.zeros(num_slots, np.int32)
   for j, (s, r) in enumerate(admitted):
