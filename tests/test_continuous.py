@@ -180,3 +180,20 @@ def test_default_slots_hold_the_rows_of_one_static_chunk():
   assert rollouts.default_slots(settings, 18, 4).slots == 5
   assert rollouts.default_slots(settings, 18, 1).slots == 18
   assert rollouts.default_slots(engine(slots=3), 18, 4).slots == 3
+
+
+def test_rollout_model_prices_the_engine_schedule_by_hand():
+  """bench.rollout_model on two requests of 2 and 5 tokens (prompt 3, limit 5), 2 slots,
+  2 steps a call: the engine runs calls of 2, 2 and 1 steps on 2, then 1 (the live
+  request moved to the front), then 1 slot, each reading the one 16-position bucket."""
+  from experiments.bench import rollout_model
+  lengths = np.array([2, 5])
+  price = lambda **cost: rollout_model.price(lengths, 3, 5, 2, 2, 1, {"a": 0, "b": 0, "c": 0,
+                                                                     **cost})
+  assert price(a=1)["static"] == 5 and price(a=1)["continuous"] == 5
+  per_slot = price(b=1)  # slot-steps
+  assert (per_slot["static"], per_slot["continuous"], per_slot["ideal"]) == (10, 7, 7)
+  reads = price(c=1)  # cache positions read
+  assert reads["static"] == 5 * 2 * 8
+  assert reads["continuous"] == 2 * 2 * 16 + 2 * 1 * 16 + 1 * 16
+  assert reads["ideal"] == (4 + 4) + (5 + 5) + 6 + 7 + 8
