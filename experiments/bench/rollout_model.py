@@ -36,18 +36,6 @@ from hybrid_rl.models import gguf_io
 from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
 
-_LENGTHS = flags.DEFINE_string("lengths", "results/bench_rollout/summary.json",
-                               "A bench.rollout summary.json: lengths, prompt_width, "
-                               "max_new_tokens.")
-_SLOTS = flags.DEFINE_list("fit_slots", ["8", "32", "64"], "Slot counts A of the fit.")
-_READS = flags.DEFINE_list("fit_reads", ["96", "384", "672"], "Read lengths R of the fit.")
-_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Steps per decode call.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per grid point (median).")
-_REQUESTS = flags.DEFINE_list("requests", ["64", "256"], "Request counts to price.")
-_ENGINE_SLOTS = flags.DEFINE_list("engine_slots", ["32", "64"], "Engine slot counts to price.")
-_OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the fit and the prices.")
-
-
 def measure_step_seconds(slots: list[int], reads: list[int], steps: int, repeats: int
                          ) -> list[dict]:
   """Seconds per decode step of continuous.decode_jit at each (slots, read length)."""
@@ -146,4 +134,15 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags only when run as a script: the tests import this module.
+  _LENGTHS = flags.DEFINE_string("lengths", "results/bench_rollout/summary.json",
+                                 "A bench.rollout summary.json: lengths, prompt_width, "
+                                 "max_new_tokens.")
+  _SLOTS = flags.DEFINE_list("fit_slots", ["8", "32", "64"], "Slot counts A of the fit.")
+  _READS = flags.DEFINE_list("fit_reads", ["96", "384", "672"], "Read lengths R of the fit.")
+  _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Steps per decode call.")
+  _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per grid point (median).")
+  _REQUESTS = flags.DEFINE_list("requests", ["64", "256"], "Request counts to price.")
+  _ENGINE_SLOTS = flags.DEFINE_list("engine_slots", ["32", "64"], "Engine slot counts to price.")
+  _OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the fit and the prices.")
   app.run(main)
