@@ -131,11 +131,18 @@ def test_sampling_chunks_need_not_divide_the_batch():
 
 
 def _start_toy(workdir, *args):
-  return subprocess.Popen(
-      [sys.executable, "-m", "experiments.train", "--config=configs/default.py:toy",
-       f"--workdir={workdir}", "--config.log.progress=False", "--config.toy.step_sleep_s=0.25",
-       *args], cwd=REPO, env=subprocess_env(PYTHONUNBUFFERED=1), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+  # A child inherits an ignored SIGINT, and a test run started as a background job
+  # (`pytest ... &`, as CI runners may) has SIGINT ignored: the run must start as it
+  # would from a terminal, or Ctrl-C never reaches it.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "--config=configs/default.py:toy",
+         f"--workdir={workdir}", "--config.log.progress=False", "--config.toy.step_sleep_s=0.25",
+         *args], cwd=REPO, env=subprocess_env(PYTHONUNBUFFERED=1), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_step(proc, step: int) -> None:
@@ -170,8 +177,7 @@ def test_a_stop_signal_is_one_line_and_the_same_command_resumes(tmp_path, sig):
   proc = _start_toy(workdir)
   _wait_for_step(proc, 7)
   proc.send_signal(sig)
-  _, stderr = proc.communicate(timeout=TIMEOUT)
-  proc.stderr = stderr
+  proc.stdout, proc.stderr = proc.communicate(timeout=TIMEOUT)
   line = _one_fatal_line(proc)
   assert line.startswith(f"FATAL stopped by {signal.Signals(sig).name} at toy step ")
   assert line.endswith("finished checkpoints and stages are kept: the same command resumes")
