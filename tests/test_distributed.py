@@ -93,6 +93,20 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
   assert [r["step"] for r in _metrics(multi)] == [1, 2, 3]
 
 
+def test_two_processes_match_one_with_the_continuous_engine(tmp_path):
+  """Each process's scheduler keys its requests by their global rows: two processes
+  sample, and so train, exactly what one process with the whole batch does."""
+  single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+  engine = ["--config.sampling.engine=continuous", "--config.sampling.slots=3"]
+  _train(single, 2, devices=2, extra=engine)
+  _train(multi, 2, processes=2, devices=1, extra=engine)
+  one, two = _final_params(single), _final_params(multi)
+  for name in one:
+    np.testing.assert_allclose(two[name], one[name], atol=1e-6, err_msg=name)
+  rows_one, rows_two = _metrics(single), _metrics(multi)
+  assert rows_one == rows_two and all(r["tokens_generated"] > 0 for r in rows_one)
+
+
 def test_two_processes_run_hero_rewards_and_reinforce_ada_rounds(tmp_path):
   """The host-side parts with per-process models: the reward model scores each
   process's rows, Reinforce-Ada samples each process's prompts in its own rounds, the

@@ -271,11 +271,15 @@ class EngineStats:
 
 def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array, rng: Array,
              sp: sampler.SamplingParams, settings: EngineSettings,
-             stats: EngineStats | None = None) -> sampler.SampleOutput:
+             stats: EngineStats | None = None, first_request: int = 0
+             ) -> sampler.SampleOutput:
   """Samples G responses per prompt with continuous batching.
 
   Args and output as `sampler.generate` (prompts [B, P] left-padded, valid [B, P]);
   the output's arrays are host (NumPy) arrays. `stats`, if given, is filled in.
+  first_request: the draws of row r are keyed by request first_request + r, so that a
+  process sampling rows [first_request, ...) of a larger batch draws what one process
+  sampling the whole batch would.
   """
   graphdef, state = nnx.split(model)
   cfg = model.cfg
@@ -329,7 +333,8 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
     longest = int(kv_len[live].max()) + settings.decode_steps
     read_len = next(length for length in lengths if length >= min(longest, lengths[-1]))
     c = decode_jit(graphdef, sp, read_len, settings.decode_steps, state, cache, logits,
-                   *(jnp.asarray(x[:active]) for x in (kv_len, generated, live, request)), rng)
+                   *(jnp.asarray(x[:active]) for x in (kv_len, generated, live)),
+                   jnp.asarray(request[:active] + first_request), rng)
     cache, logits = c.pop("cache"), c.pop("logits")
     c = jax.device_get(c)  # the one transfer of this call
     stats.calls += 1

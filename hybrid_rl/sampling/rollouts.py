@@ -138,14 +138,16 @@ def _host_local_generate(model: transformer.Transformer, mesh, prompt_tokens, pr
                          settings: continuous.EngineSettings) -> sampler.SampleOutput:
   """The continuous engine over several processes: its scheduler is host-side, so each
   process samples its own rows with a replica of the policy over its own devices (fsdp
-  over them, as Reinforce-Ada's rounds do) and its own stream (fold_in its index)."""
+  over them, as Reinforce-Ada's rounds do), its requests keyed by their global rows (on a
+  mesh in process order, as distributed.global_rows lays rows out): the draws of one
+  process sampling the whole batch."""
   graphdef, params = nnx.split(model)
   local_params, local_mesh = distributed.local_replica(params, mesh)
   host_rng = distributed.host_copy(rng)
+  first_request = jax.process_index() * prompt_tokens.shape[0] * sp.num_samples
   with jax.set_mesh(local_mesh):
     return continuous.generate(nnx.merge(graphdef, local_params), prompt_tokens, prompt_valid,
-                               jax.random.fold_in(jnp.asarray(host_rng), jax.process_index()),
-                               sp, settings)
+                               jnp.asarray(host_rng), sp, settings, first_request=first_request)
 
 
 def sample(model: transformer.Transformer, tokenizer, prompt_texts: list[str], rng: jax.Array,
