@@ -30,7 +30,7 @@ JAX's ragged paged attention kernel in shard_map). `--rollout` compiles only tho
 adds to the <preset>.json already in --out a `rollout` block: the generate time of one
 RL step under stated response-length distributions (`response_lengths`), the static
 sampler's (chunks x (prefill + the longest row's steps x its decode step)) beside the
-continuous engine's (its schedule simulated, `simulate_continuous`, each step's roofline
+continuous engine's (its schedule simulated, `continuous.simulate_schedule`, each step's roofline
 from its model work, the kernel reading each slot's own length).
 """
 import functools
@@ -310,39 +310,6 @@ def response_lengths(kind: str, max_new_tokens: int, count: int, seed: int = 0) 
   return np.clip(np.round(drawn / measured["max_new_tokens"]), 1, max_new_tokens).astype(int)
 
 
-def simulate_continuous(lengths: np.ndarray, prompt_len: int, slots: int, decode_steps: int,
-                        samples: int) -> dict:
-  """The continuous engine's schedule (continuous.generate) for requests of these
-  response lengths, request r = prompt r // samples: admitted in order into free slots
-  at each host check, decode_steps steps a call.
-
-  Returns {"live": [steps] live slots, "cache": [steps] tokens the kernel reads summed
-  over slots (a live slot its length, any other one token), "prefill_prompts": [calls]
-  distinct prompts each call prefills}.
-  """
-  remaining = np.zeros(slots, np.int64)  # tokens still to emit; 0: a free slot
-  cache = np.zeros(slots, np.int64)
-  live_steps, cache_steps, prefills = [], [], []
-  start = 0
-  while start < len(lengths) or remaining.any():
-    free = np.flatnonzero(remaining == 0)[:len(lengths) - start]
-    admitted = np.arange(start, start + len(free))
-    remaining[free], cache[free] = lengths[admitted], prompt_len
-    start += len(free)
-    if len(free):
-      prefills.append(len(np.unique(admitted // samples)))
-    for _ in range(decode_steps):
-      live = remaining > 0
-      if not live.any():
-        break
-      live_steps.append(int(live.sum()))
-      cache_steps.append(int(np.where(live, cache + 1, 1).sum()))
-      cache += live
-      remaining -= live
-  return {"live": np.array(live_steps), "cache": np.array(cache_steps),
-          "prefill_prompts": np.array(prefills)}
-
-
 def _seconds(work: tuple[float, float], chip: str) -> float:
   _, peak, bandwidth = CHIPS[chip]
   return max(work[0] / peak, work[1] / bandwidth)
@@ -351,7 +318,7 @@ def _seconds(work: tuple[float, float], chip: str) -> float:
 def rollout_estimate(config, plan, mesh, chip: str, rows: list[dict], distribution: str) -> dict:
   """One RL step's generate seconds under a response-length distribution: the static
   sampler's from its compiled rooflines (each chunk runs to its longest row), the
-  continuous engine's from simulate_continuous with each step's model work (weights
+  continuous engine's from continuous.simulate_schedule with each step's model work (weights
   once, every slot's own cache length: the kernel's reads; prefills of the prompts each
   refill admits). Both at roofline."""
   sc = stage_config(config, plan)
@@ -365,7 +332,9 @@ def rollout_estimate(config, plan, mesh, chip: str, rows: list[dict], distributi
   static = sum(ms["prefill"] + int(lengths[c].max()) * ms["decode step"] for c in chunks) / 1e3
   settings = rollouts.default_slots(continuous.settings_from_config(sc.sampling), requests,
                                     sc.sampling.chunks)
-  schedule = simulate_continuous(lengths, p, settings.slots, settings.decode_steps, g)
+  reads = continuous.read_lengths(p + n, settings.read_buckets, settings.page_size)
+  schedule = continuous.simulate_schedule(lengths, p, settings.slots, settings.decode_steps, g,
+                                          reads)
   one_slot = model_work(cfg, mesh, "decode", rows=settings.slots, tokens=1, slots=1,
                         logit_positions=1)
   no_cache = model_work(cfg, mesh, "decode", rows=settings.slots, tokens=1, slots=0,

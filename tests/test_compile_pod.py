@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from experiments import compile_pod
+from hybrid_rl.sampling import continuous
 from tests.helpers import REPO, run_script_result, subprocess_env
 
 SCRIPT = r"""
@@ -16,6 +17,7 @@ import jax
 from jax.experimental import topologies
 from configs import default
 from experiments import compile_pod
+from hybrid_rl.sampling import continuous
 from hybrid_rl.parallel import sharding
 from hybrid_rl.sampling import continuous
 from hybrid_rl.sampling import sampler
@@ -149,6 +151,7 @@ import jax
 from flax import nnx
 from configs import pod_models
 from experiments import compile_pod
+from hybrid_rl.sampling import continuous
 from hybrid_rl.models import transformer
 from hybrid_rl.parallel import sharding
 
@@ -183,8 +186,8 @@ def test_abstract_parameter_bytes_equal_what_a_device_holds():
 def test_simulated_continuous_schedule_refills_slots_and_counts_what_the_kernel_reads():
   """Requests of 3, 1, 2, 5 tokens (prompts of 10, 2 samples a prompt) on 2 slots, 2 steps
   a call, worked by hand: a live slot reads its length, any other slot one token."""
-  s = compile_pod.simulate_continuous(np.array([3, 1, 2, 5]), prompt_len=10, slots=2,
-                                      decode_steps=2, samples=2)
+  s = continuous.simulate_schedule(np.array([3, 1, 2, 5]), prompt_len=10, slots=2,
+                                   decode_steps=2, samples=2, reads=[32])
   assert s["live"].tolist() == [2, 1, 2, 1, 1, 1, 1, 1, 1]
   assert s["cache"].tolist() == [22, 13, 24, 13, 12, 13, 14, 15, 16]
   assert s["prefill_prompts"].tolist() == [1, 1, 1]
@@ -233,6 +236,7 @@ import dataclasses, json, os, tempfile
 import jax, ml_collections
 from configs import default
 from experiments import compile_pod
+from hybrid_rl.sampling import continuous
 from hybrid_rl.parallel import sharding
 from hybrid_rl.sampling import sampler
 from hybrid_rl.train import grpo_stage, objectives, stage_io

@@ -75,27 +75,11 @@ def price(lengths: np.ndarray, prompt: int, new: int, slots: int, steps: int, bu
   """Seconds of the static, continuous and ideal schedules (module docstring)."""
   step = lambda a, reads: cost["a"] + cost["b"] * a + cost["c"] * reads
   static = int(lengths.max()) * step(len(lengths), len(lengths) * (prompt + new))
-  read_lengths = continuous.read_lengths(prompt + new, buckets)
-  remaining = np.zeros(slots, np.int64)  # tokens still to emit; 0: a free slot
-  kv_len = np.zeros(slots, np.int64)
-  engine = ideal = 0.0
-  start = 0
-  while start < len(lengths) or remaining.any():
-    free = np.flatnonzero(remaining == 0)[:len(lengths) - start]
-    remaining[free], kv_len[free] = lengths[start:start + len(free)], prompt
-    start += len(free)
-    live = remaining > 0
-    active = continuous.pow2_bucket(int(live.sum()), slots)
-    longest = int(kv_len[live].max()) + steps
-    read = next(r for r in read_lengths if r >= min(longest, read_lengths[-1]))
-    for _ in range(steps):
-      live = remaining > 0
-      if not live.any():
-        break
-      engine += step(active, active * read)
-      ideal += step(int(live.sum()), int(kv_len[live].sum() + live.sum()))
-      kv_len += live
-      remaining -= live
+  schedule = continuous.simulate_schedule(lengths, prompt, slots, steps, 1,
+                                          continuous.read_lengths(prompt + new, buckets))
+  live, active = schedule["live"], schedule["active"]
+  engine = float(step(active, active * schedule["read"]).sum())
+  ideal = float(step(live, schedule["cache"] - (slots - live)).sum())  # only live slots read
   return {"static": static, "continuous": engine, "ideal": ideal,
           "ratio_continuous_static": static / engine, "ratio_ideal_static": static / ideal}
 

@@ -10,7 +10,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hybrid_rl.parallel import sharding
 
@@ -67,12 +66,10 @@ def splash_attention(q: Array, k: Array, v: Array, valid: Array) -> Array:
   KV heads (tensor), where they divide: Mosaic kernels are not partitioned automatically.
   """
   interpret = sharding.platform() != "tpu"
-  mesh = jax.sharding.get_abstract_mesh()
-  if interpret or mesh.empty or int(np.prod(list(mesh.shape.values()))) == 1:
+  axes = None if interpret else sharding.kernel_axes(q.shape[0], k.shape[2])
+  if axes is None:
     return _local(q, k, v, valid, interpret)
-  batch = tuple(a for a in sharding.BATCH if a in mesh.shape)
-  rows = batch if q.shape[0] % int(np.prod([mesh.shape[a] for a in batch])) == 0 else None
-  heads = "tensor" if k.shape[2] % mesh.shape.get("tensor", 1) == 0 else None
+  rows, heads = axes
   spec = jax.sharding.PartitionSpec
   heads_spec = spec(rows, None, heads, None)
   return jax.shard_map(lambda q, k, v, m: _local(q, k, v, m, False),

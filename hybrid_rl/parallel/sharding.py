@@ -147,6 +147,19 @@ def batch_shards() -> int:
   return 1 if mesh.empty else int(np.prod([mesh.shape.get(a, 1) for a in BATCH]))
 
 
+def kernel_axes(rows: int, kv_heads: int) -> tuple | None:
+  """How a Pallas kernel runs in `jax.shard_map` under the active mesh (Mosaic kernels are
+  not partitioned automatically): (the axes `rows` split over, the BATCH axes where they
+  divide it, else None; the axis KV heads split over, "tensor" where it divides them,
+  else None). None without a mesh of several devices: the kernel runs as is."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or int(np.prod(list(mesh.shape.values()))) == 1:
+    return None
+  batch = tuple(a for a in BATCH if a in mesh.shape)
+  row_axes = batch if rows % int(np.prod([mesh.shape[a] for a in batch])) == 0 else None
+  return row_axes, "tensor" if kv_heads % mesh.shape.get("tensor", 1) == 0 else None
+
+
 def constrain(x: jax.Array, spec: P) -> jax.Array:
   """with_sharding_constraint under an active mesh (jax.set_mesh); no-op otherwise."""
   mesh = jax.sharding.get_abstract_mesh()

@@ -139,6 +139,51 @@ def read_lengths(max_len: int, buckets: int, multiple: int = 16) -> list[int]:
   return sorted({min(step * (i + 1), top) for i in range(max(1, buckets))})
 
 
+def read_length(lengths: list[int], longest: int) -> int:
+  """The shortest of `lengths` (read_lengths') that covers `longest` positions, or the
+  longest of them."""
+  return next(length for length in lengths if length >= min(longest, lengths[-1]))
+
+
+def simulate_schedule(lengths: np.ndarray, prompt_len: int, slots: int, decode_steps: int,
+                      samples: int, reads: list[int]) -> dict:
+  """`generate`'s schedule for requests of these response lengths (request r = prompt
+  r // samples, every prompt `prompt_len` tokens): admitted in order into free slots at
+  each host check, decode_steps steps a call, `reads` = read_lengths(...).
+
+  Returns per decode step: "live" live slots, "cache" cache tokens summed over slots (a
+  live slot its length, any other one token: what a per-slot kernel reads), "active" the
+  slots the call decodes once compacted, "read" the call's read length; and
+  "prefill_prompts", the distinct prompts each refill prefills.
+  """
+  remaining = np.zeros(slots, np.int64)  # tokens still to emit; 0: a free slot
+  cache = np.zeros(slots, np.int64)
+  steps = {"live": [], "cache": [], "active": [], "read": []}
+  prefills = []
+  start = 0
+  while start < len(lengths) or remaining.any():
+    free = np.flatnonzero(remaining == 0)[:len(lengths) - start]
+    admitted = np.arange(start, start + len(free))
+    remaining[free], cache[free] = lengths[admitted], prompt_len
+    start += len(free)
+    if len(free):
+      prefills.append(len(np.unique(admitted // samples)))
+    live = remaining > 0
+    active = pow2_bucket(int(live.sum()), slots)
+    read = read_length(reads, int(cache[live].max()) + decode_steps)
+    for _ in range(decode_steps):
+      live = remaining > 0
+      if not live.any():
+        break
+      steps["live"].append(int(live.sum()))
+      steps["cache"].append(int(np.where(live, cache + 1, 1).sum()))
+      steps["active"].append(active)
+      steps["read"].append(read)
+      cache += live
+      remaining -= live
+  return {**{k: np.array(v) for k, v in steps.items()}, "prefill_prompts": np.array(prefills)}
+
+
 def _prefill(graphdef: nnx.GraphDef, state: nnx.State, cache: transformer.KVCache,
              logits: Array, prompts: Array, prompt_lens: Array, slot_ids: Array,
              slot_prompt: Array) -> tuple[transformer.KVCache, Array]:
@@ -330,8 +375,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
         cache, logits = permute_slots_jit(cache, logits, jnp.asarray(order))
         kv_len, generated, live, request = (x[order] for x in (kv_len, generated, live, request))
         stats.compactions += 1
-    longest = int(kv_len[live].max()) + settings.decode_steps
-    read_len = next(length for length in lengths if length >= min(longest, lengths[-1]))
+    read_len = read_length(lengths, int(kv_len[live].max()) + settings.decode_steps)
     c = decode_jit(graphdef, sp, read_len, settings.decode_steps, state, cache, logits,
                    *(jnp.asarray(x[:active]) for x in (kv_len, generated, live)),
                    jnp.asarray(request[:active] + first_request), rng)

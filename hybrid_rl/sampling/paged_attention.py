@@ -12,7 +12,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hybrid_rl.parallel import sharding
 
@@ -89,14 +88,11 @@ def slot_major_attention(q: Array, pool: Array, kv_lens: Array, pages_read: int)
   def local(q, pool, kv_lens):
     return kernel_decode_attention(q, pool, slot_pages(q.shape[0], pages_per_slot), kv_lens)
 
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or int(np.prod(list(mesh.shape.values()))) == 1:
-    return local(q, pool, kv_lens)
   # Slots and kv heads are split only where both the queries and the pages split alike.
-  batch = tuple(a for a in sharding.BATCH if a in mesh.shape)
-  rows = batch if s % int(np.prod([mesh.shape[a] for a in batch])) == 0 else None
-  kv_heads = pool.shape[2] // 2
-  heads = "tensor" if kv_heads % mesh.shape.get("tensor", 1) == 0 else None
+  axes = sharding.kernel_axes(s, pool.shape[2] // 2)
+  if axes is None:
+    return local(q, pool, kv_lens)
+  rows, heads = axes
   spec = jax.sharding.PartitionSpec
   return jax.shard_map(local, in_specs=(spec(rows, heads, None), spec(rows, None, heads, None),
                                         spec(rows)),
