@@ -15,6 +15,7 @@ Usage in a script:
 """
 import difflib
 import errno
+import gc
 import importlib.metadata
 import logging as logging_lib
 import os
@@ -22,6 +23,7 @@ import re
 import runpy
 import signal
 import sys
+import warnings
 
 from absl import app
 from absl import flags
@@ -209,6 +211,30 @@ class _ReportedFailureEchoes(logging_lib.Filter):
     return not any(strerror in t for t in texts for strerror in _WRITE_FAILURE_TEXTS)
 
 
+def _fatal_line(error: BaseException) -> str | None:
+  """The one line a run exits with for a failure it explains, else None (a bug: the
+  traceback is shown)."""
+  if isinstance(error, (stage_runs.StageMismatchError, errors.ConfigError,
+                        loop.TrainingDiverged, stage_io.CorruptCheckpointError,
+                        checkpoints.UnusableCheckpointError)):
+    return f"FATAL {error}"
+  if isinstance(error, KeyboardInterrupt):
+    return _stopped_line(error)
+  if not isinstance(error, Exception):
+    return None
+  failure = write_failure(error)
+  if failure:
+    return (f"FATAL could not write: {failure}; finished checkpoints and stages are kept: "
+            "free the space or lift the limit, then run the same command again")
+  if "RESOURCE_EXHAUSTED" in str(error):
+    return (f"FATAL out of device memory ({out_of_memory_detail(error)}); finished "
+            "checkpoints are kept. Lower train.batch_size or sampling.max_new_tokens, or "
+            "raise train.grad_accum_steps or sampling.chunks (or lower sampling.slots with "
+            "sampling.engine=continuous), or set train.micro_batch_rows (rows a pass), then "
+            "run the same command again: these settings may change on resume")
+  return None
+
+
 def run(main) -> None:
   """app.run(main); bad flags, an invalid config raised inside a stage and a stage
   directory started with other settings each exit with one line, and so do a stop
@@ -216,24 +242,16 @@ def run(main) -> None:
   def guarded(argv):
     try:
       return main(argv)
-    except (stage_runs.StageMismatchError, errors.ConfigError,
-            loop.TrainingDiverged, stage_io.CorruptCheckpointError,
-            checkpoints.UnusableCheckpointError) as e:
-      sys.exit(f"FATAL {e}")
-    except KeyboardInterrupt as e:
-      _exit_stopped(e)
-    except Exception as e:  # pylint: disable=broad-except
-      failure = write_failure(e)
-      if failure:
-        sys.exit(f"FATAL could not write: {failure}; finished checkpoints and stages are "
-                 "kept: free the space or lift the limit, then run the same command again")
-      if "RESOURCE_EXHAUSTED" not in str(e):
+    except BaseException as e:  # pylint: disable=broad-except
+      line = _fatal_line(e)
+      if line is None:
         raise
-      sys.exit(f"FATAL out of device memory ({out_of_memory_detail(e)}); finished checkpoints "
-               "are kept. Lower train.batch_size or sampling.max_new_tokens, or raise "
-               "train.grad_accum_steps or sampling.chunks (or lower sampling.slots with "
-               "sampling.engine=continuous), or set train.micro_batch_rows (rows a pass), then "
-               "run the same command again: these settings may change on resume")
+      # An async checkpoint write cut short leaves a coroutine, unawaited, in the failure's
+      # frames; Python would report it, when they are freed, in two more lines.
+      warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                              category=RuntimeWarning)
+    gc.collect()
+    sys.exit(line)
 
   for signum in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(signum, _raise_stopped)
@@ -246,14 +264,14 @@ def run(main) -> None:
   try:
     app.run(guarded, flags_parser=_parse_flags)
   except KeyboardInterrupt as e:  # while flags were parsed, before main
-    _exit_stopped(e)
+    sys.exit(_stopped_line(e))
 
 
-def _exit_stopped(error: KeyboardInterrupt) -> None:
+def _stopped_line(error: KeyboardInterrupt) -> str:
   name = str(error) if isinstance(error, Stopped) else "SIGINT"
   where = f" at {loop.position()}" if loop.position() else ""
-  sys.exit(f"FATAL stopped by {name}{where}; finished checkpoints and stages are kept: "
-           "the same command resumes")
+  return (f"FATAL stopped by {name}{where}; finished checkpoints and stages are kept: "
+          "the same command resumes")
 
 
 def resolved_config(config_flag) -> ml_collections.ConfigDict:
