@@ -106,9 +106,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # chunks > 1: the static engine samples the batch in that many sequential slices (a
   # smaller KV cache). engine: static (one padded batch decoded to max_new_tokens) |
   # continuous (slots refilled as requests stop, each step reading the cache only up to
-  # the longest live slot, or on TPU each slot to its own length). slots 0: the static
-  # rows per call (prompts x samples / chunks); decode_steps per host check;
-  # read_buckets cache lengths compiled; kv_layout slots | pages (read by JAX's ragged
+  # the longest live slot, or on TPU each slot to its own length). Static here: at toy
+  # lengths its one compiled loop beats the engine's many small programs (README, Rollout
+  # engines); the presets with long responses use continuous. slots 0: the static rows per
+  # call (prompts x samples / chunks) rounded up to a power of two; decode_steps per host
+  # check; read_buckets cache lengths compiled; kv_layout slots | pages (read by JAX's ragged
   # paged attention kernel) | auto (pages on TPU); page_size tokens a page.
   config.sampling = ml_collections.ConfigDict(dict(
       max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8, chunks=1,

@@ -78,7 +78,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     # regime selecting nothing, experiments/rehearse_pod.py).
     config.hero.update(regimes="all", ablation_regime="all")
     config.model.compute_dtype = "bfloat16"
-    config.sampling.update(max_new_tokens=4096, temperature=1.0, num_samples=8, chunks=4)
+    config.sampling.update(max_new_tokens=4096, temperature=1.0, num_samples=8, chunks=4,
+                           engine="continuous")
     config.sft.steps = 0
     config.rm.steps = 0
     config.grpo.update(steps=300, batch_size=512, learning_rate=1e-6, split="train",

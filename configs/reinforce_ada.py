@@ -47,7 +47,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                        instruction="Please reason step by step, and put your final answer "
                        "within \\boxed{}.", max_prompt_len=512)
     config.model.compute_dtype = "bfloat16"
-    config.sampling.update(max_new_tokens=3072, temperature=1.0)
+    config.sampling.update(max_new_tokens=3072, temperature=1.0, engine="continuous")
     config.sft.steps = 0  # start from the released model
     config.grpo.update(steps=400, batch_size=512, learning_rate=1e-6, split="train")
     config.optim.grad_clip_norm = 1.0

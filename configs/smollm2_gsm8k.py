@@ -35,7 +35,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.model.compute_dtype = "bfloat16"
     config.train.update(steps=100, batch_size=32, checkpoint_every=20, log_every=1,
                         micro_batch_rows=0)  # one pass per update on an accelerator
-    config.sampling.update(max_new_tokens=320, num_samples=8, temperature=1.0)
+    config.sampling.update(max_new_tokens=320, num_samples=8, temperature=1.0,
+                           engine="continuous")
     config.eval.update(batch_size=128, max_examples=500)
     config.data.max_prompt_len = 256
   return config

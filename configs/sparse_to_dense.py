@@ -76,7 +76,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.data.update(name="math", manual_dir="/path/to/math_jsonl", prompt_style="chat",
                        instruction="Please reason step by step, and put your final answer "
                        "within \\boxed{}.", max_prompt_len=1024)
-    config.sampling.update(max_new_tokens=4096, temperature=1.0, chunks=4 if llama else 2)
+    config.sampling.update(max_new_tokens=4096, temperature=1.0, chunks=4 if llama else 2,
+                           engine="continuous")
     config.teacher_sft.steps = config.student_sft.steps = 0  # released instruct models
     config.teacher_grpo.update(steps=200, batch_size=256, num_samples=8, learning_rate=1e-6,
                                split="train[:50%]")

@@ -175,11 +175,15 @@ def test_settings_from_config_reads_the_sampling_block():
                                      "engine": "continuous", "slots": 8}
 
 
-def test_default_slots_hold_the_rows_of_one_static_chunk():
+def test_default_slots_hold_the_rows_of_one_static_chunk_rounded_to_a_power_of_two():
   settings = continuous.EngineSettings("continuous")
-  assert rollouts.default_slots(settings, 18, 4).slots == 5
-  assert rollouts.default_slots(settings, 18, 1).slots == 18
+  assert rollouts.default_slots(settings, 18, 4).slots == 8
+  assert rollouts.default_slots(settings, 16, 1).slots == 16
+  assert rollouts.default_slots(settings, 18, 1).slots == 32
   assert rollouts.default_slots(engine(slots=3), 18, 4).slots == 3
+  # Calls of 5..8 requests share one cache shape; set slots hold for any call.
+  assert {continuous.slot_count(settings, n) for n in range(5, 9)} == {8}
+  assert {continuous.slot_count(engine(slots=6), n) for n in (1, 6, 40)} == {6}
 
 
 def test_rollout_model_prices_the_engine_schedule_by_hand():

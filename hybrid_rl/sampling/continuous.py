@@ -46,8 +46,9 @@ class EngineSettings:
   """How rollouts are generated (config.sampling: engine, slots, decode_steps,
   read_buckets, kv_layout, page_size). Never what is sampled."""
   engine: str = "static"  # "static" | "continuous"
-  slots: int = 0  # rows decoded together; 0: every request of the call at once (the
-  # rollout stages pass rows / sampling.chunks: the static engine's rows per call)
+  slots: int = 0  # rows of cache (fixed by the settings, not the call, so that calls of
+  # any size share compiled programs); 0: the call's requests rounded up to a power of two
+  # (the rollout stages pass rows / sampling.chunks, so rounded: the static rows per call)
   decode_steps: int = 16  # decode steps per device call (one host check per call)
   read_buckets: int = 8  # cache lengths attention reads (one compilation each)
   kv_layout: str = "auto"  # "slots" | "pages" | "auto" (pages on TPU)
@@ -301,6 +302,13 @@ def pow2_bucket(n: int, limit: int) -> int:
   return min(limit, 1 << max(0, n - 1).bit_length())
 
 
+def slot_count(settings: EngineSettings, num_requests: int) -> int:
+  """Rows of cache for a call of `num_requests`: settings.slots, or when 0 the requests
+  rounded up to a power of two. A call with fewer requests than slots leaves the rest
+  free, so calls of other sizes (Reinforce-Ada's rounds) reuse the compiled programs."""
+  return settings.slots or pow2_bucket(num_requests, 2 * num_requests)
+
+
 @dataclasses.dataclass
 class EngineStats:
   """What one generate call did. decode_row_steps counts slot-steps of decode calls,
@@ -335,7 +343,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
   b, p = prompts.shape
   g, n = sp.num_samples, sp.max_new_tokens
   num_requests = b * g
-  slots = min(settings.slots or num_requests, num_requests)
+  slots = slot_count(settings, num_requests)
   layout = layout_of(settings)
   lengths = read_lengths(p + n, settings.read_buckets,
                          settings.page_size if layout == "pages" else 16)
@@ -343,6 +351,9 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
   # Decode calls run only the first `active` slots (a power of two >= the live ones) once
   # requests run out; on one device only: a prefix of slots split over devices is uneven.
   compact = layout == "slots" and sharding.batch_shards() == 1
+  # A decode call does not depend on G: calls with other G (Reinforce-Ada's rounds, GRPO
+  # and evaluation) share its programs.
+  decode_sp = dataclasses.replace(sp, num_samples=1)
 
   cache = init_cache(cfg, slots, lengths[-1], layout, settings.page_size)
   logits = jnp.zeros((slots, cfg.vocab_size), jnp.float32)
@@ -365,7 +376,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       admitted.append((int(s), r))
     if admitted:
       cache, logits = _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows,
-                                        g, p, slots, b)
+                                        g, p, slots)
       stats.prefills += 1
     active = slots
     if compact:
@@ -376,7 +387,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
         kv_len, generated, live, request = (x[order] for x in (kv_len, generated, live, request))
         stats.compactions += 1
     read_len = read_length(lengths, int(kv_len[live].max()) + settings.decode_steps)
-    c = decode_jit(graphdef, sp, read_len, settings.decode_steps, state, cache, logits,
+    c = decode_jit(graphdef, decode_sp, read_len, settings.decode_steps, state, cache, logits,
                    *(jnp.asarray(x[:active]) for x in (kv_len, generated, live)),
                    jnp.asarray(request[:active] + first_request), rng)
     cache, logits = c.pop("cache"), c.pop("logits")
@@ -404,12 +415,12 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
 
 
 def _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows, g, prompt_len,
-                      slots, max_prompts):
+                      slots):
   """One prefill call for the admitted (slot, request) pairs: each distinct prompt runs
   once; rows are padded to powers of two so that few shapes compile."""
   prompt_ids = list(dict.fromkeys(r // g for _, r in admitted))
   row_of = {b: i for i, b in enumerate(prompt_ids)}
-  tokens = np.zeros((pow2_bucket(len(prompt_ids), max_prompts), prompt_len), np.int32)
+  tokens = np.zeros((pow2_bucket(len(prompt_ids), slots), prompt_len), np.int32)
   lens = np.ones(len(tokens), np.int32)
   for i, b in enumerate(prompt_ids):
     tokens[i, :len(prompt_rows[b])] = prompt_rows[b]

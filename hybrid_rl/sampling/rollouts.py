@@ -113,10 +113,12 @@ def generate_chunked(model: transformer.Transformer, prompt_tokens: jax.Array,
 
 def default_slots(engine: continuous.EngineSettings, rows: int, chunks: int
                   ) -> continuous.EngineSettings:
-  """engine.slots, or when 0 the rows of one static chunk: ceil(rows / chunks)."""
+  """engine.slots, or when 0 the rows of one static chunk, ceil(rows / chunks), rounded up
+  to a power of two (as the engine rounds a call's requests)."""
   if engine.slots:
     return engine
-  return dataclasses.replace(engine, slots=-(-rows // max(1, chunks)))
+  rows_per_chunk = -(-rows // max(1, chunks))
+  return dataclasses.replace(engine, slots=continuous.slot_count(engine, rows_per_chunk))
 
 
 def generate(model: transformer.Transformer, prompt_tokens: jax.Array, prompt_valid: jax.Array,
