@@ -3,7 +3,8 @@
 All active prompts of a round go through one sampler call. For the static
 engine the call's batch is padded up to a power of two (at most the prompt
 batch), so the rounds of a whole run compile the sampler at most log2(B) + 1
-times; the continuous engine takes the active prompts as they are.
+times; the continuous engine takes the active prompts as they are (it rounds its own
+slots, continuous.slot_count, so rounds of other sizes share its programs).
 """
 import collections
 import dataclasses

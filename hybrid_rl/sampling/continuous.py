@@ -306,7 +306,7 @@ def slot_count(settings: EngineSettings, num_requests: int) -> int:
   """Rows of cache for a call of `num_requests`: settings.slots, or when 0 the requests
   rounded up to a power of two. A call with fewer requests than slots leaves the rest
   free, so calls of other sizes (Reinforce-Ada's rounds) reuse the compiled programs."""
-  return settings.slots or pow2_bucket(num_requests, 2 * num_requests)
+  return settings.slots or 1 << max(0, num_requests - 1).bit_length()
 
 
 @dataclasses.dataclass
