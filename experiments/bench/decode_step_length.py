@@ -8,7 +8,7 @@ Each length S runs `sampler.decode_step` --steps times in one jitted loop over a
 times (median seconds per step), and one layer's `transformer.cached_attention` alone
 (median of 7 calls), with the float32 matmul peak beside them. It locates where a
 step's cost stops growing with the cache it reads (XLA:CPU's fused decode attention
-slows ~3x per position past 1024 positions on this machine). --nostep times only the
+slows ~4x per position past 1024 positions on this machine). --nostep times only the
 attention (e.g. under XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= to compare
 XLA's own loops with its YNNPACK fusions).
 """
