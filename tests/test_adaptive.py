@@ -142,6 +142,6 @@ def test_odd_n_is_rejected_for_ada_balance_and_exit_matches_the_group():
 
 
 def test_bucket_sizes_are_powers_of_two_capped_at_the_batch():
-  from hybrid_rl.adaptive.collect import bucket_size
+  from hybrid_rl.sampling.continuous import pow2_bucket as bucket_size
   assert [bucket_size(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
   assert bucket_size(13, 12) == 12

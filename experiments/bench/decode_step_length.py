@@ -38,6 +38,18 @@ _STEP = flags.DEFINE_bool("step", True, "Time the whole decode step, not only at
 _OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the figures.")
 
 
+def call_seconds(fn, repeats: int) -> list[float]:
+  """Wall seconds of `repeats` calls of fn() (which blocks on its result), after one
+  untimed call that compiles."""
+  fn()
+  seconds = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    seconds.append(time.perf_counter() - t0)
+  return seconds
+
+
 def main(argv):
   del argv
   model = gguf_io.load_gguf(gguf_io.smollm2_gguf_path())
@@ -67,19 +79,15 @@ def main(argv):
     kv = jnp.ones((rows, cfg.num_kv_heads, length, cfg.head_dim), cfg.compute_dtype)
     q = jnp.ones((rows, 1, cfg.num_heads, cfg.head_dim), cfg.compute_dtype)
     mask = jnp.ones((rows, 1, length), bool)
-    attend(q, kv, kv, mask).block_until_ready()
-    attention = [throughput.best_seconds(lambda: attend(q, kv, kv, mask).block_until_ready(), 1)
-                 for _ in range(7)]
+    attention = call_seconds(lambda: attend(q, kv, kv, mask).block_until_ready(), 7)
     row = {"length": length, "attention_seconds": throughput.median_spread(attention)}
     line = f"S={length:5d}: attention {1e3 * np.median(attention):6.1f} ms/layer"
     if _STEP.value:
-      cache = model.init_cache(rows, length)
-      seconds = []
-      for _ in range(_REPEATS.value + 1):
-        t0 = time.perf_counter()
-        cache, _ = jax.block_until_ready(loop(state, cache))
-        seconds.append(time.perf_counter() - t0)
-      per_step = [s / steps for s in seconds[1:]]
+      cache = [model.init_cache(rows, length)]  # donated: each call's output feeds the next
+
+      def decode_call():
+        cache[0], _ = jax.block_until_ready(loop(state, cache[0]))
+      per_step = [s / steps for s in call_seconds(decode_call, _REPEATS.value)]
       row["step_seconds"] = throughput.median_spread(per_step)
       line += (f", step {1e3 * np.median(per_step):7.1f} ms "
                f"[{1e3 * min(per_step):.1f}, {1e3 * max(per_step):.1f}]")

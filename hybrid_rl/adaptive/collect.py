@@ -20,11 +20,6 @@ from hybrid_rl.sampling import rollouts
 from hybrid_rl.sampling import sampler
 
 
-def bucket_size(n: int, cap: int) -> int:
-  """Smallest power of two >= n, capped at `cap`."""
-  return min(cap, 1 << max(0, (n - 1).bit_length()))
-
-
 @dataclasses.dataclass
 class Collected:
   """B prompts' balanced groups of n responses: rows b * n .. b * n + n - 1 are
@@ -66,7 +61,7 @@ def collect(model, tokenizer, prompt_texts: list[str], golds: list[str], *, pool
   def sample_fn(active, m, t):
     nonlocal tokens_generated
     size = (len(active) if engine is not None and engine.engine == "continuous"
-            else bucket_size(len(active), b))
+            else continuous.pow2_bucket(len(active), b))
     idx = np.array(list(active) + [active[0]] * (size - len(active)))
     out = rollouts.generate(model, prompt_tokens[idx], prompt_valid[idx],
                             jax.random.fold_in(rng, t), dataclasses.replace(sp, num_samples=m),

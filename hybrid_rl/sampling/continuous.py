@@ -296,17 +296,22 @@ def _permute_slots(cache: transformer.KVCache, logits: Array, order: Array):
 permute_slots_jit = jax.jit(_permute_slots, donate_argnums=(0, 1))
 
 
+def pow2_ceil(n: int) -> int:
+  """Smallest power of two >= n (1 for n <= 1)."""
+  return 1 << max(0, n - 1).bit_length()
+
+
 def pow2_bucket(n: int, limit: int) -> int:
   """Smallest power of two >= n, at most limit (the rows of a prefill call, the slots a
-  decode call runs): few shapes, few compilations."""
-  return min(limit, 1 << max(0, n - 1).bit_length())
+  decode call runs, a Reinforce-Ada round's batch): few shapes, few compilations."""
+  return min(limit, pow2_ceil(n))
 
 
 def slot_count(settings: EngineSettings, num_requests: int) -> int:
   """Rows of cache for a call of `num_requests`: settings.slots, or when 0 the requests
   rounded up to a power of two. A call with fewer requests than slots leaves the rest
   free, so calls of other sizes (Reinforce-Ada's rounds) reuse the compiled programs."""
-  return settings.slots or 1 << max(0, num_requests - 1).bit_length()
+  return settings.slots or pow2_ceil(num_requests)
 
 
 @dataclasses.dataclass
