@@ -123,6 +123,32 @@ def test_decode_attention_as_dots_equals_the_fused_sum():
          transformer.cached_attention(q, k, v, mask, decode="dot"))
 
 
+@pytest.mark.parametrize("slots", [1100, 1031, 2062])
+def test_decode_scores_in_rows_equal_the_dots_past_the_row_limit(slots):
+  """Above DECODE_SCORE_ROW slots the fused sum splits its scores into rows (of 220, 1 -
+  a prime, unsplit - and 2 slots here); the result is the same attention."""
+  assert transformer.decode_score_block(slots) == {1100: 220, 1031: 1, 2062: 2}[slots]
+  rng = np.random.default_rng(slots)
+  q = jnp.asarray(rng.normal(size=(2, 1, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(2, 2, slots, 8)), jnp.float32) for _ in range(2))
+  mask = jnp.asarray(rng.random((2, 1, slots)) > 0.3).at[:, :, 0].set(True)
+  _close(transformer.cached_attention(q, k, v, mask, decode="sum"),
+         transformer.cached_attention(q, k, v, mask, decode="dot"))
+
+
+def test_decode_score_blocks_divide_the_cache_in_rows_up_to_the_limit():
+  limit = transformer.DECODE_SCORE_ROW
+  assert transformer.decode_score_block(limit - 1) == limit - 1
+  assert transformer.decode_score_block(663) == 221
+  assert transformer.decode_score_block(1175) == 235
+  assert transformer.decode_score_block(4 * limit) == limit
+  assert transformer.decode_score_block(1031) == 1  # a prime: decode_cache_length avoids it
+  for length in (100, limit, limit + 1, 1031, 1175, 4097):
+    rounded = transformer.decode_cache_length(length)
+    assert rounded - length in (0, 1)
+    assert rounded == length or transformer.decode_score_block(rounded) > 1
+
+
 @pytest.mark.parametrize("remat, saves_projections", [("save_dots", True), ("full", False)])
 def test_save_dots_keeps_the_layer_projections_for_the_backward(remat, saves_projections, capsys):
   """save_dots holds each layer's projection outputs (the gate / up activations among them),

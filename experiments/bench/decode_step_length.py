@@ -6,10 +6,11 @@ r"""The static sampler's decode step against its cache length, on SmolLM2-135M-I
 Each length S runs `sampler.decode_step` --steps times in one jitted loop over a
 [rows, K, S, D] cache (every position attended), once to compile and then --repeats
 times (median seconds per step), and one layer's `transformer.cached_attention` alone
-(median of 7 calls), with the float32 matmul peak beside them. It locates where a
-step's cost stops growing with the cache it reads (XLA:CPU's fused decode attention
-slows ~4x per position past 1024 positions on this machine). --nostep times only the
-attention (e.g. under XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= to compare
+(median of 7 calls), with the float32 matmul peak beside them. It located where a
+step's cost stops growing with the cache it reads (XLA:CPU's fused decode scores slow
+~4x per position once a row of them passes 1024 positions on this machine), and compares
+the rows `cached_attention` splits its scores into (--score_rows). --nostep times only
+the attention (e.g. under XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= to compare
 XLA's own loops with its YNNPACK fusions).
 """
 import json
@@ -34,6 +35,9 @@ _LENGTHS = flags.DEFINE_list("lengths", ["663", "895", "1024", "1025", "1175"],
                              "Cache lengths S (positions read each step).")
 _STEPS = flags.DEFINE_integer("steps", 16, "Decode steps per timed call.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per length.")
+_SCORE_ROWS = flags.DEFINE_list(
+    "score_rows", ["0"], "transformer.DECODE_SCORE_ROW settings to compare at each length "
+    "(0: the library's; one above the length: scores in one row, as before 2026-12-06).")
 _STEP = flags.DEFINE_bool("step", True, "Time the whole decode step, not only attention.")
 _OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the figures.")
 
@@ -55,6 +59,7 @@ def main(argv):
   model = gguf_io.load_gguf(gguf_io.smollm2_gguf_path())
   graphdef, state = nnx.split(model)
   rows, steps = _ROWS.value, _STEPS.value
+  default_score_row = transformer.DECODE_SCORE_ROW
 
   def decode_loop(state, cache):
     m = nnx.merge(graphdef, state)
@@ -70,29 +75,36 @@ def main(argv):
       return cache, jnp.argmax(logits, -1).astype(jnp.int32)
     return jax.lax.fori_loop(0, steps, body, (cache, jnp.zeros(rows, jnp.int32)))
 
-  loop = jax.jit(decode_loop, donate_argnums=(1,))
   cfg = model.cfg
-  attend = jax.jit(lambda q, k, v, mask: transformer.cached_attention(
-      q, k, v, mask, 0, transformer.decode_mode(cfg)))
   figures = []
   for length in map(int, _LENGTHS.value):
     kv = jnp.ones((rows, cfg.num_kv_heads, length, cfg.head_dim), cfg.compute_dtype)
     q = jnp.ones((rows, 1, cfg.num_heads, cfg.head_dim), cfg.compute_dtype)
     mask = jnp.ones((rows, 1, length), bool)
-    attention = call_seconds(lambda: attend(q, kv, kv, mask).block_until_ready(), 7)
-    row = {"length": length, "attention_seconds": throughput.median_spread(attention)}
-    line = f"S={length:5d}: attention {1e3 * np.median(attention):6.1f} ms/layer"
-    if _STEP.value:
-      cache = [model.init_cache(rows, length)]  # donated: each call's output feeds the next
+    for score_row in map(int, _SCORE_ROWS.value):
+      # Read when traced, so each setting gets its own jitted functions.
+      transformer.DECODE_SCORE_ROW = score_row or default_score_row
+      loop = jax.jit(decode_loop, donate_argnums=(1,))
+      attend = jax.jit(lambda q, k, v, mask: transformer.cached_attention(
+          q, k, v, mask, 0, transformer.decode_mode(cfg)))
+      attention = call_seconds(lambda: attend(q, kv, kv, mask).block_until_ready(), 7)
+      row = {"length": length, "score_row": transformer.DECODE_SCORE_ROW,
+             "score_block": transformer.decode_score_block(length),
+             "attention_seconds": throughput.median_spread(attention)}
+      line = (f"S={length:5d} rows of {row['score_block']:4d}: "
+              f"attention {1e3 * np.median(attention):6.1f} ms/layer")
+      if _STEP.value:
+        cache = [model.init_cache(rows, length)]  # donated: each call's output feeds the next
 
-      def decode_call():
-        cache[0], _ = jax.block_until_ready(loop(state, cache[0]))
-      per_step = [s / steps for s in call_seconds(decode_call, _REPEATS.value)]
-      row["step_seconds"] = throughput.median_spread(per_step)
-      line += (f", step {1e3 * np.median(per_step):7.1f} ms "
-               f"[{1e3 * min(per_step):.1f}, {1e3 * max(per_step):.1f}]")
-    figures.append(row)
-    print(line, flush=True)
+        def decode_call():
+          cache[0], _ = jax.block_until_ready(loop(state, cache[0]))
+        per_step = [s / steps for s in call_seconds(decode_call, _REPEATS.value)]
+        row["step_seconds"] = throughput.median_spread(per_step)
+        line += (f", step {1e3 * np.median(per_step):7.1f} ms "
+                 f"[{1e3 * min(per_step):.1f}, {1e3 * max(per_step):.1f}]")
+      figures.append(row)
+      print(line, flush=True)
+  transformer.DECODE_SCORE_ROW = default_score_row
   peak = throughput.measure_matmul_peak() / 1e9
   print(f"matmul peak {peak:.0f} GFLOP/s")
   if _OUT.value:

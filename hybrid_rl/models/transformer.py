@@ -253,14 +253,20 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
   if t > 1:
     return chunked_attention(q, k_cache.transpose(0, 2, 1, 3), v_cache.transpose(0, 2, 1, 3),
                              mask, chunk)
-  kv_heads = k_cache.shape[1]
+  kv_heads, slots = k_cache.shape[1], k_cache.shape[2]
   if decode == "dot":
     q = q.reshape(b, kv_heads, n // kv_heads, d)  # [B, K, G, D]
     scores = jnp.einsum("bkgd,bksd->bkgs", q, k_cache,
                         preferred_element_type=jnp.float32) / math.sqrt(d)
   else:
-    q = q.reshape(b, kv_heads, n // kv_heads, 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
-    scores = jnp.sum(q * k_cache[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)
+    # Scores in rows of at most DECODE_SCORE_ROW slots: XLA:CPU's fused reduce over D
+    # ran ~5x slower per slot once the row it writes passed 1024 slots, and rows of a few
+    # hundred beat one row of 663-1024 (results/bench_rollout/n1024/README.md).
+    block = decode_score_block(slots)
+    q = q.reshape(b, kv_heads, n // kv_heads, 1, 1, d).astype(jnp.float32)
+    k_blocks = k_cache.reshape(b, kv_heads, 1, slots // block, block, d).astype(jnp.float32)
+    scores = jnp.sum(q * k_blocks, axis=-1).reshape(b, kv_heads, n // kv_heads, slots)
+    scores = scores / math.sqrt(d)
   scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)  # [B, K, G, S]
   probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
   if decode == "dot":
@@ -268,6 +274,22 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
   else:
     out = jnp.sum(probs[..., None] * v_cache[:, :, None], axis=3)  # [B, K, G, D]
   return out.reshape(b, 1, n, d)
+
+
+DECODE_SCORE_ROW = 256
+
+
+def decode_score_block(slots: int) -> int:
+  """The largest divisor of `slots` that is at most DECODE_SCORE_ROW (`slots` itself up
+  to there; 1, no blocking, for a prime above it: `decode_cache_length` avoids those)."""
+  return next(block for block in range(min(slots, DECODE_SCORE_ROW), 0, -1)
+              if slots % block == 0)
+
+
+def decode_cache_length(length: int) -> int:
+  """`length` cache slots, rounded up to an even number above DECODE_SCORE_ROW, so that
+  `cached_attention` can split its decode scores into rows of at most that many."""
+  return length + length % 2 if length > DECODE_SCORE_ROW else length
 
 
 def linear(x: Array, w: Array) -> Array:

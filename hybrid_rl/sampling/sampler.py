@@ -155,8 +155,8 @@ def _generate(graphdef: nnx.GraphDef, sp: SamplingParams, state: nnx.State,
   n, g = sp.max_new_tokens, sp.num_samples
   # Sliced, cast and (on an FSDP mesh) gathered once, outside the decode loop.
   layer_params = sharding.decode_weights(model.layer_params(), model.cfg.compute_dtype)
-  logits, cache, kv_valid, positions = prefill(model, prompts, prompt_valid, p + n,
-                                               layer_params)
+  logits, cache, kv_valid, positions = prefill(
+      model, prompts, prompt_valid, transformer.decode_cache_length(p + n), layer_params)
 
   repeat = lambda x, axis=0: jnp.repeat(x, g, axis=axis)
   cache = jax.tree.map(lambda c: sharding.constrain(repeat(c), sharding.CACHE_SPEC), cache)
