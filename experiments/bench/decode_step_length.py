@@ -82,9 +82,10 @@ def main(argv):
     q = jnp.ones((rows, 1, cfg.num_heads, cfg.head_dim), cfg.compute_dtype)
     mask = jnp.ones((rows, 1, length), bool)
     for score_row in map(int, _SCORE_ROWS.value):
-      # Read when traced, so each setting gets its own jitted functions.
+      # Read when traced: each setting gets new functions, since jax.jit reuses a
+      # function's trace across wrappers.
       transformer.DECODE_SCORE_ROW = score_row or default_score_row
-      loop = jax.jit(decode_loop, donate_argnums=(1,))
+      loop = jax.jit(lambda state, cache: decode_loop(state, cache), donate_argnums=(1,))
       attend = jax.jit(lambda q, k, v, mask: transformer.cached_attention(
           q, k, v, mask, 0, transformer.decode_mode(cfg)))
       attention = call_seconds(lambda: attend(q, kv, kv, mask).block_until_ready(), 7)
