@@ -45,7 +45,7 @@ _SLOTS = flags.DEFINE_integer("slots", 0, "Continuous engine slots (0: every req
 _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Continuous engine steps per call.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timed turns of every side.")
 _PEERS = flags.DEFINE_list("peers", ["transformers"], "transformers or none.")
-_OUT = flags.DEFINE_string("out", "", "If set, a directory for summary.json and runs.json.")
+_OUT = flags.DEFINE_string("out", "", "If set, a directory for summary.json.")
 
 
 def transformers_side(path: str, prompt_rows: list[list[int]], samples: int, new: int,
