@@ -236,9 +236,10 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
   """`attention` over a KV cache laid out [B, K, S, D].
 
   For one new token (decode), `decode` chooses how both products are written:
-  "sum", a broadcast multiply-and-sum, which XLA on CPU fuses into loops that read
-  the cache once at memory speed, where the same products as batched dots (3
-  query rows per head group) ran 4x slower at 640 slots; "dot", batched dots,
+  "sum", a broadcast multiply-and-sum (its scores in rows of at most
+  DECODE_SCORE_ROW slots), which XLA on CPU fuses into loops that read the cache once
+  at memory speed, where the same products as batched dots (3 query rows per head
+  group) ran 4x slower at 640 slots; "dot", batched dots,
   which the TPU compiler turned into 44% fewer bytes accessed than "sum" for
   Qwen2.5-Math-1.5B's decode step on v4 (results/compile_pod/README.md). A prompt
   (T > 1) goes to `chunked_attention` (`attention` when chunk is 0).
