@@ -261,7 +261,7 @@ def cached_attention(q: Array, k_cache: Array, v_cache: Array, mask: Array,
                         preferred_element_type=jnp.float32) / math.sqrt(d)
   else:
     # Scores in rows of at most DECODE_SCORE_ROW slots: XLA:CPU's fused reduce over D
-    # ran ~5x slower per slot once the row it writes passed 1024 slots, and rows of a few
+    # ran 4-11x slower per slot once the row it writes passed 1024 slots, and rows of a few
     # hundred beat one row of 663-1024 (results/bench_rollout/n1024/README.md).
     block = decode_score_block(slots)
     q = q.reshape(b, kv_heads, n // kv_heads, 1, 1, d).astype(jnp.float32)
