@@ -34,3 +34,11 @@ def test_ratios_take_the_fastest_row_of_each_side(tmp_path):
   assert "| decode_b16 | 2.00 [1.80, 2.20] | transformers_static: 5.00 [4.50, 5.50] | 2.50x | >= 2.0x | yes |" in table
   assert "| train_step |" in table and "| 1.60x | >= 1.5x | yes |" in table
   assert "| decode_b64 | not run |" in table and "| rl_step | not run |" in table
+
+
+def test_call_seconds_times_only_the_calls_after_the_warmup():
+  from hybrid_rl.eval import throughput
+  calls = []
+  seconds = throughput.call_seconds(lambda: calls.append(len(calls)), 3, warmup=2)
+  assert len(calls) == 5 and len(seconds) == 3 and min(seconds) >= 0
+  assert throughput.best_seconds(lambda: calls.append(0), 4) >= 0 and len(calls) == 9

@@ -8,14 +8,13 @@ Each length S runs `sampler.decode_step` --steps times in one jitted loop over a
 times (median seconds per step), and one layer's `transformer.cached_attention` alone
 (median of 7 calls), with the float32 matmul peak beside them. It located where a
 step's cost stops growing with the cache it reads (XLA:CPU's fused decode scores slow
-~4x per position once a row of them passes 1024 positions on this machine), and compares
+4-11x per position once a row of them passes 1024 positions on this machine), and compares
 the rows `cached_attention` splits its scores into (--score_rows). --nostep times only
 the attention (e.g. under XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= to compare
 XLA's own loops with its YNNPACK fusions).
 """
 import json
 import os
-import time
 
 from absl import app
 from absl import flags
@@ -40,18 +39,6 @@ _SCORE_ROWS = flags.DEFINE_list(
     "(0: the library's; one above the length: scores in one row, as before 2026-12-06).")
 _STEP = flags.DEFINE_bool("step", True, "Time the whole decode step, not only attention.")
 _OUT = flags.DEFINE_string("out", "", "If set, a JSON file for the figures.")
-
-
-def call_seconds(fn, repeats: int) -> list[float]:
-  """Wall seconds of `repeats` calls of fn() (which blocks on its result), after one
-  untimed call that compiles."""
-  fn()
-  seconds = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    seconds.append(time.perf_counter() - t0)
-  return seconds
 
 
 def main(argv):
@@ -88,7 +75,8 @@ def main(argv):
       loop = jax.jit(lambda state, cache: decode_loop(state, cache), donate_argnums=(1,))
       attend = jax.jit(lambda q, k, v, mask: transformer.cached_attention(
           q, k, v, mask, 0, transformer.decode_mode(cfg)))
-      attention = call_seconds(lambda: attend(q, kv, kv, mask).block_until_ready(), 7)
+      attention = throughput.call_seconds(
+          lambda: attend(q, kv, kv, mask).block_until_ready(), 7, warmup=1)
       row = {"length": length, "score_row": transformer.DECODE_SCORE_ROW,
              "score_block": transformer.decode_score_block(length),
              "attention_seconds": throughput.median_spread(attention)}
@@ -99,7 +87,8 @@ def main(argv):
 
         def decode_call():
           cache[0], _ = jax.block_until_ready(loop(state, cache[0]))
-        per_step = [s / steps for s in call_seconds(decode_call, _REPEATS.value)]
+        per_step = [s / steps for s in throughput.call_seconds(decode_call, _REPEATS.value,
+                                                                warmup=1)]
         row["step_seconds"] = throughput.median_spread(per_step)
         line += (f", step {1e3 * np.median(per_step):7.1f} ms "
                  f"[{1e3 * min(per_step):.1f}, {1e3 * max(per_step):.1f}]")

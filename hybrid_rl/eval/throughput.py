@@ -7,15 +7,23 @@ import jax
 import jax.numpy as jnp
 
 
-def best_seconds(fn, repeats: int) -> float:
-  """Shortest wall time of `repeats` calls of fn() (which must block until its result
-  is ready); the shortest is the least disturbed by other work on the machine."""
-  best = float("inf")
+def call_seconds(fn, repeats: int, warmup: int = 0) -> list[float]:
+  """Wall seconds of each of `repeats` calls of fn() (which must block until its result
+  is ready), after `warmup` untimed calls (one compiles)."""
+  for _ in range(warmup):
+    fn()
+  seconds = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
+    seconds.append(time.perf_counter() - t0)
+  return seconds
+
+
+def best_seconds(fn, repeats: int) -> float:
+  """Shortest wall time of `repeats` calls of fn() (which must block until its result
+  is ready); the shortest is the least disturbed by other work on the machine."""
+  return min(call_seconds(fn, repeats))
 
 
 def measure_matmul_peak(n: int = 2048, dtype=jnp.float32) -> float:
