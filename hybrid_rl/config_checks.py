@@ -146,6 +146,7 @@ _PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sampling.slots": (_non_negative, "must be >= 0 (0: every request of a call at once)"),
     "sampling.decode_steps": (_positive, "must be > 0 (decode steps per host check)"),
     "sampling.read_buckets": (_positive, "must be > 0 (cache lengths compiled)"),
+    "sampling.active_buckets": (_positive, "must be > 0 (slot counts compiled)"),
     "sampling.kv_layout": _one_of(*continuous.KV_LAYOUTS),
     "sampling.page_size": (_positive, "must be > 0 (tokens per KV page)"),
     "log.samples_every": (_non_negative, "must be >= 0 (0: no rollouts in samples.jsonl)"),

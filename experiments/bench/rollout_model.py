@@ -15,7 +15,8 @@ call, the median of --repeats calls after a compiling one). Priced with it, for
   static      one batch of every request, max(length) steps, each reading P + N per row;
   continuous  continuous.generate's schedule: slots refilled at host checks, each call
               reading up to the longest live slot (read_lengths buckets), only the
-              first power-of-two slots holding live requests decoded once none waits;
+              first slots holding live requests decoded once none waits (one of
+              active_slot_count's sizes, --active_buckets);
   ideal       the same schedule with each slot reading exactly its own length and no
               free or stopped slot computed: what a ragged per-slot kernel would reach.
 Prefill is left out of every side (one pass over the prompts, the same for all).
@@ -71,12 +72,13 @@ def fit(rows: list[dict]) -> dict:
 
 
 def price(lengths: np.ndarray, prompt: int, new: int, slots: int, steps: int, buckets: int,
-          cost: dict) -> dict:
+          cost: dict, active_buckets: int = 8) -> dict:
   """Seconds of the static, continuous and ideal schedules (module docstring)."""
   step = lambda a, reads: cost["a"] + cost["b"] * a + cost["c"] * reads
   static = int(lengths.max()) * step(len(lengths), len(lengths) * (prompt + new))
   schedule = continuous.simulate_schedule(lengths, prompt, slots, steps, 1,
-                                          continuous.read_lengths(prompt + new, buckets))
+                                          continuous.read_lengths(prompt + new, buckets),
+                                          active_buckets)
   live, active = schedule["live"], schedule["active"]
   engine = float(step(active, active * schedule["read"]).sum())
   ideal = float(step(live, schedule["cache"] - (slots - live)).sum())  # only live slots read
@@ -104,7 +106,8 @@ def main(argv):
     for slots in (int(s) for s in _ENGINE_SLOTS.value):
       if slots > requests:
         continue
-      p = price(lengths, prompt, new, slots, _DECODE_STEPS.value, 8, cost)
+      p = price(lengths, prompt, new, slots, _DECODE_STEPS.value, 8, cost,
+                _ACTIVE_BUCKETS.value)
       prices.append({"requests": requests, "slots": slots, **p})
       print(f"{requests:4d} requests, {slots:3d} slots: static {p['static']:6.1f} s, "
             f"continuous {p['continuous']:6.1f} s ({p['ratio_continuous_static']:.2f}x), "
@@ -125,6 +128,8 @@ if __name__ == "__main__":
   _SLOTS = flags.DEFINE_list("fit_slots", ["8", "32", "64"], "Slot counts A of the fit.")
   _READS = flags.DEFINE_list("fit_reads", ["96", "384", "672"], "Read lengths R of the fit.")
   _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Steps per decode call.")
+  _ACTIVE_BUCKETS = flags.DEFINE_integer("active_buckets", 8, "The engine's active_buckets "
+                                         "(1: the power-of-two sizes before 2026-12-06).")
   _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per grid point (median).")
   _REQUESTS = flags.DEFINE_list("requests", ["64", "256"], "Request counts to price.")
   _ENGINE_SLOTS = flags.DEFINE_list("engine_slots", ["32", "64"], "Engine slot counts to price.")

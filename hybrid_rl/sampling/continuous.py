@@ -7,8 +7,9 @@ emitted tokens back (one transfer per call), and frees the slots of the requests
 that stopped. Attention reads each slot's cache only up to the longest live slot's
 length (rounded up to one of `read_buckets` lengths, one compilation each), not the
 whole prompt + max_new_tokens. Once no request waits, the live slots are moved to the
-front and a call decodes only the first power-of-two slots that hold them, so the
-long tail of a batch is not decoded at full width (slots layout on one device).
+front and a call decodes only the first few slots that hold them (one of
+`active_buckets` sizes, `active_slot_count`), so the long tail of a batch is not
+decoded at full width (slots layout on one device).
 
 The cache layout (`kv_layout`): "slots", each slot's keys and values contiguous
 ([S, K, L, D] per layer, the static sampler's layout), read up to the longest live slot;
@@ -44,13 +45,14 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class EngineSettings:
   """How rollouts are generated (config.sampling: engine, slots, decode_steps,
-  read_buckets, kv_layout, page_size). Never what is sampled."""
+  read_buckets, active_buckets, kv_layout, page_size). Never what is sampled."""
   engine: str = "static"  # "static" | "continuous"
   slots: int = 0  # rows of cache (fixed by the settings, not the call, so that calls of
   # any size share compiled programs); 0: the call's requests rounded up to a power of two
   # (the rollout stages pass rows / sampling.chunks, so rounded: the static rows per call)
   decode_steps: int = 16  # decode steps per device call (one host check per call)
   read_buckets: int = 8  # cache lengths attention reads (one compilation each)
+  active_buckets: int = 8  # slot counts a tail call decodes (`active_slot_count`)
   kv_layout: str = "auto"  # "slots" | "pages" | "auto" (pages on TPU)
   page_size: int = 16  # tokens per page (kv_layout "pages")
 
@@ -147,10 +149,11 @@ def read_length(lengths: list[int], longest: int) -> int:
 
 
 def simulate_schedule(lengths: np.ndarray, prompt_len: int, slots: int, decode_steps: int,
-                      samples: int, reads: list[int]) -> dict:
+                      samples: int, reads: list[int], active_buckets: int = 8) -> dict:
   """`generate`'s schedule for requests of these response lengths (request r = prompt
   r // samples, every prompt `prompt_len` tokens): admitted in order into free slots at
-  each host check, decode_steps steps a call, `reads` = read_lengths(...).
+  each host check, decode_steps steps a call, `reads` = read_lengths(...), the slots a
+  call decodes active_slot_count(live, slots, active_buckets).
 
   Returns per decode step: "live" live slots, "cache" cache tokens summed over slots (a
   live slot its length, any other one token: what a per-slot kernel reads), "active" the
@@ -170,7 +173,7 @@ def simulate_schedule(lengths: np.ndarray, prompt_len: int, slots: int, decode_s
     if len(free):
       prefills.append(len(np.unique(admitted // samples)))
     live = remaining > 0
-    active = pow2_bucket(int(live.sum()), slots)
+    active = active_slot_count(int(live.sum()), slots, active_buckets)
     read = read_length(reads, int(cache[live].max()) + decode_steps)
     for _ in range(decode_steps):
       live = remaining > 0
@@ -302,9 +305,19 @@ def pow2_ceil(n: int) -> int:
 
 
 def pow2_bucket(n: int, limit: int) -> int:
-  """Smallest power of two >= n, at most limit (the rows of a prefill call, the slots a
-  decode call runs, a Reinforce-Ada round's batch): few shapes, few compilations."""
+  """Smallest power of two >= n, at most limit (the rows of a prefill call, a
+  Reinforce-Ada round's batch): few shapes, few compilations."""
   return min(limit, pow2_ceil(n))
+
+
+def active_slot_count(live: int, slots: int, buckets: int) -> int:
+  """The slots a decode call runs when its `live` live slots are at the front: a multiple
+  of step = slots / buckets (rounded up), or a power of two below one step. At most
+  buckets + log2(step) sizes (one compilation each per read length); buckets = 1 gives
+  powers of two only. Finer than powers of two because on XLA:CPU each decoded slot costs
+  its matmuls whether live or not: a call with 33 live of 64 slots decoded at 40, not 64."""
+  step = -(-slots // max(1, buckets))
+  return min(slots, pow2_ceil(live) if live <= step else -(-live // step) * step)
 
 
 def slot_count(settings: EngineSettings, num_requests: int) -> int:
@@ -353,8 +366,8 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
   lengths = read_lengths(p + n, settings.read_buckets,
                          settings.page_size if layout == "pages" else 16)
   stats = stats if stats is not None else EngineStats()
-  # Decode calls run only the first `active` slots (a power of two >= the live ones) once
-  # requests run out; on one device only: a prefix of slots split over devices is uneven.
+  # Decode calls run only the first `active` slots (active_slot_count) once requests run
+  # out; on one device only: a prefix of slots split over devices is uneven.
   compact = layout == "slots" and sharding.batch_shards() == 1
   # A decode call does not depend on G: calls with other G (Reinforce-Ada's rounds, GRPO
   # and evaluation) share its programs.
@@ -385,7 +398,7 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       stats.prefills += 1
     active = slots
     if compact:
-      active = pow2_bucket(int(live.sum()), slots)
+      active = active_slot_count(int(live.sum()), slots, settings.active_buckets)
       if live[active:].any():  # live slots to the front, so the first `active` hold them
         order = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])
         cache, logits = permute_slots_jit(cache, logits, jnp.asarray(order))

@@ -59,13 +59,15 @@ _EVAL_RESULT_FIELDS = ("stage", "seed", "init_from", "model", "tokenizer", "data
 # slices with their own random streams: same distribution, other draws, so a run
 # resumed with other chunks continues statistically unchanged, not bit for bit; so does
 # one resumed with the other sampling.engine (the continuous engine keys its draws by
-# request; its slots, decode_steps, read_buckets, kv_layout and page_size change no draw).
+# request; its slots, decode_steps, read_buckets, active_buckets, kv_layout and page_size
+# change no draw).
 MEMORY_AND_BOOKKEEPING = (
     "data.data_dir", "data.manual_dir", "train.checkpoint_every", "train.keep_checkpoints",
     "train.log_every", "train.trim_multiple", "train.max_consecutive_skips",
     "train.grad_accum_steps", "train.micro_batch_rows", "train.length_sorted",
     "sampling.chunks", "sampling.engine", "sampling.slots", "sampling.decode_steps",
-    "sampling.read_buckets", "sampling.kv_layout", "sampling.page_size", "eval.batch_size", "reward.rm_batch_rows") + tuple(
+    "sampling.read_buckets", "sampling.active_buckets", "sampling.kv_layout",
+    "sampling.page_size", "eval.batch_size", "reward.rm_batch_rows") + tuple(
         f"model.{f}" for f in transformer.RUNTIME_FIELDS)
 
 
