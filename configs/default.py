@@ -111,8 +111,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # engines); the presets with long responses use continuous. slots 0: the static rows per
   # call (prompts x samples / chunks) rounded up to a power of two; decode_steps per host
   # check; read_buckets cache lengths compiled; active_buckets slot counts a call decodes
-  # in the tail (continuous.active_slot_count; 1: powers of two); kv_layout slots | pages (read by JAX's ragged
-  # paged attention kernel) | auto (pages on TPU); page_size tokens a page.
+  # in the tail (continuous.active_slot_count; 1: powers of two); kv_layout slots | pages
+  # (read by JAX's ragged paged attention kernel) | auto (pages on TPU); page_size tokens a
+  # page.
   config.sampling = ml_collections.ConfigDict(dict(
       max_new_tokens=80, temperature=1.0, top_p=1.0, top_k=0, num_samples=8, chunks=1,
       engine="static", slots=0, decode_steps=16, read_buckets=8, active_buckets=8,

@@ -42,3 +42,19 @@ def test_call_seconds_times_only_the_calls_after_the_warmup():
   seconds = throughput.call_seconds(lambda: calls.append(len(calls)), 3, warmup=2)
   assert len(calls) == 5 and len(seconds) == 3 and min(seconds) >= 0
   assert throughput.best_seconds(lambda: calls.append(0), 4) >= 0 and len(calls) == 9
+
+
+def test_compile_seconds_count_new_programs_only():
+  """The running total grows when a new shape compiles, not when a compiled one runs."""
+  import jax
+  import jax.numpy as jnp
+  from hybrid_rl.eval import throughput
+  f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
+  start = throughput.compile_seconds()
+  f(jnp.ones((33, 7))).block_until_ready()
+  compiled = throughput.compile_seconds()
+  assert compiled > start
+  f(jnp.ones((33, 7))).block_until_ready()
+  assert throughput.compile_seconds() == compiled
+  f(jnp.ones((34, 7))).block_until_ready()
+  assert throughput.compile_seconds() > compiled

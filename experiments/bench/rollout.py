@@ -11,9 +11,9 @@ each at T=1 stopping at EOS or --max_new_tokens, as a GRPO step samples them. Si
                row has stopped, each step attending over prompt + max_new_tokens slots;
   continuous   continuous.generate with --slots slots (--decode_steps per host check;
                each slot reads its cache up to the longest live one, and once requests
-               run out only the slots still live are decoded, in one of the first
-               --active_buckets value's sizes; each further value adds a side
-               continuous_<value>, for an A/B of that setting);
+               run out only the slots still live are decoded, in active_slot_count's
+               sizes for the first --active_buckets value; each further value adds a
+               side continuous_<value>, an A/B of that setting);
   transformers `generate` (dynamic cache, do_sample, top_k=0), every row of the batch
                at once, torch on every core.
 Every side is run once untimed (compilation), then --rounds interleaved turns, the
@@ -21,7 +21,10 @@ float32 matmul peak measured at the start of each. Turn i samples with seed i on
 side (the warm-up with another), so the figures are medians over several draws of the
 responses, not one. Useful tokens are response tokens (EOS included); the padding
 fraction is 1 - useful / decoded row-steps (rows x steps of every decode call). Draws
-differ between sides (each keys its own), so each side's own token count is used.
+differ between sides (each keys its own), so each side's own token count is used. The
+seconds JAX spent compiling inside each timed call are recorded too (the engine meets
+new slot counts and read lengths in later rounds, which a long run compiles once), with
+the rates without them beside the rates as timed.
 """
 import dataclasses
 import functools
@@ -122,27 +125,39 @@ def main(argv):
     sides["transformers"] = transformers_side(path, rows, _SAMPLES.value, _MAX_NEW.value,
                                               tokenizer.eos_token_id, rollouts.pad_id(tokenizer))
   runs = {name: [] for name in sides}
+  compiles = {name: [] for name in sides}  # seconds JAX compiled inside each timed call
+  throughput.compile_seconds()  # starts the clock
   for name, fn in sides.items():  # compilation and warm-up, untimed
     fn(_ROUNDS.value)
   for stats in engine_stats.values():
     stats.clear()
-  timed = {name: (lambda name=name, fn=fn: runs[name].append(fn(len(runs[name]))))
-           for name, fn in sides.items()}
+  def timed_call(name, fn):
+    before = throughput.compile_seconds()
+    runs[name].append(fn(len(runs[name])))
+    compiles[name].append(throughput.compile_seconds() - before)
+
+  timed = {name: functools.partial(timed_call, name, fn) for name, fn in sides.items()}
   times = throughput.interleaved(timed, _ROUNDS.value)
   peak = throughput.median_spread(np.array(times.pop("peak")) / 1e9)
 
-  useful_per_s, padding, per_side = {}, {}, {}
+  useful_per_s, padding, per_side, compiled_per_s = {}, {}, {}, {}
   for name, seconds in times.items():
     useful = [int(lengths.sum()) for lengths, _ in runs[name]]
     rates = [u / s for u, s in zip(useful, seconds)]
     useful_per_s[name] = float(np.median(rates))
+    compiled_per_s[name] = float(np.median([u / (s - c) for u, s, c in
+                                            zip(useful, seconds, compiles[name])]))
     padding[name] = float(np.median([1 - u / steps for u, (_, steps) in zip(useful,
                                                                            runs[name])]))
     per_side[name] = {"seconds": throughput.median_spread(seconds),
                       "useful_tokens_per_s": throughput.median_spread(rates),
-                      "useful_tokens": useful, "padding_fraction": padding[name]}
+                      "useful_tokens": useful, "padding_fraction": padding[name],
+                      "compile_seconds": compiles[name],
+                      "useful_tokens_per_s_without_compiling": compiled_per_s[name]}
     print(f"{name:13s} {np.median(seconds):7.1f} s [{min(seconds):.1f}, {max(seconds):.1f}]  "
-          f"{useful_per_s[name]:6.1f} useful tok/s  padding {padding[name]:.2f}", flush=True)
+          f"{useful_per_s[name]:6.1f} useful tok/s  padding {padding[name]:.2f}  "
+          f"compiling {np.median(compiles[name]):.1f} s ({compiled_per_s[name]:.1f} tok/s "
+          "without)", flush=True)
   lengths = [int(x) for x in runs["static"][0][0]]
   ratio = useful_per_s["continuous"] / useful_per_s["static"]
   for name in engine_names[1:]:
@@ -155,7 +170,10 @@ def main(argv):
              "decode_steps": _DECODE_STEPS.value, "active_buckets": buckets,
              "rounds": _ROUNDS.value,
              "useful_tokens_per_s": useful_per_s, "padding_fraction": padding,
-             "ratio_continuous_static": ratio, "lengths": lengths,
+             "ratio_continuous_static": ratio,
+             "ratio_continuous_static_without_compiling":
+                 compiled_per_s["continuous"] / compiled_per_s["static"],
+             "lengths": lengths,
              "length_histogram": np.histogram(lengths, bins=8, range=(0, _MAX_NEW.value))[0]
              .tolist(), "peak_gflops": peak, "sides": per_side,
              "continuous_engine": engine_stats["continuous"],

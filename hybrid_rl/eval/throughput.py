@@ -20,6 +20,28 @@ def call_seconds(fn, repeats: int, warmup: int = 0) -> list[float]:
   return seconds
 
 
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_clock = {"seconds": 0.0, "listening": False}
+
+
+def _count_compile(event: str, duration: float, **_):
+  if event in _COMPILE_EVENTS:
+    _compile_clock["seconds"] += duration
+
+
+def compile_seconds() -> float:
+  """Seconds JAX has spent tracing, lowering and compiling programs since the first call
+  of this function: a running total, to subtract around the code measured (a program
+  compiled inside a timed call is paid once per shape in a long run, every time in a
+  short benchmark)."""
+  if not _compile_clock["listening"]:
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    _compile_clock["listening"] = True
+  return _compile_clock["seconds"]
+
+
 def best_seconds(fn, repeats: int) -> float:
   """Shortest wall time of `repeats` calls of fn() (which must block until its result
   is ready); the shortest is the least disturbed by other work on the machine."""
