@@ -131,6 +131,7 @@ def main(argv):
     fn(_ROUNDS.value)
   for stats in engine_stats.values():
     stats.clear()
+
   def timed_call(name, fn):
     before = throughput.compile_seconds()
     runs[name].append(fn(len(runs[name])))
@@ -140,12 +141,12 @@ def main(argv):
   times = throughput.interleaved(timed, _ROUNDS.value)
   peak = throughput.median_spread(np.array(times.pop("peak")) / 1e9)
 
-  useful_per_s, padding, per_side, compiled_per_s = {}, {}, {}, {}
+  useful_per_s, padding, per_side, per_s_without_compiling = {}, {}, {}, {}
   for name, seconds in times.items():
     useful = [int(lengths.sum()) for lengths, _ in runs[name]]
     rates = [u / s for u, s in zip(useful, seconds)]
     useful_per_s[name] = float(np.median(rates))
-    compiled_per_s[name] = float(np.median([u / (s - c) for u, s, c in
+    per_s_without_compiling[name] = float(np.median([u / (s - c) for u, s, c in
                                             zip(useful, seconds, compiles[name])]))
     padding[name] = float(np.median([1 - u / steps for u, (_, steps) in zip(useful,
                                                                            runs[name])]))
@@ -153,11 +154,11 @@ def main(argv):
                       "useful_tokens_per_s": throughput.median_spread(rates),
                       "useful_tokens": useful, "padding_fraction": padding[name],
                       "compile_seconds": compiles[name],
-                      "useful_tokens_per_s_without_compiling": compiled_per_s[name]}
+                      "useful_tokens_per_s_without_compiling": per_s_without_compiling[name]}
     print(f"{name:13s} {np.median(seconds):7.1f} s [{min(seconds):.1f}, {max(seconds):.1f}]  "
           f"{useful_per_s[name]:6.1f} useful tok/s  padding {padding[name]:.2f}  "
-          f"compiling {np.median(compiles[name]):.1f} s ({compiled_per_s[name]:.1f} tok/s "
-          "without)", flush=True)
+          f"compiling {np.median(compiles[name]):.1f} s "
+          f"({per_s_without_compiling[name]:.1f} tok/s without)", flush=True)
   lengths = [int(x) for x in runs["static"][0][0]]
   ratio = useful_per_s["continuous"] / useful_per_s["static"]
   for name in engine_names[1:]:
@@ -172,7 +173,7 @@ def main(argv):
              "useful_tokens_per_s": useful_per_s, "padding_fraction": padding,
              "ratio_continuous_static": ratio,
              "ratio_continuous_static_without_compiling":
-                 compiled_per_s["continuous"] / compiled_per_s["static"],
+                 per_s_without_compiling["continuous"] / per_s_without_compiling["static"],
              "lengths": lengths,
              "length_histogram": np.histogram(lengths, bins=8, range=(0, _MAX_NEW.value))[0]
              .tolist(), "peak_gflops": peak, "sides": per_side,

@@ -119,14 +119,13 @@ def _write_token(layer_cache, slots: int, index: Array, k: Array, v: Array):
 def _attend(layer_cache, slots: int, q: Array, index: Array, read_len: int,
             decode: str) -> Array:
   """One query for each of the first A slots: q [A, 1, N, D] attends to its positions
-  0..index -> [A, 1, N, D]. `read_len` bounds the positions read (slots layout,
-  pure-JAX pages)."""
+  0..index -> [A, 1, N, D]. The slots layout's cache is `_decode`'s window, [A, K,
+  read_len, D]; `read_len` bounds the pages the pure-JAX pages path reads."""
   a = index.shape[0]
   if isinstance(layer_cache, dict):
     mask = (jnp.arange(read_len)[None, :] <= index[:, None])[:, None, :]  # [A, 1, read]
-    read = lambda buf: buf[:a, :, :read_len]
-    return transformer.cached_attention(q, read(layer_cache["k"]), read(layer_cache["v"]),
-                                        mask, 0, decode)
+    return transformer.cached_attention(q, layer_cache["k"], layer_cache["v"], mask, 0,
+                                        decode)
   page_size = layer_cache.shape[1]
   pool = layer_cache[:a * (layer_cache.shape[0] // slots)]  # slot-major: the first A slots
   out = paged_attention.slot_major_attention(q[:, 0], pool, index + 1,
