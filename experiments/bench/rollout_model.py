@@ -72,7 +72,7 @@ def fit(rows: list[dict]) -> dict:
 
 
 def price(lengths: np.ndarray, prompt: int, new: int, slots: int, steps: int, buckets: int,
-          cost: dict, active_buckets: int = 8) -> dict:
+          cost: dict, active_buckets: int = continuous.EngineSettings.active_buckets) -> dict:
   """Seconds of the static, continuous and ideal schedules (module docstring)."""
   step = lambda a, reads: cost["a"] + cost["b"] * a + cost["c"] * reads
   static = int(lengths.max()) * step(len(lengths), len(lengths) * (prompt + new))
@@ -128,7 +128,9 @@ if __name__ == "__main__":
   _SLOTS = flags.DEFINE_list("fit_slots", ["8", "32", "64"], "Slot counts A of the fit.")
   _READS = flags.DEFINE_list("fit_reads", ["96", "384", "672"], "Read lengths R of the fit.")
   _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Steps per decode call.")
-  _ACTIVE_BUCKETS = flags.DEFINE_integer("active_buckets", 8, "The engine's active_buckets "
+  _ACTIVE_BUCKETS = flags.DEFINE_integer("active_buckets",
+                                         continuous.EngineSettings.active_buckets,
+                                         "The engine's active_buckets "
                                          "(1: the power-of-two sizes before 2026-12-06).")
   _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per grid point (median).")
   _REQUESTS = flags.DEFINE_list("requests", ["64", "256"], "Request counts to price.")

@@ -148,7 +148,8 @@ def read_length(lengths: list[int], longest: int) -> int:
 
 
 def simulate_schedule(lengths: np.ndarray, prompt_len: int, slots: int, decode_steps: int,
-                      samples: int, reads: list[int], active_buckets: int = 8) -> dict:
+                      samples: int, reads: list[int],
+                      active_buckets: int = EngineSettings.active_buckets) -> dict:
   """`generate`'s schedule for requests of these response lengths (request r = prompt
   r // samples, every prompt `prompt_len` tokens): admitted in order into free slots at
   each host check, decode_steps steps a call, `reads` = read_lengths(...), the slots a
