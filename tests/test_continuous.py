@@ -187,6 +187,21 @@ def test_active_slot_counts_cover_the_live_slots_in_few_sizes():
       assert len(set(sizes)) <= buckets + step.bit_length()
 
 
+def test_move_slots_copies_only_the_moved_rows_and_drops_padding():
+  rng = np.random.default_rng(0)
+  cache = [{"k": rng.normal(size=(6, 2, 5, 3)).astype(np.float32),
+            "v": rng.normal(size=(6, 2, 5, 3)).astype(np.float32)}]
+  logits = rng.normal(size=(6, 7)).astype(np.float32)
+  src, dst = np.array([4, 5, 0]), np.array([1, 2, 6])  # the last pair pads (6 = S)
+  moved, moved_logits = continuous.move_slots_jit(
+      jax.tree.map(jnp.asarray, cache), jnp.asarray(logits), jnp.asarray(src),
+      jnp.asarray(dst))
+  order = np.array([0, 4, 5, 3, 4, 5])
+  np.testing.assert_array_equal(moved[0]["k"], cache[0]["k"][order])
+  np.testing.assert_array_equal(moved[0]["v"], cache[0]["v"][order])
+  np.testing.assert_array_equal(moved_logits, logits[order])
+
+
 def test_settings_from_config_reads_the_sampling_block():
   from configs import default
   sampling = default.get_config().sampling

@@ -301,12 +301,15 @@ def _decode(graphdef: nnx.GraphDef, sp: sampler.SamplingParams, read_len: int, s
 decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2, 3), donate_argnums=(5, 6))
 
 
-def _permute_slots(cache: transformer.KVCache, logits: Array, order: Array):
-  """Slot i takes slot order[i]'s cache rows and logits (slots layout). order: [S] int32."""
-  return jax.tree.map(lambda x: x[order], cache), logits[order]
+def _move_slots(cache: transformer.KVCache, logits: Array, src: Array, dst: Array):
+  """Slot dst[i] takes slot src[i]'s cache rows and logits (slots layout); src, dst:
+  [M] int32, dst = S a padding entry (dropped). Only the moved rows are copied: a
+  gather of the whole cache cost ~2.3 s a compaction here (SmolLM2, 64 x 672)."""
+  move = lambda x: x.at[dst].set(x[src], mode="drop")
+  return jax.tree.map(move, cache), move(logits)
 
 
-permute_slots_jit = jax.jit(_permute_slots, donate_argnums=(0, 1))
+move_slots_jit = jax.jit(_move_slots, donate_argnums=(0, 1))
 
 
 def pow2_ceil(n: int) -> int:
@@ -409,10 +412,15 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
     active = slots
     if compact:
       active = active_slot_count(int(live.sum()), slots, settings.active_buckets)
-      if live[active:].any():  # live slots to the front, so the first `active` hold them
-        order = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])
-        cache, logits = permute_slots_jit(cache, logits, jnp.asarray(order))
-        kv_len, generated, live, request = (x[order] for x in (kv_len, generated, live, request))
+      if live[active:].any():  # live slots into free ones at the front
+        src = np.flatnonzero(live[active:]) + active
+        dst = np.flatnonzero(~live[:active])[:len(src)]
+        width = pow2_bucket(len(src), slots)
+        cache, logits = move_slots_jit(
+            cache, logits, jnp.asarray(np.pad(src, (0, width - len(src)))),
+            jnp.asarray(np.pad(dst, (0, width - len(dst)), constant_values=slots)))
+        for x in (kv_len, generated, live, request):
+          x[dst], x[src] = x[src], x[dst]
         stats.compactions += 1
     read_len = read_length(lengths, int(kv_len[live].max()) + settings.decode_steps)
     c = decode_jit(graphdef, decode_sp, read_len, settings.decode_steps, state, cache, logits,
