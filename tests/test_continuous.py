@@ -67,7 +67,7 @@ def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layou
   sp = sampler.SamplingParams(max_new_tokens=n, temperature=0.0, num_samples=3,
                               stop_token_ids=stops, pad_token_id=0)
   static = sampler.generate(model, *prompts, jax.random.PRNGKey(1), sp)
-  stats = continuous.EngineStats()
+  stats = continuous.EngineStats(timed=True)
   out = continuous.generate(model, *prompts, jax.random.PRNGKey(1), sp,
                             engine(slots=slots, decode_steps=decode_steps, kv_layout=layout,
                                    page_size=4, active_buckets=active_buckets), stats)
@@ -78,6 +78,8 @@ def test_greedy_equals_static_sampler(model, prompts, slots, decode_steps, layou
     assert stats.prefills > 1  # slots were refilled
   assert stats.emitted == lengths.sum()
   assert stats.decode_row_steps >= stats.emitted
+  kinds = {"prefill", "decode"} | ({"move"} if stats.compactions else set())
+  assert set(stats.seconds) == kinds and min(stats.seconds.values()) > 0, stats.seconds
   if layout == "slots":
     assert set(stats.read_lengths) == ({16, 32} if decode_steps < 7 else {32})
     if slots == 18:  # the last live slots moved to the front and decoded alone

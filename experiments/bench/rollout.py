@@ -109,13 +109,14 @@ def main(argv):
     return lengths, lengths.size * int(lengths.max())  # the loop runs to the longest row
 
   def continuous_side(name: str, active_buckets: int, seed: int):
-    stats = continuous.EngineStats()
+    stats = continuous.EngineStats(timed=True)
     settings = dataclasses.replace(engine, active_buckets=active_buckets)
     out = continuous.generate(model, tokens, valid, jax.random.PRNGKey(seed), sp, settings,
                               stats)
     engine_stats[name].append({"calls": stats.calls, "compactions": stats.compactions,
                                "active_slots": dict(stats.active_slots),
-                               "read_lengths": dict(stats.read_lengths)})
+                               "read_lengths": dict(stats.read_lengths),
+                               "device_seconds": dict(stats.seconds)})
     return np.asarray(out.lengths), stats.decode_row_steps
 
   sides = {"static": static_side}

@@ -28,6 +28,7 @@ The output is `sampler.SampleOutput` in request order (row b * G + g).
 """
 import collections
 import dataclasses
+import time
 
 from flax import nnx
 import jax
@@ -351,6 +352,20 @@ class EngineStats:
   compactions: int = 0  # live slots moved to the front (see `generate`)
   read_lengths: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   active_slots: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  # With timed set, each device call is waited for and its seconds (compiling included)
+  # added up by kind ("prefill", "move", "decode"): where a generate call's time goes.
+  timed: bool = False
+  seconds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+def _call(stats: EngineStats, kind: str, fn, *args):
+  """fn(*args), waited for and timed into stats.seconds[kind] when stats.timed."""
+  if not stats.timed:
+    return fn(*args)
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  stats.seconds[kind] += time.perf_counter() - start
+  return out
 
 
 def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array, rng: Array,
@@ -406,8 +421,8 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       request[s], kv_len[s], generated[s], live[s] = r, len(prompt_rows[r // g]), 0, True
       admitted.append((int(s), r))
     if admitted:
-      cache, logits = _prefill_admitted(graphdef, state, cache, logits, admitted, prompt_rows,
-                                        g, p, slots)
+      cache, logits = _call(stats, "prefill", _prefill_admitted, graphdef, state, cache,
+                            logits, admitted, prompt_rows, g, p, slots)
       stats.prefills += 1
     active = slots
     if compact:
@@ -416,16 +431,17 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
         src = np.flatnonzero(live[active:]) + active
         dst = np.flatnonzero(~live[:active])[:len(src)]
         width = pow2_bucket(len(src), slots)
-        cache, logits = move_slots_jit(
-            cache, logits, jnp.asarray(np.pad(src, (0, width - len(src)))),
+        cache, logits = _call(
+            stats, "move", move_slots_jit, cache, logits, jnp.asarray(np.pad(src, (0, width - len(src)))),
             jnp.asarray(np.pad(dst, (0, width - len(dst)), constant_values=slots)))
         for x in (kv_len, generated, live, request):
           x[dst], x[src] = x[src], x[dst]
         stats.compactions += 1
     read_len = read_length(lengths, int(kv_len[live].max()) + settings.decode_steps)
-    c = decode_jit(graphdef, decode_sp, read_len, settings.decode_steps, state, cache, logits,
-                   *(jnp.asarray(x[:active]) for x in (kv_len, generated, live)),
-                   jnp.asarray(request[:active] + first_request), rng)
+    c = _call(stats, "decode", decode_jit, graphdef, decode_sp, read_len,
+              settings.decode_steps, state, cache, logits,
+              *(jnp.asarray(x[:active]) for x in (kv_len, generated, live)),
+              jnp.asarray(request[:active] + first_request), rng)
     cache, logits = c.pop("cache"), c.pop("logits")
     c = jax.device_get(c)  # the one transfer of this call
     stats.calls += 1
