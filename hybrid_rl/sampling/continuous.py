@@ -430,10 +430,10 @@ def generate(model: transformer.Transformer, prompts: Array, prompt_valid: Array
       if live[active:].any():  # live slots into free ones at the front
         src = np.flatnonzero(live[active:]) + active
         dst = np.flatnonzero(~live[:active])[:len(src)]
-        width = pow2_bucket(len(src), slots)
-        cache, logits = _call(
-            stats, "move", move_slots_jit, cache, logits, jnp.asarray(np.pad(src, (0, width - len(src)))),
-            jnp.asarray(np.pad(dst, (0, width - len(dst)), constant_values=slots)))
+        pad = pow2_bucket(len(src), slots) - len(src)  # few widths, few compilations
+        cache, logits = _call(stats, "move", move_slots_jit, cache, logits,
+                              jnp.asarray(np.pad(src, (0, pad))),
+                              jnp.asarray(np.pad(dst, (0, pad), constant_values=slots)))
         for x in (kv_len, generated, live, request):
           x[dst], x[src] = x[src], x[dst]
         stats.compactions += 1
