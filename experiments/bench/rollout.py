@@ -24,7 +24,8 @@ fraction is 1 - useful / decoded row-steps (rows x steps of every decode call). 
 differ between sides (each keys its own), so each side's own token count is used. The
 seconds JAX spent compiling inside each timed call are recorded too (the engine meets
 new slot counts and read lengths in later rounds, which a long run compiles once), with
-the rates without them beside the rates as timed.
+the rates without them beside the rates as timed, and the engine's seconds per kind of
+device call (prefill, move, decode; `EngineStats.timed`) as `device_seconds`.
 """
 import dataclasses
 import functools
@@ -147,8 +148,8 @@ def main(argv):
     useful = [int(lengths.sum()) for lengths, _ in runs[name]]
     rates = [u / s for u, s in zip(useful, seconds)]
     useful_per_s[name] = float(np.median(rates))
-    per_s_without_compiling[name] = float(np.median([u / (s - c) for u, s, c in
-                                            zip(useful, seconds, compiles[name])]))
+    per_s_without_compiling[name] = float(np.median(
+        [u / (s - c) for u, s, c in zip(useful, seconds, compiles[name])]))
     padding[name] = float(np.median([1 - u / steps for u, (_, steps) in zip(useful,
                                                                            runs[name])]))
     per_side[name] = {"seconds": throughput.median_spread(seconds),
